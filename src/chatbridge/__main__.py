@@ -1,0 +1,3 @@
+from chatbridge.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""HTTP surfaces: OpenAI and Anthropic APIs, admin, health."""

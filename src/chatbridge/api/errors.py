@@ -1,0 +1,108 @@
+"""Every failure as the client's API expects it: OpenAI or Anthropic envelope, right status.
+
+This is the one place where internal errors become HTTP statuses. Messages name the upstream
+and the reason; they never carry a traceback or a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import orjson
+
+from chatbridge.core.errors import ClientError, FailureKind, PoolExhausted, UpstreamTimeout, UpstreamTransportError
+from chatbridge.core.pipeline import AttemptsFailed
+from chatbridge.core.secrets import redact
+
+log = logging.getLogger("chatbridge.api")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiError:
+    status: int
+    message: str
+    type: str
+    code: str | None = None
+    param: str | None = None
+    retry_after: float | None = None
+
+    def openai_body(self) -> bytes:
+        return orjson.dumps(
+            {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        )
+
+    def anthropic_body(self, request_id: str | None = None) -> bytes:
+        return orjson.dumps(
+            {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(self.status, "api_error"), "message": self.message},
+             "request_id": request_id}
+        )
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+    500: "api_error", 502: "api_error", 503: "overloaded_error", 504: "timeout_error",
+}
+
+
+def to_api_error(exc: BaseException) -> ApiError:
+    """Map any exception to what the client sees."""
+    if isinstance(exc, ClientError):
+        return ApiError(exc.status, exc.message, _client_type(exc.status), exc.code, exc.param)
+    if isinstance(exc, PoolExhausted):
+        return ApiError(503, redact(exc.message), "service_unavailable_error", "no_credentials_available",
+                        retry_after=exc.retry_after or 30)
+    if isinstance(exc, AttemptsFailed):
+        return _attempts_failed(exc)
+    log.error("unexpected error while serving a request", exc_info=exc)
+    return ApiError(500, "The gateway hit an internal error; it has been logged.", "server_error")
+
+
+def _client_type(status: int) -> str:
+    return {401: "invalid_request_error", 404: "invalid_request_error", 413: "invalid_request_error"}.get(
+        status, "invalid_request_error"
+    )
+
+
+def _attempts_failed(exc: AttemptsFailed) -> ApiError:
+    error, failure = exc.error, exc.failure
+    message = redact(error.message)
+    tries = f" (after {exc.attempts} attempt{'s' if exc.attempts != 1 else ''})" if exc.attempts > 1 else ""
+    if failure.kind is FailureKind.BAD_REQUEST:
+        return ApiError(400, message, "invalid_request_error", "upstream_rejected_request")
+    if failure.kind is FailureKind.RATE_LIMITED:
+        return ApiError(429, message + tries, "rate_limit_error", "rate_limit_exceeded",
+                        retry_after=failure.retry_after or 30)
+    if isinstance(error, UpstreamTimeout):
+        return ApiError(504, message + tries, "timeout_error", "upstream_timeout")
+    if isinstance(error, UpstreamTransportError):
+        return ApiError(502, message + tries, "upstream_error", "upstream_unreachable")
+    if failure.kind is FailureKind.AUTH:
+        return ApiError(502, message + tries + "; the gateway's upstream credential was refused",
+                        "upstream_error", "upstream_auth_failed")
+    return ApiError(502, message + tries, "upstream_error", "upstream_error")
+
+
+def stream_error_event(exc: BaseException) -> bytes:
+    """The in-band error that ends an OpenAI stream that has already started."""
+    api_error = to_api_error(exc) if not _is_upstream(exc) else _midstream(exc)
+    return b"data: " + api_error.openai_body() + b"\n\n"
+
+
+def _is_upstream(exc: BaseException) -> bool:
+    from chatbridge.core.errors import UpstreamError
+
+    return isinstance(exc, UpstreamError)
+
+
+def _midstream(exc: BaseException) -> ApiError:
+    message = redact(getattr(exc, "message", str(exc)))
+    if isinstance(exc, UpstreamTimeout):
+        return ApiError(504, message, "timeout_error", "upstream_timeout")
+    return ApiError(502, message, "upstream_error", "upstream_stream_failed")

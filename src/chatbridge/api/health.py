@@ -1,0 +1,24 @@
+"""`/health`: what is enabled, in which mode, and how healthy each credential pool is."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from chatbridge import __version__
+
+
+async def health(request: Request) -> Response:
+    runtime = request.app.state.runtime
+    providers: dict[str, object] = {}
+    for name, provider in runtime.providers.items():
+        pool = runtime.pools.get(name)
+        providers[name] = {
+            "enabled": True,
+            "mode": getattr(provider, "mode", "api_key"),
+            "models": [m.id for m in provider.models()],
+            "credentials": pool.counts() if pool is not None else None,
+        }
+    body = {"status": "ok", "version": __version__, "providers": providers}
+    return Response(orjson.dumps(body), media_type="application/json")

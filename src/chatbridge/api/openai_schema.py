@@ -1,0 +1,238 @@
+"""OpenAI chat-completion requests: validation and conversion to `ChatRequest`.
+
+Validation runs in pydantic-core straight from the raw bytes. Unknown top-level fields are
+kept (clients add vendor extras through `extra_body`) and passed to upstreams that speak
+OpenAI themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from chatbridge.core.errors import InvalidRequest
+from chatbridge.core.types import (
+    ChatRequest,
+    ContentPart,
+    ImagePart,
+    Message,
+    TextPart,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
+)
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class TextPartIn(_Lenient):
+    type: Literal["text"]
+    text: str
+
+
+class ImageUrlIn(_Lenient):
+    url: str
+    detail: str | None = None
+
+
+class ImagePartIn(_Lenient):
+    type: Literal["image_url"]
+    image_url: ImageUrlIn
+
+
+PartIn = Annotated[Union[TextPartIn, ImagePartIn], Field(discriminator="type")]
+
+
+class FunctionCallIn(_Lenient):
+    name: str
+    arguments: str = ""
+
+
+class ToolCallIn(_Lenient):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
+class MessageIn(_Lenient):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[PartIn] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+    reasoning_content: str | None = None
+
+
+class FunctionSpecIn(_Lenient):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolIn(_Lenient):
+    type: Literal["function"] = "function"
+    function: FunctionSpecIn
+
+
+class NamedFunctionIn(_Lenient):
+    name: str
+
+
+class ToolChoiceIn(_Lenient):
+    type: Literal["function"]
+    function: NamedFunctionIn
+
+
+class StreamOptionsIn(_Lenient):
+    include_usage: bool = False
+
+
+class ChatCompletionRequestIn(_Lenient):
+    model: str = Field(min_length=1)
+    messages: list[MessageIn] = Field(min_length=1)
+    stream: bool | None = False
+    stream_options: StreamOptionsIn | None = None
+    tools: list[ToolIn] | None = None
+    tool_choice: Literal["none", "auto", "required"] | ToolChoiceIn | None = None
+    parallel_tool_calls: bool | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    stop: str | list[str] | None = None
+    user: str | None = None
+    n: int | None = Field(None, ge=1, le=1)
+    reasoning_effort: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > 4:
+            raise ValueError("at most 4 stop sequences are allowed")
+        return value
+
+
+_MODELLED = frozenset(ChatCompletionRequestIn.model_fields)
+
+
+def parse_chat_request(body: bytes) -> ChatRequest:
+    """Validate raw JSON bytes; every problem becomes a 400 naming the field."""
+    if not body.strip():
+        raise InvalidRequest("The request body is empty; expected a JSON object.", code="invalid_json")
+    try:
+        parsed = ChatCompletionRequestIn.model_validate_json(body)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    return to_chat_request(parsed)
+
+
+def _invalid(exc: ValidationError) -> InvalidRequest:
+    errors = exc.errors(include_url=False)
+    error = max(errors, key=lambda e: len(e["loc"]))  # the deepest error names the real field
+    if error["type"] == "json_invalid":
+        return InvalidRequest(f"The request body is not valid JSON: {error['msg']}", code="invalid_json")
+    if error["type"] == "model_type" and not error["loc"]:
+        return InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    param = format_loc(error["loc"])
+    if error["type"] == "missing":
+        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    return InvalidRequest(f"Invalid value for '{param}': {error['msg']}.", param=param, code="invalid_value")
+
+
+_UNION_TAGS = frozenset({"text", "image_url"})
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+
+
+def format_loc(loc: tuple[int | str, ...]) -> str:
+    """('messages', 0, 'content', 'list[…]', 1, 'text', 'text') → messages[0].content[1].text.
+
+    Pydantic puts union branch names and discriminator tags into the location; they are
+    not fields the client wrote, so they are dropped.
+    """
+    out = ""
+    after_index = False
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            after_index = True
+            continue
+        if "[" in part or part in _TYPE_NAMES or part.endswith("In"):
+            continue
+        if after_index and part in _UNION_TAGS and loc.count(part) > 1:
+            after_index = False
+            continue
+        after_index = False
+        out += f".{part}" if out else part
+    return out
+
+
+def to_chat_request(data: ChatCompletionRequestIn) -> ChatRequest:
+    messages = [_message(m, i) for i, m in enumerate(data.messages)]
+    tools = [
+        ToolSpec(t.function.name, t.function.description or "", t.function.parameters or {}, t.function.strict)
+        for t in data.tools or ()
+    ]
+    stop = [data.stop] if isinstance(data.stop, str) else list(data.stop or ())
+    extra = {k: v for k, v in (data.model_extra or {}).items() if k not in _MODELLED}
+    return ChatRequest(
+        model=data.model,
+        messages=messages,
+        stream=bool(data.stream),
+        tools=tools,
+        tool_choice=_tool_choice(data.tool_choice, tools),
+        parallel_tool_calls=data.parallel_tool_calls is not False,
+        max_tokens=data.max_completion_tokens or data.max_tokens,
+        temperature=data.temperature,
+        top_p=data.top_p,
+        stop=stop,
+        user=data.user,
+        include_usage=bool(data.stream and data.stream_options and data.stream_options.include_usage),
+        reasoning_effort=data.reasoning_effort,
+        extra=extra,
+    )
+
+
+def _message(m: MessageIn, index: int) -> Message:
+    if m.role == "tool" and not m.tool_call_id:
+        raise InvalidRequest(
+            f"Missing required parameter: 'messages[{index}].tool_call_id'.",
+            param=f"messages[{index}].tool_call_id", code="missing_required_parameter",
+        )
+    if m.content is None and m.role != "assistant":
+        raise InvalidRequest(
+            f"Missing required parameter: 'messages[{index}].content'.",
+            param=f"messages[{index}].content", code="missing_required_parameter",
+        )
+    content: str | list[ContentPart] | None
+    if isinstance(m.content, list):
+        content = [
+            TextPart(p.text) if isinstance(p, TextPartIn) else ImagePart(p.image_url.url, p.image_url.detail)
+            for p in m.content
+        ]
+    else:
+        content = m.content
+    return Message(
+        role=m.role,
+        content=content,
+        name=m.name,
+        tool_calls=[ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ()],
+        tool_call_id=m.tool_call_id,
+        reasoning_content=m.reasoning_content,
+    )
+
+
+def _tool_choice(choice: str | ToolChoiceIn | None, tools: list[ToolSpec]) -> ToolChoice:
+    if choice is None:
+        return ToolChoice("auto")
+    if isinstance(choice, ToolChoiceIn):
+        if tools and choice.function.name not in {t.name for t in tools}:
+            raise InvalidRequest(
+                f"Invalid value for 'tool_choice': no tool named '{choice.function.name}' is in 'tools'.",
+                param="tool_choice", code="invalid_value",
+            )
+        return ToolChoice("function", choice.function.name)
+    return ToolChoice(choice)  # type: ignore[arg-type]

@@ -1,0 +1,80 @@
+"""The `chatbridge` command: `serve`, and (from pool/) `check-config` and `accounts`."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from chatbridge import __version__
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="chatbridge: one OpenAI-compatible API for web-chat AI services.")
+
+
+@app.command()
+def serve(
+    host: Optional[str] = typer.Option(None, help="Address to listen on (default: HOST or 0.0.0.0)."),
+    port: Optional[int] = typer.Option(None, help="Port (default: PORT or 8001)."),
+    workers: Optional[int] = typer.Option(None, help="Worker processes (default: WORKERS or 1). More than one needs shared state for pools to agree; see README."),
+    access_log: bool = typer.Option(True, help="Log every request."),
+) -> None:
+    """Start the gateway."""
+    import uvicorn
+
+    from chatbridge.config import load_settings
+    from chatbridge.logs import configure_logging
+    from chatbridge.runtime import build_runtime, describe_keys
+
+    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+    settings = load_settings(**overrides)
+    configure_logging(settings.log_level, settings.log_format)
+    runtime = build_runtime(settings)  # creates the client key on first start, before workers fork
+    shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    lines = [
+        f"chatbridge {__version__} listening on http://{settings.host}:{settings.port} "
+        f"(OpenAI base URL: http://{shown_host}:{settings.port}/v1, docs: /docs)",
+        *runtime.report,
+        *describe_keys(runtime),
+    ]
+    typer.echo("\n".join(lines))
+    common = dict(host=settings.host, port=settings.port, log_config=None, access_log=access_log,
+                  loop="uvloop", http="httptools", timeout_graceful_shutdown=5)
+    if settings.workers > 1:
+        _export_overrides(overrides)
+        uvicorn.run("chatbridge.api.app:create_app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+    else:
+        from chatbridge.api.app import create_app
+
+        uvicorn.run(create_app(runtime), **common)  # type: ignore[arg-type]
+
+
+def _export_overrides(overrides: dict[str, object]) -> None:
+    """Worker processes read the environment; pass command-line overrides through it."""
+    import os
+
+    for key, value in overrides.items():
+        os.environ[key.upper()] = str(value)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    _register_plugins()
+    app()
+
+
+def _register_plugins() -> None:
+    """Sub-commands that live next to the code they drive (pool tooling)."""
+    try:
+        from chatbridge.pool.cli import register
+    except ImportError:
+        return
+    register(app)
+
+
+if __name__ == "__main__":
+    main()

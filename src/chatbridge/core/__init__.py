@@ -1,0 +1,1 @@
+"""Canonical types, errors, the request pipeline and stream helpers."""

@@ -1,0 +1,144 @@
+"""The error tree, shaped by what the gateway does next.
+
+`UpstreamError`s carry the provider and credential they happened on; the pipeline asks the
+provider to classify them into a `Failure`, which decides retry, cooldown or disabling.
+`ClientError`s are the client's fault and map straight to a 4xx envelope.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class ChatbridgeError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+# --- The client's fault ------------------------------------------------------------------------
+
+
+class ClientError(ChatbridgeError):
+    """A request we refuse; `status`, `param` and `code` go straight into the error envelope."""
+
+    status = 400
+    error_type = "invalid_request_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class InvalidRequest(ClientError):
+    pass
+
+
+class AuthenticationFailed(ClientError):
+    status = 401
+
+    def __init__(self, message: str = "Invalid or missing API key.") -> None:
+        super().__init__(message, code="invalid_api_key")
+
+
+class ModelNotFound(ClientError):
+    status = 404
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model '{model}' does not exist or is not served by this gateway.",
+            param="model",
+            code="model_not_found",
+        )
+
+
+class RequestTooLarge(ClientError):
+    status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Request body exceeds the limit of {limit} bytes.", code="request_too_large")
+
+
+# --- The upstream's fault ----------------------------------------------------------------------
+
+
+class UpstreamError(ChatbridgeError):
+    """Something went wrong talking to an upstream; carries where it happened."""
+
+    def __init__(self, message: str, *, provider: str, credential_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.credential_id = credential_id
+
+
+class UpstreamTransportError(UpstreamError):
+    """Connect or read failure: another credential or a retry may help."""
+
+
+class UpstreamTimeout(UpstreamTransportError):
+    """No connection or no first byte within REQUEST_TIMEOUT."""
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered with an error status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int,
+        body: str = "",
+        retry_after: float | None = None,
+        credential_id: str | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, credential_id=credential_id)
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The upstream sent something we cannot parse; retrying the same thing will not help."""
+
+
+class PoolExhausted(ChatbridgeError):
+    """No usable credential: every one is disabled or cooling down."""
+
+    def __init__(self, provider: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.message = message
+        self.retry_after = retry_after
+
+
+# --- Classification ----------------------------------------------------------------------------
+
+
+class FailureKind(str, enum.Enum):
+    AUTH = "auth"  # credential dead: disable it, try the next one
+    RATE_LIMITED = "rate_limited"  # cool the credential down, try the next one
+    TRANSIENT = "transient"  # count one failure, try again
+    BAD_REQUEST = "bad_request"  # the client's fault: no retry, no penalty
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"  # the service is down: retrying elsewhere may help
+
+
+@dataclass(slots=True, frozen=True)
+class Failure:
+    """The classified outcome of a failed attempt."""
+
+    kind: FailureKind
+    message: str
+    status: int | None = None
+    retry_after: float | None = None
+    scope: str = "credential"  # "credential" or "provider" (e.g. a per-IP limit)
+
+    @property
+    def is_retryable(self) -> bool:
+        return self.kind is not FailureKind.BAD_REQUEST
+
+    @property
+    def penalises_credential(self) -> bool:
+        return self.kind in (FailureKind.AUTH, FailureKind.TRANSIENT)

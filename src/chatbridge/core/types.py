@@ -1,0 +1,193 @@
+"""Canonical request and event types: the only shapes that cross layer boundaries.
+
+Ingress turns OpenAI/Anthropic JSON into these, providers consume a `ChatRequest` and yield
+`Event`s, features transform event streams and encoders turn events back into wire JSON.
+They are plain slotted dataclasses, not pydantic models, because they sit on the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+
+
+@dataclass(slots=True)
+class TextPart:
+    text: str
+    type: Literal["text"] = "text"
+
+
+@dataclass(slots=True)
+class ImagePart:
+    url: str
+    detail: str | None = None
+    type: Literal["image_url"] = "image_url"
+
+
+ContentPart = Union[TextPart, ImagePart]
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """A complete tool call as it appears in assistant history or a finished answer."""
+
+    id: str
+    name: str
+    arguments: str  # JSON text, exactly as the model (or client) produced it
+
+
+@dataclass(slots=True)
+class Message:
+    role: Role
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None
+    reasoning_content: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The message's text parts joined; images are left out."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+    @property
+    def has_images(self) -> bool:
+        return isinstance(self.content, list) and any(
+            isinstance(p, ImagePart) for p in self.content
+        )
+
+
+@dataclass(slots=True)
+class ToolSpec:
+    """One function tool offered to the model (OpenAI `tools[].function`)."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    strict: bool | None = None
+
+
+@dataclass(slots=True)
+class ToolChoice:
+    """Normalised `tool_choice`: mode plus the forced function name when mode is `function`."""
+
+    mode: Literal["auto", "none", "required", "function"] = "auto"
+    name: str | None = None
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """A chat request after validation, independent of the API it arrived on."""
+
+    model: str
+    messages: list[Message]
+    stream: bool = False
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    parallel_tool_calls: bool = True
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] = field(default_factory=list)
+    user: str | None = None
+    include_usage: bool = False
+    reasoning_effort: str | None = None
+    # Filled by the router: what the upstream is asked for and how the answer is shaped.
+    upstream_model: str = ""
+    thinking: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Events: what providers yield, features transform and encoders consume.
+
+
+@dataclass(slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class ReasoningDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class MarkupDelta:
+    """Answer text that may still carry reasoning markup (`<think>`, `<answer>`, ...).
+
+    Providers yield it when the upstream mixes reasoning into content; the thinking feature
+    turns it into `ReasoningDelta`/`TextDelta`, so providers never parse markup themselves.
+    """
+
+    text: str
+
+
+@dataclass(slots=True)
+class MarkupSnapshot:
+    """The whole message so far, re-rendered by the upstream on every event (cumulative)."""
+
+    text: str
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    """One piece of a streamed tool call; `id` and `name` arrive once, on the first piece."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool = False
+    reasoning_tokens: int | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class Finish:
+    reason: FinishReason = "stop"
+
+
+@dataclass(slots=True)
+class ConversationRef:
+    """Upstream conversation identifiers, kept by the sessions feature."""
+
+    conversation_id: str
+    parent_id: str | None = None
+
+
+Event = Union[
+    TextDelta,
+    ReasoningDelta,
+    MarkupDelta,
+    MarkupSnapshot,
+    ToolCallDelta,
+    Usage,
+    Finish,
+    ConversationRef,
+]
+
+
+@dataclass(slots=True)
+class ModelInfo:
+    """A public model id and who serves it."""
+
+    id: str
+    owned_by: str
+    created: int = 0

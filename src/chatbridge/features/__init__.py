@@ -1,0 +1,1 @@
+"""Request and response features: thinking, tools, sessions."""

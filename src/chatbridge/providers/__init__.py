@@ -1,0 +1,1 @@
+"""Upstream providers, one module or package each, behind `providers.base.Provider`."""

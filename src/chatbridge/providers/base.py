@@ -1,0 +1,74 @@
+"""The provider interface: the only thing the pipeline knows about an upstream.
+
+A provider translates a `ChatRequest` into its upstream's wire protocol and the upstream's
+answer into core `Event`s. It knows nothing about HTTP ingress, pools or other providers.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+
+from chatbridge.core.credentials import Credential
+from chatbridge.core.errors import (
+    Failure,
+    FailureKind,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamTransportError,
+)
+from chatbridge.core.types import ChatRequest, Event, ModelInfo
+
+
+class Provider(abc.ABC):
+    """Base class for upstream providers.
+
+    `stream` is an async generator: the pipeline pulls the first event before it answers the
+    client, so an error raised before the first yield can still be retried elsewhere.
+    """
+
+    name: str = "provider"
+    native_tools: bool = False
+    requires_credential: bool = True
+
+    @abc.abstractmethod
+    def models(self) -> list[ModelInfo]:
+        """Public model ids this provider serves."""
+
+    @abc.abstractmethod
+    def stream(self, request: ChatRequest, credential: Credential | None) -> AsyncIterator[Event]:
+        """Run one attempt upstream and yield its events."""
+
+    def classify(self, error: Exception) -> Failure:
+        """Default mapping of upstream errors onto failure kinds; providers refine it."""
+        return classify_http_error(error)
+
+    async def astart(self) -> None:
+        """Called once in the application lifespan (e.g. to discover models)."""
+
+    async def aclose(self) -> None:
+        """Release upstream connections."""
+
+
+def classify_http_error(error: Exception) -> Failure:
+    """The common HTTP reading: 401/403 auth, 429 rate limit, 5xx transient, other 4xx client."""
+    if isinstance(error, UpstreamStatusError):
+        status = error.status
+        if status in (401, 403):
+            return Failure(FailureKind.AUTH, error.message, status=status)
+        if status == 429:
+            return Failure(FailureKind.RATE_LIMITED, error.message, status, error.retry_after)
+        if status >= 500:
+            return Failure(FailureKind.TRANSIENT, error.message, status=status)
+        return Failure(FailureKind.BAD_REQUEST, error.message, status=status)
+    if isinstance(error, UpstreamTimeout):
+        return Failure(FailureKind.TRANSIENT, error.message)
+    if isinstance(error, UpstreamTransportError):
+        return Failure(FailureKind.UPSTREAM_UNAVAILABLE, error.message)
+    if isinstance(error, UpstreamProtocolError):
+        return Failure(FailureKind.TRANSIENT, error.message)
+    if isinstance(error, UpstreamError):
+        return Failure(FailureKind.TRANSIENT, error.message)
+    return Failure(FailureKind.TRANSIENT, f"unexpected error: {type(error).__name__}")

@@ -1,0 +1,189 @@
+"""The composition root: settings in, a wired gateway (providers, pools, router, pipeline) out.
+
+Only this module and the CLI read `Settings`; everything below receives plain values.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chatbridge.config import Settings
+from chatbridge.core.credentials import Credential
+from chatbridge.core.pipeline import Pipeline, PipelineSettings
+from chatbridge.core.routing import Route, Router
+from chatbridge.core.secrets import Secret, mask
+from chatbridge.keys import StoredKey, load_or_create_key
+from chatbridge.pool.pool import CredentialPool
+from chatbridge.pool.sources import jwt_credential, read_tokens_file
+from chatbridge.providers.base import Provider
+from chatbridge.providers.http import HttpSettings
+
+log = logging.getLogger("chatbridge")
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    providers: dict[str, Provider]
+    pools: dict[str, CredentialPool]
+    router: Router
+    pipeline: Pipeline
+    client_keys: list[str]
+    client_key_source: StoredKey | None
+    report: list[str] = field(default_factory=list)
+    started_at: int = field(default_factory=lambda: int(time.time()))
+
+    async def astart(self) -> None:
+        for provider in self.providers.values():
+            try:
+                await provider.astart()
+            except Exception as exc:  # one broken upstream must not keep the others down
+                log.error("provider %s failed to start: %s", provider.name, exc)
+        self.router = build_router(self.settings, self.providers)
+        self.pipeline.router = self.router
+
+    async def aclose(self) -> None:
+        for provider in self.providers.values():
+            await provider.aclose()
+
+
+def http_settings(settings: Settings) -> HttpSettings:
+    return HttpSettings(
+        request_timeout=settings.request_timeout,
+        idle_timeout=settings.stream_idle_timeout,
+        proxy_url=settings.proxy_url,
+    )
+
+
+def k2think_credentials(settings: Settings) -> tuple[list[Credential], list[str]]:
+    """Tokens from K2THINK_TOKEN and TOKENS_FILE, plus notes on what was found."""
+    credentials: list[Credential] = []
+    notes: list[str] = []
+    if settings.k2think_token is not None and settings.k2think_token.get_secret_value().strip():
+        credentials.append(jwt_credential("k2think", settings.k2think_token.get_secret_value().strip(), "env"))
+    path = settings.tokens_file
+    if path is not None:
+        if path.exists():
+            tokens = read_tokens_file(path)
+            credentials += [jwt_credential("k2think", t, "tokens_file") for t in tokens]
+            notes.append(f"{len(tokens)} token(s) from {path}")
+        else:
+            notes.append(f"TOKENS_FILE {path} does not exist yet")
+    unique = {c.id: c for c in credentials}
+    return list(unique.values()), notes
+
+
+def build_providers(settings: Settings) -> tuple[dict[str, Provider], dict[str, CredentialPool], list[str]]:
+    providers: dict[str, Provider] = {}
+    pools: dict[str, CredentialPool] = {}
+    report: list[str] = []
+    http = http_settings(settings)
+    if settings.k2think_enabled:
+        from chatbridge.providers.k2think import K2ThinkConfig, K2ThinkProvider
+        from chatbridge.providers.k2think.payload import K2ThinkEndpoints
+
+        credentials, notes = k2think_credentials(settings)
+        has_accounts = settings.accounts_file is not None and settings.enable_token_auto_update
+        guest = not credentials and not has_accounts
+        endpoints = K2ThinkEndpoints(
+            settings.k2think_base_url, settings.k2think_chat_url, settings.k2think_guest_url, settings.k2think_signin_url
+        )
+        providers["k2think"] = K2ThinkProvider(K2ThinkConfig(endpoints, settings.k2think_upstream_model, guest, http))
+        if guest:
+            report.append("k2think: guest mode, no tokens configured (set K2THINK_TOKEN or TOKENS_FILE for token mode)")
+        else:
+            pools["k2think"] = CredentialPool(
+                "k2think", credentials, max_failures=settings.max_token_failures,
+                default_cooldown=settings.token_cooldown_seconds,
+            )
+            detail = ", ".join(notes) or "K2THINK_TOKEN"
+            report.append(f"k2think: token mode, {len(credentials)} credential(s) ({detail})")
+    else:
+        report.append("k2think: disabled (K2THINK_ENABLED=false)")
+    if settings.openai_compat_base_url:
+        from chatbridge.providers.openai_compat import OpenAICompatConfig, OpenAICompatProvider
+
+        key = settings.openai_compat_api_key
+        providers["openai"] = OpenAICompatProvider(OpenAICompatConfig(
+            base_url=settings.openai_compat_base_url,
+            api_key=Secret(key.get_secret_value()) if key else None,
+            http=http,
+            model_ids=tuple(settings.openai_compat_model_ids),
+            emulate_tools=settings.openai_compat_emulate_tools,
+        ))
+        models = ", ".join(settings.openai_compat_model_ids) or "read from the upstream's /models at start"
+        report.append(f"openai: {settings.openai_compat_base_url} (models: {models})")
+    else:
+        report.append("openai: disabled (set OPENAI_COMPAT_BASE_URL to enable)")
+    return providers, pools, report
+
+
+def build_router(settings: Settings, providers: dict[str, Provider]) -> Router:
+    routes: list[Route] = []
+    k2 = providers.get("k2think")
+    if k2 is not None:
+        from chatbridge.providers.k2think import ALIASES, PUBLIC_MODELS
+
+        upstream = settings.k2think_upstream_model
+        for model_id in PUBLIC_MODELS + ALIASES:
+            routes.append(Route(
+                model_id, k2, upstream, thinking=not model_id.endswith("-nothink"),
+                listed=model_id in PUBLIC_MODELS, owned_by="MBZUAI", untagged_start="reasoning",
+            ))
+    compat = providers.get("openai")
+    if compat is not None:
+        for model in compat.models():
+            routes.append(Route(model.id, compat, model.id, owned_by=compat.name))
+    return Router(routes)
+
+
+def client_keys(settings: Settings) -> tuple[list[str], StoredKey | None]:
+    keys = settings.client_keys
+    if keys:
+        return keys, None
+    stored = load_or_create_key(Path(settings.data_dir), "api_key", "sk-cb-")
+    return [stored.value], stored
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    providers, pools, report = build_providers(settings)
+    router = build_router(settings, providers)
+    tool_settings = _tool_settings(settings)
+    pipeline = Pipeline(
+        router, pools,
+        PipelineSettings(
+            max_retries=settings.max_retries,
+            output_thinking=settings.output_thinking,
+            thinking_format=settings.thinking_format,
+        ),
+        tool_settings,
+    )
+    keys, stored = client_keys(settings)
+    return Runtime(settings, providers, pools, router, pipeline, keys, stored, report)
+
+
+def _tool_settings(settings: Settings) -> object | None:
+    try:
+        from chatbridge.features.tools import ToolSettings
+    except ImportError:  # the tools feature is optional at import time during development
+        return None
+    return ToolSettings(
+        enabled=settings.enable_toolify,
+        custom_prompt=settings.toolify_custom_prompt,
+        repair_attempts=settings.tool_repair_attempts,
+    )
+
+
+def describe_keys(runtime: Runtime) -> list[str]:
+    stored = runtime.client_key_source
+    if stored is None:
+        return [f"client keys: {len(runtime.client_keys)} from VALID_API_KEY ({', '.join(mask(k) for k in runtime.client_keys)})"]
+    if stored.created:
+        return [
+            f"client key: generated and stored in {stored.path} (shown once, keep it):",
+            f"    {stored.value}",
+        ]
+    return [f"client key: {mask(stored.value)} (from {stored.path})"]

@@ -1,0 +1,1 @@
+"""Test suite package (a package so ``python -m tests.upstreams.…`` works)."""
