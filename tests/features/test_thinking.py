@@ -16,10 +16,10 @@ DETAILS = (
 
 CASES = [
     ("<think>Why a.</think>\n\nHello there.", "reasoning", ("Why a.", "Hello there.")),
-    ('<think duration="3">\nWhy b.\n</think>Hello.', "reasoning", ("Why b.\n", "Hello.")),
+    ('<think duration="3">\nWhy b.\n</think>Hello.', "reasoning", ("Why b.", "Hello.")),
     ("Why c, no opening tag.</think>\nAnswer c.", "reasoning", ("Why c, no opening tag.", "Answer c.")),
     ("<think>r</think><answer>a < b and <b>bold</b></answer>", "answer", ("r", "a < b and <b>bold</b>")),
-    (DETAILS, "reasoning", ("The user says hi.\nI should greet back.\n", "Hello! How can I help?")),
+    (DETAILS, "reasoning", ("The user says hi.\nI should greet back.", "Hello! How can I help?")),
     ("Just an answer with 1 < 2.", "answer", ("", "Just an answer with 1 < 2.")),
     ("<answer>Only answer</answer>", "reasoning", ("", "Only answer")),
     ("  \n<think>漢字の推論</think>答え🙂", "answer", ("漢字の推論", "答え🙂")),
@@ -76,7 +76,7 @@ def test_snapshots_are_parsed_not_diffed() -> None:
         reasoning += r
         answer += a
     r, a = splitter.finish()
-    assert (reasoning + r, answer + a) == ("The user says hi.\nI should greet back.\n", "Hello! How can I help?")
+    assert (reasoning + r, answer + a) == ("The user says hi.\nI should greet back.", "Hello! How can I help?")
 
 
 def _collect(events: list[object], policy: str = "reasoning") -> list[object]:
@@ -115,3 +115,18 @@ def test_shape_reasoning_tags_and_hidden() -> None:
     assert "".join(e.text for e in tags if isinstance(e, TextDelta)) == "<think>r1r2</think>\na"
     hidden = asyncio.run(run("hidden"))
     assert hidden == [TextDelta("a"), Finish("stop")]
+
+
+def test_open_webui_closes_details_while_reasoning_still_grows() -> None:
+    """Open WebUI renders `</details>` after every partial line; that newline is not text."""
+    head = '<details type="reasoning" done="false">\n<summary>Thinking…</summary>\n> '
+    splitter = SnapshotSplitter("reasoning")
+    out = ""
+    for part in ("The user g", "The user greets me.", "The user greets me. I should g"):
+        out += splitter.feed(head + part + "\n</details>\n")[0]
+    assert out == "The user greets me. I should g"
+
+
+def test_native_reasoning_makes_markup_content_the_answer() -> None:
+    out = _collect([ReasoningDelta("why"), MarkupDelta("Hello"), MarkupDelta(" there"), Finish("stop")])
+    assert out == [ReasoningDelta("why"), TextDelta("Hello"), TextDelta(" there"), Finish("stop")]

@@ -59,7 +59,7 @@ async def chat_completions(request: Request) -> Response:
     if chat.stream:
         encoder = ChunkEncoder(chat_id, created, chat.model, chat.include_usage)
         headers = {"x-chatbridge-overhead-ms": overhead_ms(request, timing)}
-        return EventStreamResponse(_sse_body(primed, encoder), headers)  # type: ignore[return-value]
+        return EventStreamResponse(_sse_body(primed, encoder), headers)
     aggregator = CompletionAggregator()
     try:
         async for event in primed:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from chatbridge.core.errors import InvalidRequest
 from chatbridge.core.types import (
@@ -94,7 +94,7 @@ class StreamOptionsIn(_Lenient):
 class ChatCompletionRequestIn(_Lenient):
     model: str = Field(min_length=1)
     messages: list[MessageIn] = Field(min_length=1)
-    stream: bool | None = False
+    stream: StrictBool | None = False
     stream_options: StreamOptionsIn | None = None
     tools: list[ToolIn] | None = None
     tool_choice: Literal["none", "auto", "required"] | ToolChoiceIn | None = None

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 log = logging.getLogger("chatbridge.api.streaming")
@@ -23,22 +24,20 @@ SSE_HEADERS = {
 }
 
 
-class EventStreamResponse:
+class EventStreamResponse(Response):
     def __init__(self, body: AsyncIterator[bytes], headers: Mapping[str, str] | None = None) -> None:
-        self.body = body
-        self.headers = {**SSE_HEADERS, **(headers or {})}
+        self.body_iterator = body
+        self.status_code = 200
+        self.background = None
+        self.init_headers({**SSE_HEADERS, **(headers or {})})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()],
-        })
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         streamer = asyncio.current_task()
         disconnected = asyncio.Event()
         watcher = asyncio.create_task(_watch_disconnect(receive, disconnected, streamer))
         try:
-            async for chunk in self.body:
+            async for chunk in self.body_iterator:
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -48,7 +47,7 @@ class EventStreamResponse:
             log.info("client disconnected; upstream request cancelled")
         finally:
             watcher.cancel()
-            aclose = getattr(self.body, "aclose", None)
+            aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
 

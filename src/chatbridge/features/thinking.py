@@ -160,29 +160,34 @@ class MarkupParser:
             return
         end = self._buffer.find("</think>")
         if end != -1:
-            reasoning.append(self._buffer[:end])
+            reasoning.append(self._buffer[:end].rstrip("\n"))
             self._close_reasoning(self._buffer[end + len("</think>") :])
             return
-        hold = _partial_suffix(self._buffer, ("</think>",))
-        cut = len(self._buffer) - hold
-        reasoning.append(self._buffer[:cut])
-        self._buffer = self._buffer[cut:]
+        reasoning.append(self._take_reasoning("</think>"))
 
     def _inside_untagged(self, reasoning: list[str]) -> None:
         if not self._skip_leading_blank():
             return
         end = self._buffer.find("</think>")
         if end != -1:
-            reasoning.append(self._buffer[:end])
+            reasoning.append(self._buffer[:end].rstrip("\n"))
             self._untagged_text.clear()
             self._close_reasoning(self._buffer[end + len("</think>") :])
             return
-        hold = _partial_suffix(self._buffer, ("</think>",))
-        cut = len(self._buffer) - hold
-        piece = self._buffer[:cut]
+        piece = self._take_reasoning("</think>")
         reasoning.append(piece)
         self._untagged_text.append(piece)
-        self._buffer = self._buffer[cut:]
+
+    def _take_reasoning(self, close_tag: str) -> str:
+        """What can be emitted now: all but a possible partial close tag and trailing newlines.
+
+        Newlines right before a close tag are layout (Open WebUI renders one even while the
+        reasoning is still growing), so they wait until we know what follows them.
+        """
+        cut = len(self._buffer) - _partial_suffix(self._buffer, (close_tag,))
+        piece = self._buffer[:cut].rstrip("\n")
+        self._buffer = self._buffer[len(piece) :]
+        return piece
 
     def _inside_details(self, reasoning: list[str]) -> None:
         out: list[str] = []
@@ -206,7 +211,7 @@ class MarkupParser:
             if buf[i] == "<":
                 rest = buf[i:]
                 if rest.startswith("</details>"):
-                    reasoning.append("".join(out))
+                    reasoning.append("".join(out).rstrip("\n"))
                     self._close_reasoning(buf[i + len("</details>") :])
                     return
                 if rest.startswith("<summary>"):
@@ -231,8 +236,10 @@ class MarkupParser:
             if ch == "\n":
                 self._line_start = True
             i += 1
-        self._buffer = buf[i:]
-        reasoning.append("".join(out))
+        emitted = "".join(out)
+        kept = emitted.rstrip("\n")  # trailing newlines wait: a close tag may follow
+        self._buffer = emitted[len(kept) :] + buf[i:]
+        reasoning.append(kept)
 
     def _inside_answer(self, answer: list[str]) -> None:
         if self._answer_leading:  # the blank lines between reasoning and answer are layout
@@ -325,6 +332,8 @@ async def split_reasoning(
     snapshots: SnapshotSplitter | None = None
     async with closing(events):
         async for event in events:
+            if isinstance(event, ReasoningDelta):
+                untagged_start = "answer"  # native reasoning: the content is the answer
             if isinstance(event, MarkupDelta):
                 parser = parser or MarkupParser(untagged_start)
                 for out in _deltas(*parser.feed(event.text)):

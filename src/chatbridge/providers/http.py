@@ -80,6 +80,8 @@ def map_aiohttp_errors(provider: str, credential_id: str | None = None) -> Itera
         raise UpstreamTransportError(_describe(provider, "has an invalid URL", exc), provider=provider, credential_id=credential_id) from exc
     except aiohttp.ClientPayloadError as exc:
         raise UpstreamTransportError(_describe(provider, "broke off its response", exc), provider=provider, credential_id=credential_id) from exc
+    except aiohttp.WSMessageTypeError as exc:  # a TypeError subclass; never expected on HTTP
+        raise UpstreamProtocolError(_describe(provider, "sent an unexpected message", exc), provider=provider, credential_id=credential_id) from exc
     except aiohttp.ClientResponseError as exc:
         raise UpstreamProtocolError(_describe(provider, "sent a malformed response", exc), provider=provider, credential_id=credential_id) from exc
     except (aiohttp.ClientError, ConnectionError, OSError) as exc:

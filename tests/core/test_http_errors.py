@@ -1,0 +1,87 @@
+"""Every aiohttp exception leaves the seam translated into the gateway's error tree."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import aiohttp.client_exceptions as client_exceptions
+import pytest
+
+from chatbridge.core.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamTransportError
+from chatbridge.providers.http import map_aiohttp_errors, parse_retry_after, status_error
+
+
+def _instance(cls: type[BaseException]) -> BaseException:
+    """Build an instance of an aiohttp exception whatever its constructor wants."""
+    from unittest import mock
+
+    if issubclass(cls, client_exceptions.ClientResponseError):
+        return cls(mock.Mock(real_url="http://x"), (), status=500, message="boom")
+    if issubclass(cls, client_exceptions.ClientConnectorError):
+        return cls(mock.Mock(host="x", port=1, ssl=False), OSError(111, "refused"))
+    if cls.__name__ in ("InvalidURL", "InvalidUrlClientError", "InvalidUrlRedirectClientError", "NonHttpUrlClientError", "NonHttpUrlRedirectClientError"):
+        return cls("not a url")
+    if cls.__name__ == "ServerFingerprintMismatch":
+        return cls(b"a", b"b", "x", 1)
+    if cls.__name__ == "ServerDisconnectedError":
+        return cls()
+    for args in ((), ("x",), ("x", "y"), ("x", "y", "z")):
+        try:
+            return cls(*args)
+        except TypeError:
+            continue
+    raise TypeError(f"no recipe for {cls.__name__}")
+
+
+EXCEPTIONS = [
+    getattr(client_exceptions, name)
+    for name in client_exceptions.__all__
+    if isinstance(getattr(client_exceptions, name), type) and issubclass(getattr(client_exceptions, name), BaseException)
+]
+
+
+@pytest.mark.parametrize("cls", EXCEPTIONS, ids=lambda c: c.__name__)
+def test_every_aiohttp_exception_is_mapped(cls: type[BaseException]) -> None:
+    try:
+        exc = _instance(cls)
+    except Exception as build_error:  # pragma: no cover - tells which class needs a recipe
+        pytest.fail(f"cannot build {cls.__name__}: {build_error}")
+    with pytest.raises(UpstreamError) as caught:
+        with map_aiohttp_errors("k2think", "cred1"):
+            raise exc
+    assert caught.value.provider == "k2think"
+    assert caught.value.credential_id == "cred1"
+    assert caught.value.__cause__ is exc
+
+
+def test_timeouts_become_upstream_timeout() -> None:
+    for exc in (aiohttp.ServerTimeoutError("slow"), asyncio.TimeoutError(), aiohttp.ConnectionTimeoutError("slow")):
+        with pytest.raises(UpstreamTimeout):
+            with map_aiohttp_errors("p"):
+                raise exc
+
+
+def test_kinds() -> None:
+    with pytest.raises(UpstreamTransportError):
+        with map_aiohttp_errors("p"):
+            raise aiohttp.ClientPayloadError("cut")
+    with pytest.raises(UpstreamProtocolError):
+        with map_aiohttp_errors("p"):
+            raise _instance(aiohttp.ClientResponseError)
+
+
+def test_status_error_summarises_and_redacts() -> None:
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJpZCI6IjEyMyJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+    error = status_error("k2think", 401, f'{{"detail":"bad token {jwt}"}}', {"Retry-After": "7"}, None)
+    assert error.status == 401 and error.retry_after == 7
+    assert jwt not in error.message and "bad token" in error.message
+    html = status_error("k2think", 405, "<!DOCTYPE html><html>blocked</html>", {}, None)
+    assert "HTML page" in html.message
+
+
+def test_retry_after_forms() -> None:
+    assert parse_retry_after("12") == 12
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0
+    assert parse_retry_after("soon") is None
