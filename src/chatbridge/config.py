@@ -17,7 +17,8 @@ DEFAULT_K2THINK_MODEL = "MBZUAI-IFM/K2-Think-v2"
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True, case_sensitive=False
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True, case_sensitive=False,
+        populate_by_name=True,
     )
 
     # --- server -------------------------------------------------------------------------------

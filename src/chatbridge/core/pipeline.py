@@ -131,8 +131,10 @@ class Pipeline:
         pool = self.pools.get(provider.name) if provider.requires_credential else None
         tried: set[str] = set()
         last: tuple[UpstreamError, Failure] | None = None
+        attempts = 0
         for attempt in range(self.settings.max_retries + 1):
-            lease = self._lease(pool, tried, last)
+            lease = self._lease(pool, tried, last, attempts)
+            attempts += 1
             if lease is None and attempt and last is not None:
                 await asyncio.sleep(self.settings.retry_backoff * (2 ** (attempt - 1)))
             credential = lease.credential if lease is not None else None
@@ -171,13 +173,14 @@ class Pipeline:
                 yield event
             return
         assert last is not None
-        raise AttemptsFailed(last[0], last[1], len(tried) or 1)
+        raise AttemptsFailed(last[0], last[1], attempts)
 
     def _lease(
         self,
         pool: CredentialPool | None,
         tried: set[str],
         last: tuple[UpstreamError, Failure] | None,
+        attempts: int,
     ) -> Lease | None:
         if pool is None:
             return None
@@ -185,7 +188,7 @@ class Pipeline:
             return pool.acquire(frozenset(tried))
         except PoolExhausted:
             if last is not None:  # report what actually went wrong, not just "no credential"
-                raise AttemptsFailed(last[0], last[1], len(tried)) from None
+                raise AttemptsFailed(last[0], last[1], attempts) from None
             raise
 
 

@@ -1,0 +1,108 @@
+"""Models, health, docs, raw wire format, and what a fresh start prints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from tests.gateway import GatewayProcess, GatewayServer
+from tests.upstreams import K2ThinkEmulator
+
+MODEL = "MBZUAI-IFM/K2-Think-v2"
+
+
+def test_models_list_and_retrieve(k2_gateway: Callable[..., GatewayServer]) -> None:
+    client = k2_gateway(guest=True).openai()
+    ids = [m.id for m in client.models.list()]
+    assert ids == ["MBZUAI-IFM/K2-Think-v2", "MBZUAI-IFM/K2-Think-v2-nothink"]
+    model = client.models.retrieve("MBZUAI-IFM/K2-Think-v2-nothink")
+    assert model.id == "MBZUAI-IFM/K2-Think-v2-nothink" and model.owned_by == "MBZUAI" and model.object == "model"
+    assert client.models.retrieve("MBZUAI-IFM/K2-Think").id == "MBZUAI-IFM/K2-Think"
+
+
+def test_health_and_docs(k2_gateway: Callable[..., GatewayServer]) -> None:
+    gw = k2_gateway()
+    with gw.http() as http:
+        health = http.get("/health").json()
+        docs = http.get("/docs")
+        spec = http.get("/openapi.json").json()
+    assert health["status"] == "ok"
+    k2 = health["providers"]["k2think"]
+    assert k2["mode"] == "token" and k2["credentials"]["total"] == 1 and k2["credentials"]["active"] == 1
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    body = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"]["$ref"].endswith("ChatCompletionRequest")
+    assert "messages" in spec["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+
+
+def test_raw_stream_wire_format(k2_gateway: Callable[..., GatewayServer]) -> None:
+    gw = k2_gateway()
+    with gw.http() as http:
+        response = http.post("/v1/chat/completions", json={
+            "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "stream_options": {"include_usage": True},
+        })
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert float(response.headers["x-chatbridge-overhead-ms"]) >= 0
+    assert response.text.endswith("data: [DONE]\n\n")
+    events = [e for e in response.text.split("\n\n") if e]
+    assert all(e.startswith("data: ") and "\nevent:" not in e for e in events)
+    chunks = [orjson.loads(e[6:]) for e in events[:-1]]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert all(c["object"] == "chat.completion.chunk" and c["model"] == MODEL for c in chunks)
+    assert chunks[0]["id"].startswith("chatcmpl-")
+    finish = chunks[-2]["choices"][0]
+    assert finish["delta"] == {} and finish["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] > 0
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-2])
+
+
+def test_non_streamed_json_and_overhead_header(k2_gateway: Callable[..., GatewayServer]) -> None:
+    gw = k2_gateway()
+    with gw.http() as http:
+        response = http.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    assert response.headers["content-type"] == "application/json"
+    assert float(response.headers["x-chatbridge-overhead-ms"]) >= 0
+    assert response.headers["x-request-id"]
+    body = response.json()
+    assert body["object"] == "chat.completion" and body["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_fresh_start_prints_providers_and_a_generated_key_once(k2emu: K2ThinkEmulator, tmp_path: Path) -> None:
+    env = {"DATA_DIR": str(tmp_path / "data"), "K2THINK_BASE_URL": k2emu.base_url, "LOG_LEVEL": "INFO"}
+    first = GatewayProcess(env, tmp_path).start()
+    first.stop()
+    key = (tmp_path / "data" / "api_key").read_text().strip()
+    assert "guest mode, no tokens configured" in first.output
+    assert "listening on http://127.0.0.1:" in first.output
+    assert first.output.count(key) == 1
+    first.log_path.unlink()
+    second = GatewayProcess(env, tmp_path).start()
+    try:
+        import httpx
+
+        ok = httpx.get(second.base_url + "/v1/models", headers={"Authorization": f"Bearer {key}"})
+        assert ok.status_code == 200
+    finally:
+        second.stop()
+    assert key not in second.output and key[:6] in second.output
+
+
+def test_token_mode_start_never_prints_the_token(k2emu: K2ThinkEmulator, tmp_path: Path) -> None:
+    token = k2emu.mint_token()
+    tokens_file = tmp_path / "tokens.txt"
+    tokens_file.write_text(f"# my tokens\n{token}\n\n")
+    env = {"DATA_DIR": str(tmp_path / "data"), "K2THINK_BASE_URL": k2emu.base_url, "TOKENS_FILE": str(tokens_file),
+           "VALID_API_KEY": "sk-client-secret-key-123456"}
+    process = GatewayProcess(env, tmp_path).start()
+    try:
+        import openai
+
+        client = openai.OpenAI(base_url=process.base_url + "/v1", api_key="sk-client-secret-key-123456")
+        assert client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}]).choices[0].message.content
+    finally:
+        process.stop()
+    assert "token mode, 1 credential" in process.output
+    assert token not in process.output and "sk-client-secret-key-123456" not in process.output
