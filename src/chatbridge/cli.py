@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Optional
 
 import typer
@@ -48,7 +49,7 @@ def serve(
         uvicorn.run(create_app(runtime), **common)  # type: ignore[arg-type]
 
 
-def _export_overrides(overrides: dict[str, object]) -> None:
+def _export_overrides(overrides: Mapping[str, object]) -> None:
     """Worker processes read the environment; pass command-line overrides through it."""
     import os
 

@@ -15,6 +15,7 @@ from chatbridge.core.credentials import Credential
 from chatbridge.core.pipeline import Pipeline, PipelineSettings
 from chatbridge.core.routing import Route, Router
 from chatbridge.core.secrets import Secret, mask
+from chatbridge.features.tools import ToolSettings
 from chatbridge.keys import StoredKey, load_or_create_key
 from chatbridge.pool.pool import CredentialPool
 from chatbridge.pool.sources import jwt_credential, read_tokens_file
@@ -165,11 +166,7 @@ def build_runtime(settings: Settings) -> Runtime:
     return Runtime(settings, providers, pools, router, pipeline, keys, stored, report)
 
 
-def _tool_settings(settings: Settings) -> object | None:
-    try:
-        from chatbridge.features.tools import ToolSettings
-    except ImportError:  # the tools feature is optional at import time during development
-        return None
+def _tool_settings(settings: Settings) -> ToolSettings:
     return ToolSettings(
         enabled=settings.enable_toolify,
         custom_prompt=settings.toolify_custom_prompt,

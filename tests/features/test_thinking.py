@@ -57,7 +57,7 @@ def test_no_markup_reaches_the_answer(text: str, policy: str, expected: tuple[st
 
 
 def test_missing_closing_tag_with_reasoning_policy_still_delivers_the_answer() -> None:
-    reasoning, answer = _run("No tags at all.", "reasoning", ["No tags ", "at all."])
+    _, answer = _run("No tags at all.", "reasoning", ["No tags ", "at all."])
     assert answer == "No tags at all."
 
 

@@ -94,5 +94,5 @@ def _presented_key_ok(scope: Scope, keys: Sequence[str]) -> bool:
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == name:
-            return value.decode("latin-1")
+            return str(value.decode("latin-1"))
     return None

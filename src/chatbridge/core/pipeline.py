@@ -24,6 +24,7 @@ from chatbridge.core.routing import Route, Router
 from chatbridge.core.types import ChatRequest, Event
 from chatbridge.core.usage import ensure_usage
 from chatbridge.features.thinking import ReasoningMode, shape_reasoning, split_reasoning
+from chatbridge.features.tools import ToolEmulator, ToolSettings, needs_emulation
 from chatbridge.pool.pool import CredentialPool, Lease
 
 log = logging.getLogger("chatbridge.pipeline")
@@ -81,7 +82,7 @@ class Pipeline:
         router: Router,
         pools: dict[str, CredentialPool],
         settings: PipelineSettings,
-        tool_settings: object | None = None,
+        tool_settings: ToolSettings | None = None,
     ) -> None:
         self.router = router
         self.pools = pools
@@ -113,17 +114,15 @@ class Pipeline:
 
         emulator = self._tool_emulator(request, route)
         if emulator is not None:
-            return emulator.run(call_upstream)  # type: ignore[no-any-return]
+            return emulator.run(call_upstream)
         return call_upstream(request)
 
-    def _tool_emulator(self, request: ChatRequest, route: Route) -> object | None:
-        if route.provider.native_tools or self.tool_settings is None:
+    def _tool_emulator(self, request: ChatRequest, route: Route) -> ToolEmulator | None:
+        """Prompt-based tool calling, for providers without native tools."""
+        settings = self.tool_settings
+        if route.provider.native_tools or settings is None or not needs_emulation(request, settings):
             return None
-        from chatbridge.features.tools import ToolEmulator, needs_emulation
-
-        if not needs_emulation(request, self.tool_settings):  # type: ignore[arg-type]
-            return None
-        return ToolEmulator(request, self.tool_settings)  # type: ignore[arg-type]
+        return ToolEmulator(request, settings)
 
     async def _attempts(self, request: ChatRequest, route: Route, timing: Timing) -> AsyncIterator[Event]:
         """Try credentials in turn until one attempt produces its first event."""
