@@ -34,14 +34,15 @@ def free_port() -> int:
 
 
 class LogCapture(logging.Handler):
-    """Every formatted log line the gateway wrote while a test ran."""
+    """Every formatted log line the gateway wrote while a test ran.
+
+    Deliberately without the production redacting filter: tests that grep these lines for
+    tokens prove the code never logs one, not merely that the last line of defence works.
+    """
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.lines: list[str] = []
-        from chatbridge.logs import RedactingFilter
-
-        self.addFilter(RedactingFilter())
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from chatbridge import __version__
+from chatbridge.config import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="chatbridge: one OpenAI-compatible API for web-chat AI services.")
 
@@ -22,14 +23,17 @@ def serve(
     """Start the gateway."""
     import uvicorn
 
-    from chatbridge.config import load_settings
     from chatbridge.logs import configure_logging
-    from chatbridge.runtime import build_runtime, describe_keys
+    from chatbridge.runtime import ConfigurationError, build_runtime, describe_keys
 
     overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
-    settings = load_settings(**overrides)
+    settings = _settings_or_exit(overrides)
     configure_logging(settings.log_level, settings.log_format)
-    runtime = build_runtime(settings)  # creates the client key on first start, before workers fork
+    try:
+        runtime = build_runtime(settings)  # creates the keys on first start, before workers fork
+    except ConfigurationError as exc:
+        typer.echo(f"chatbridge: configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
     shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     lines = [
         f"chatbridge {__version__} listening on http://{settings.host}:{settings.port} "
@@ -47,6 +51,20 @@ def serve(
         from chatbridge.api.app import create_app
 
         uvicorn.run(create_app(runtime), **common)  # type: ignore[arg-type]
+
+
+def _settings_or_exit(overrides: Mapping[str, object]) -> Settings:
+    """Settings, or a readable list of what is wrong with them (no traceback)."""
+    from pydantic import ValidationError
+
+    from chatbridge.config import load_settings
+
+    try:
+        return load_settings(**overrides)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors(include_url=False)]
+        typer.echo("chatbridge: invalid configuration:\n" + "\n".join(lines), err=True)
+        raise typer.Exit(2) from None
 
 
 def _export_overrides(overrides: Mapping[str, object]) -> None:

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     token_update_interval: float = Field(86400.0, gt=0)
     token_cooldown_seconds: float = Field(60.0, ge=0)
     signin_concurrency: int = Field(4, ge=1)
+    signin_attempts: int = Field(3, ge=1, le=10)
+    signin_retry_backoff: float = Field(1.0, ge=0)  # seconds before the 2nd sign-in attempt, doubled after
+    token_refresh_ahead: float = Field(600.0, ge=0)  # refresh a token this long before its JWT expires
+    token_refresh_min_interval: float = Field(30.0, ge=0)  # between two automatically triggered refreshes
+    tokens_reload_interval: float = Field(2.0, gt=0)  # how often TOKENS_FILE is checked for edits
 
     # --- answers ------------------------------------------------------------------------------
     output_thinking: bool = True
@@ -78,7 +83,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "proxy_url", "k2think_api_url", "openai_compat_base_url", "openai_compat_models",
-        "toolify_custom_prompt", mode="before",
+        "toolify_custom_prompt", "tokens_file", "accounts_file", mode="before",
     )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
@@ -90,6 +95,22 @@ class Settings(BaseSettings):
         if self.valid_api_key is None:
             return []
         return [k.strip() for k in self.valid_api_key.get_secret_value().split(",") if k.strip()]
+
+    @property
+    def admin_keys(self) -> list[str]:
+        """ADMIN_API_KEY may hold several keys separated by commas."""
+        if self.admin_api_key is None:
+            return []
+        return [k.strip() for k in self.admin_api_key.get_secret_value().split(",") if k.strip()]
+
+    @property
+    def k2think_tokens_path(self) -> Path | None:
+        """TOKENS_FILE, or DATA_DIR/k2think-tokens.txt when tokens come only from ACCOUNTS_FILE."""
+        if self.tokens_file is not None:
+            return self.tokens_file
+        if self.accounts_file is not None and self.enable_token_auto_update:
+            return self.data_dir / "k2think-tokens.txt"
+        return None
 
     @property
     def k2think_chat_url(self) -> str:

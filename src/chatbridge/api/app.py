@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chatbridge import __version__
-from chatbridge.api import openai_routes
+from chatbridge.api import admin, openai_routes
 from chatbridge.api.errors import ApiError, to_api_error
 from chatbridge.api.health import health
 from chatbridge.api.middleware import ApiKeyMiddleware, RequestContextMiddleware
@@ -52,20 +52,25 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_api_route("/v1/models/{model_id:path}", openai_routes.get_model, methods=["GET"], tags=["openai"],
                       summary="Retrieve a model")
     app.add_api_route("/health", health, methods=["GET"], tags=["ops"], summary="Gateway health")
+    admin.install(app)
 
     _install_error_handlers(app)
-    app.add_middleware(ApiKeyMiddleware, keys_for=_key_policy(runtime.client_keys))
+    app.add_middleware(ApiKeyMiddleware, keys_for=_key_policy(runtime.client_keys, runtime.admin_keys))
     app.add_middleware(RequestContextMiddleware)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
 
-def _key_policy(client_keys: Sequence[str]) -> Any:
+def _key_policy(client_keys: Sequence[str], admin_keys: Sequence[str] = ()) -> Any:
+    """Which keys open which paths: client keys the API, admin keys (only) `/admin`."""
     keys = list(client_keys)
+    admin = [k for k in admin_keys if k not in keys]
 
     def keys_for(path: str) -> Sequence[str] | None:
         if path.startswith("/v1/") or path == "/chat/completions":
             return keys
+        if path.startswith("/admin/") or path == "/admin":
+            return admin
         return None
 
     return keys_for
@@ -74,6 +79,8 @@ def _key_policy(client_keys: Sequence[str]) -> Any:
 def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if request.url.path.startswith("/admin/"):
+            return admin.error(_admin_message(request, exc), exc.status_code)
         if exc.status_code == 404:
             error = ApiError(404, f"Unknown route: {request.method} {request.url.path}", "invalid_request_error", "not_found")
         elif exc.status_code == 405:
@@ -83,16 +90,28 @@ def _install_error_handlers(app: FastAPI) -> None:
         return Response(error.openai_body(), status_code=error.status, media_type="application/json")
 
     async def validation_error(request: Request, exc: Exception) -> Response:
+        if request.url.path.startswith("/admin/"):
+            return admin.error("Invalid request parameters.", 400)
         error = ApiError(400, "Invalid request parameters.", "invalid_request_error", "invalid_value")
         return Response(error.openai_body(), status_code=400, media_type="application/json")
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         error = to_api_error(exc)
+        if request.url.path.startswith("/admin/"):
+            return admin.error(error.message, error.status)
         return Response(error.openai_body(), status_code=error.status, media_type="application/json")
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, unexpected)
+
+
+def _admin_message(request: Request, exc: StarletteHTTPException) -> str:
+    if exc.status_code == 404:
+        return f"Unknown admin route: {request.method} {request.url.path}"
+    if exc.status_code == 405:
+        return f"Method {request.method} is not allowed on {request.url.path}"
+    return str(exc.detail)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

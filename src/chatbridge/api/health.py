@@ -14,11 +14,15 @@ async def health(request: Request) -> Response:
     providers: dict[str, object] = {}
     for name, provider in runtime.providers.items():
         pool = runtime.pools.get(name)
+        lifecycle = runtime.lifecycles.get(name)
+        refresher = lifecycle.refresher if lifecycle is not None else None
         providers[name] = {
             "enabled": True,
             "mode": getattr(provider, "mode", "api_key"),
             "models": [m.id for m in provider.models()],
             "credentials": pool.counts() if pool is not None else None,
+            "auto_update": refresher is not None,
+            "refreshing": refresher is not None and refresher.is_updating,
         }
     body = {"status": "ok", "version": __version__, "providers": providers}
     return Response(orjson.dumps(body), media_type="application/json")

@@ -1,0 +1,147 @@
+"""The tokens file: atomic replacement with a backup, temp-file cleanup and change detection.
+
+Replacement never leaves a moment without a complete file: the new content goes to a
+temporary file in the same folder, is flushed and fsynced, checked to hold at least one
+token, the current file is copied to `<name>.backup`, and the temporary file is renamed
+over the original. Any failure before the rename leaves the original untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from chatbridge.pool.sources import parse_tokens_text
+
+_TMP_SUFFIX = ".tmp"
+
+
+class TokensFileError(Exception):
+    """The tokens file could not be written; the previous file is still in place."""
+
+
+def backup_path(path: Path) -> Path:
+    return path.with_name(path.name + ".backup")
+
+
+def render_tokens(tokens: Sequence[str], note: str = "") -> str:
+    header = f"# written by chatbridge at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {len(tokens)} token(s)"
+    lines = [header + (f", {note}" if note else ""), *tokens]
+    return "\n".join(lines) + "\n"
+
+
+def replace_tokens_file(path: Path, tokens: Sequence[str], note: str = "") -> None:
+    """Atomically replace `path` with `tokens`; raises `TokensFileError`, old file intact."""
+    if not tokens:
+        raise TokensFileError("refusing to write an empty tokens file")
+    text = render_tokens(tokens, note)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        written = parse_tokens_text(tmp.read_text(encoding="utf-8"))
+        if len(written) != len(set(tokens)):
+            raise TokensFileError(f"temporary file holds {len(written)} token(s), expected {len(set(tokens))}")
+        os.chmod(tmp, 0o600)
+        if path.exists():
+            _copy_atomically(path, backup_path(path))
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except TokensFileError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise TokensFileError(f"could not write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_TMP_SUFFIX, dir=target.parent)
+    os.close(fd)
+    try:
+        shutil.copy2(source, tmp_name)
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def cleanup_temp_files(path: Path) -> list[Path]:
+    """Remove temporary files a crashed replacement left next to `path`; returns them."""
+    folder = path.parent
+    if not folder.is_dir():
+        return []
+    removed: list[Path] = []
+    patterns = (f".{path.name}.*{_TMP_SUFFIX}", f".{backup_path(path).name}.*{_TMP_SUFFIX}", f"{path.name}.tmp")
+    for pattern in patterns:
+        for leftover in folder.glob(pattern):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+                removed.append(leftover)
+    return removed
+
+
+@dataclass(frozen=True, slots=True)
+class FileSignature:
+    mtime_ns: int
+    size: int
+    inode: int
+
+
+def signature(path: Path) -> FileSignature | None:
+    """What changes when the file is edited or replaced; None when it does not exist."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return FileSignature(st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def has_tokens(path: Path) -> bool:
+    try:
+        return bool(parse_tokens_text(path.read_text(encoding="utf-8")))
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[bool]:
+    """A non-blocking cross-process lock next to `path`; yields False if someone else holds it."""
+    lock_path = path.with_name(f".{path.name}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -1,0 +1,109 @@
+"""`chatbridge check-config` and `chatbridge accounts login`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from chatbridge.config import Settings
+from tests.gateway import _clean_environ
+from tests.pool.helpers import assert_no_full_token, write_accounts
+from tests.upstreams import K2ThinkEmulator
+
+
+@pytest.fixture(scope="module")
+def cli() -> typer.Typer:
+    from chatbridge import cli as module
+
+    module._register_plugins()
+    return module.app
+
+
+def run(cli: typer.Typer, *args: str, **env: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), env=env)
+    return result.exit_code, result.output
+
+
+def test_example_env_is_complete_and_valid(cli: typer.Typer, tmp_path: Path) -> None:
+    code, output = run(cli, "check-config", "--example")
+    assert code == 0
+    names = {line.split("=", 1)[0].lstrip("# ").strip() for line in output.splitlines() if "=" in line and not line.startswith("# ---")}
+    names = {n for n in names if n.isupper() and " " not in n}
+    fields = {name.upper() for name in Settings.model_fields} | {"VALID_API_KEY"}
+    assert names <= fields, names - fields
+    assert fields - {"VALID_API_KEY"} - names <= {"K2THINK_API_URL", "TOOLIFY_CUSTOM_PROMPT", "K2THINK_TOKEN"} | {"TOKENS_FILE", "ACCOUNTS_FILE"}
+    env_file = tmp_path / "example.env"
+    env_file.write_text(output)
+    settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    assert settings.accounts_file is None and settings.tokens_file is None and settings.port == 8001
+
+
+def test_check_config_reports_counts_and_expired_tokens(cli: typer.Typer, tmp_path: Path, k2emu: K2ThinkEmulator) -> None:
+    good, expired = k2emu.mint_token(), k2emu.mint_token(exp_in=-10)
+    (tmp_path / "tokens.txt").write_text(f"{good}\n{expired}\n")
+    accounts = write_accounts(tmp_path / "accounts.txt", [("alice@example.com", "pw-alice-secret")])
+    with accounts.open("a") as handle:
+        handle.write("this is not json\n")
+    accounts.chmod(0o600)
+    (tmp_path / ".env").write_text(f"TOKENS_FILE={tmp_path / 'tokens.txt'}\nACCOUNTS_FILE={accounts}\n"
+                                   f"ENABLE_TOKEN_AUTO_UPDATE=true\nDATA_DIR={tmp_path / 'data'}\n")
+    code, output = run(cli, "check-config")
+    assert code == 0, output
+    assert "2 token(s), 1 not expired" in output and "1 token(s) have an expired JWT" in output
+    assert "1 account(s)" in output and "line 2: not a JSON object" in output
+    assert "0 error(s)" in output
+    assert_no_full_token(output, [good, expired, "pw-alice-secret"])
+
+
+def test_check_config_explains_errors_and_fails(cli: typer.Typer, tmp_path: Path) -> None:
+    code, output = run(cli, "check-config", TOKENS_FILE=str(tmp_path / "missing.txt"), ENABLE_TOKEN_AUTO_UPDATE="true",
+                       VALID_API_KEY="same-key-0123456789", ADMIN_API_KEY="same-key-0123456789", DATA_DIR=str(tmp_path / "d"))
+    assert code == 1
+    assert "missing.txt does not exist" in output and "chatbridge accounts login" in output
+    assert "ENABLE_TOKEN_AUTO_UPDATE: is true but no ACCOUNTS_FILE" in output
+    assert "is also a client key" in output and "same-key-0123456789" not in output
+    code, output = run(cli, "check-config", PORT="not-a-port")
+    assert code == 1 and "PORT" in output
+
+
+def test_accounts_login_writes_a_tokens_file(tmp_path: Path, k2emu: K2ThinkEmulator) -> None:
+    k2emu.add_account("alice@example.com", "pw-alice-secret")
+    k2emu.add_account("bob@example.com", "pw-bob-secret")
+    k2emu.fail_signin("bob@example.com", status=500, times=1)
+    k2emu.signin_token_in = "cookie"
+    accounts = write_accounts(tmp_path / "accounts.txt", [
+        ("alice@example.com", "pw-alice-secret"), ("bob@example.com", "pw-bob-secret"), ("eve@example.com", "pw-eve-secret"),
+    ])
+    out = tmp_path / "out" / "tokens.txt"
+    env = {**_clean_environ(), "SIGNIN_RETRY_BACKOFF": "0.01", "COLUMNS": "200"}
+
+    def login() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "chatbridge", "accounts", "login", "--accounts", str(accounts), "--out", str(out),
+             "--base-url", k2emu.base_url, "--concurrency", "2"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        )
+
+    first = login()
+    assert first.returncode == 0, first.stderr
+    output = first.stdout + first.stderr
+    issued = [t for tokens in k2emu.issued_tokens.values() for t in tokens]
+    assert sorted(line for line in out.read_text().splitlines() if not line.startswith("#")) == sorted(issued)
+    assert "al***@example.com" in output and "ev***@example.com" in output and "refused" in output
+    assert "2 signed in, 1 failed" in output
+    assert "eve@example.com" not in output and "alice@example.com" not in output
+    assert_no_full_token(output, [*issued, "pw-alice-secret", "pw-bob-secret", "pw-eve-secret"])
+    assert os.stat(out).st_mode & 0o777 == 0o600
+
+    k2emu.fail_signin("alice@example.com", status=400, body={"detail": "nope"})
+    k2emu.fail_signin("bob@example.com", status=400, body={"detail": "nope"})
+    before = out.read_text()
+    second = login()
+    assert second.returncode == 1 and "was not touched" in second.stdout + second.stderr
+    assert out.read_text() == before and not (out.parent / "tokens.txt.backup").exists()

@@ -1,0 +1,154 @@
+"""Selection and health rules of `CredentialPool`, without any network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chatbridge.core.credentials import Credential
+from chatbridge.core.errors import Failure, FailureKind, PoolExhausted
+from chatbridge.core.secrets import Secret
+from chatbridge.pool.pool import CredentialPool, CredentialState
+from chatbridge.pool.store import JsonFileStore, MemoryStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cred(name: str, expires_at: float | None = None, account: str | None = None) -> Credential:
+    return Credential(id=name, secret=Secret(f"secret-token-{name}-0123456789"), provider="p", expires_at=expires_at, account=account)
+
+
+def make(n: int = 3, **kwargs: object) -> tuple[CredentialPool, Clock]:
+    clock = Clock()
+    return CredentialPool("p", [cred(f"c{i}") for i in range(n)], clock=clock, **kwargs), clock  # type: ignore[arg-type]
+
+
+AUTH = Failure(FailureKind.AUTH, "401")
+TRANSIENT = Failure(FailureKind.TRANSIENT, "500")
+BAD = Failure(FailureKind.BAD_REQUEST, "400")
+
+
+def test_round_robin_and_exclusion() -> None:
+    pool, _ = make(3)
+    picked = []
+    for _ in range(6):
+        lease = pool.acquire()
+        picked.append(lease.credential.id)
+        lease.succeed()
+    assert picked == ["c0", "c1", "c2", "c0", "c1", "c2"]
+    lease = pool.acquire(frozenset({"c0"}))
+    assert lease.credential.id != "c0"
+
+
+def test_auth_disables_at_once_and_success_resets_failures() -> None:
+    pool, _ = make(2, max_failures=3)
+    c0 = pool.find("c0")
+    assert c0 is not None
+    for _ in range(2):
+        lease = pool.acquire(frozenset({"c1"}))
+        lease.fail(TRANSIENT)
+    assert c0.failures == 2 and not c0.disabled
+    pool.acquire(frozenset({"c1"})).succeed()
+    assert c0.failures == 0
+    for _ in range(3):
+        pool.acquire(frozenset({"c1"})).fail(TRANSIENT)
+    assert c0.disabled and "3 consecutive failures" in (c0.disabled_reason or "")
+    lease = pool.acquire()
+    assert lease.credential.id == "c1"
+    lease.fail(AUTH)
+    assert pool.find("c1").disabled  # type: ignore[union-attr]
+    with pytest.raises(PoolExhausted) as caught:
+        pool.acquire()
+    assert "2 disabled" in caught.value.message
+
+
+def test_rate_limit_cools_down_and_comes_back_without_counting() -> None:
+    pool, clock = make(1)
+    pool.acquire().fail(Failure(FailureKind.RATE_LIMITED, "429", 429, retry_after=30))
+    entry = pool.find("c0")
+    assert entry is not None and entry.failures == 0
+    assert entry.state(clock.now) is CredentialState.COOLING
+    with pytest.raises(PoolExhausted) as caught:
+        pool.acquire()
+    assert caught.value.retry_after == pytest.approx(30)
+    clock.now += 31
+    pool.acquire().succeed()
+    pool.acquire().fail(Failure(FailureKind.RATE_LIMITED, "429", 429))  # no Retry-After: the default
+    assert entry.cooldown_until == pytest.approx(clock.now + pool.default_cooldown)
+
+
+def test_bad_request_is_no_penalty_and_expired_is_skipped() -> None:
+    clock = Clock()
+    pool = CredentialPool("p", [cred("old", expires_at=clock.now - 1), cred("new", expires_at=clock.now + 100)], clock=clock)
+    for _ in range(5):
+        lease = pool.acquire()
+        assert lease.credential.id == "new"
+        lease.fail(BAD)
+    assert pool.find("new").failures == 0  # type: ignore[union-attr]
+    assert pool.counts() == {"total": 2, "active": 1, "cooling": 0, "disabled": 0, "expired": 1}
+    assert pool.consecutive_failures == 0
+
+
+def test_consecutive_counters_across_credentials() -> None:
+    pool, _ = make(3)
+    pool.acquire().fail(TRANSIENT)
+    pool.acquire().fail(AUTH)
+    assert pool.consecutive_failures == 2 and pool.consecutive_auth_failures == 1
+    pool.acquire().succeed()
+    assert pool.consecutive_failures == 0 and pool.consecutive_auth_failures == 0
+
+
+def test_exhausted_hooks_add_a_note_and_a_retry_hint() -> None:
+    pool, _ = make(0)
+    pool.exhausted_hooks.append(lambda: ("a refresh is running", 10.0))
+    with pytest.raises(PoolExhausted) as caught:
+        pool.acquire()
+    assert "no credentials are loaded" in caught.value.message and "a refresh is running" in caught.value.message
+    assert caught.value.retry_after == 10.0
+
+
+def test_replace_keeps_health_and_manual_controls() -> None:
+    pool, _ = make(2)
+    pool.acquire().fail(AUTH)
+    pool.replace([cred("c0"), cred("c9")])
+    assert pool.find("c0").disabled  # type: ignore[union-attr]
+    entry = pool.find("c0")
+    assert entry is not None
+    pool.enable(entry)
+    assert not entry.disabled
+    pool.disable(entry)
+    assert entry.disabled_reason == "disabled by an administrator"
+    pool.reset_all()
+    assert pool.counts()["active"] == 2
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "file"])
+def test_health_round_trips_through_a_store(store_kind: str, tmp_path: Path) -> None:
+    store = MemoryStore() if store_kind == "memory" else JsonFileStore(tmp_path / "state.json")
+    pool, clock = make(3)
+    pool.acquire().fail(AUTH)
+    pool.acquire().fail(Failure(FailureKind.RATE_LIMITED, "429", 429, retry_after=100))
+    pool.acquire().succeed()
+    pool.find("c2").credential.account = "someone@example.com"  # type: ignore[union-attr]
+    store.save("p", {"credentials": pool.export_health()})
+    if store_kind == "file":
+        store = JsonFileStore(tmp_path / "state.json")  # a new process reads it back
+        assert oct((tmp_path / "state.json").stat().st_mode & 0o777) == "0o600"
+        assert "secret-token" not in (tmp_path / "state.json").read_text()
+    fresh = CredentialPool("p", [cred("c0"), cred("c1"), cred("c2")], clock=clock)
+    assert fresh.import_health(store.load("p")["credentials"]) == 3
+    assert fresh.counts() == {"total": 3, "active": 1, "cooling": 1, "disabled": 1, "expired": 0}
+    assert fresh.find("c2").requests_served == 1 and fresh.find("c2").credential.account == "someone@example.com"  # type: ignore[union-attr]
+
+
+def test_corrupt_state_file_is_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text("{not json")
+    assert JsonFileStore(path).load("p") == {}

@@ -1,0 +1,203 @@
+"""Refresh from accounts with a scripted authenticator: single flight, merge, failure keeps the old file."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from chatbridge.core.credentials import Credential
+from chatbridge.core.errors import Failure, FailureKind, PoolExhausted
+from chatbridge.core.secrets import Secret
+from chatbridge.pool.lifecycle import LifecycleSettings, PoolLifecycle
+from chatbridge.pool.pool import CredentialPool
+from chatbridge.pool.refresher import RefreshSettings, TokenRefresher
+from chatbridge.pool.signin import SignedToken, SignInPolicy, SignInRejected
+from chatbridge.pool.sources import read_tokens_file
+from chatbridge.pool.store import MemoryStore
+from chatbridge.pool.tokens_file import backup_path
+
+FAST = SignInPolicy(concurrency=2, attempts=3, backoff=0.0, timeout=5)
+
+
+class Upstream:
+    """Scripted sign-in: tokens are "tok-<email>-<n>"; `fail` maps e-mail → (permanent?, times)."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.fail: dict[str, tuple[bool, int]] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.delay = 0.0
+
+    async def __call__(self, email: str, password: Secret) -> SignedToken:
+        self.calls[email] = self.calls.get(email, 0) + 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+            permanent, times = self.fail.get(email, (False, 0))
+            if permanent:
+                raise SignInRejected("wrong password")
+            if self.calls[email] <= times:
+                raise ConnectionError("reset by peer")
+            return SignedToken(Secret(f"tok-{email}-{self.calls[email]}"), None)
+        finally:
+            self.in_flight -= 1
+
+
+def credential(token: str, source: str, account: str | None) -> Credential:
+    return Credential(id="id-" + token, secret=Secret(token), provider="p", source=source, account=account)
+
+
+def setup(tmp_path: Path, emails: list[str], upstream: Upstream, min_interval: float = 0.0) -> PoolLifecycle:
+    accounts = tmp_path / "accounts.txt"
+    accounts.write_text("".join(f'{{"email": "{e}", "password": "pw-{e}"}}\n' for e in emails))
+    tokens = tmp_path / "tokens.txt"
+    settings = RefreshSettings(accounts, tokens, interval=3600, min_interval=min_interval, policy=FAST)
+    return PoolLifecycle(
+        CredentialPool("p"), credential, settings=LifecycleSettings(tokens_file=tokens), store=MemoryStore(),
+        refresher_factory=lambda lc: TokenRefresher(settings, upstream, lc.known_tokens, lc.after_refresh),
+    )
+
+
+def test_bad_accounts_do_not_stop_the_others(tmp_path: Path) -> None:
+    upstream = Upstream()
+    emails = [f"user{i}@example.com" for i in range(6)]
+    upstream.fail = {emails[1]: (True, 0), emails[2]: (False, 2), emails[3]: (False, 99)}
+    lifecycle = setup(tmp_path, emails, upstream)
+
+    async def run() -> None:
+        refresher = lifecycle.refresher
+        assert refresher is not None
+        first = refresher.trigger("test", force=True)
+        second = refresher.trigger("again", force=True)
+        assert first is second  # single flight
+        result = await first  # type: ignore[misc]
+        assert result.ok and result.signed_in == 4 and result.failed == 2
+        assert upstream.calls[emails[1]] == 1  # a refused password is not retried
+        assert upstream.calls[emails[3]] == 3 and upstream.max_in_flight <= 2
+        assert any("us***@example.com: wrong password" in e for e in result.errors)
+
+    asyncio.run(run())
+    tokens = read_tokens_file(tmp_path / "tokens.txt")
+    assert sorted(tokens) == sorted(f"tok-{e}-{n}" for e, n in [(emails[0], 1), (emails[2], 3), (emails[4], 1), (emails[5], 1)])
+    assert len(lifecycle.pool) == 4
+    assert {e.credential.account for e in lifecycle.pool.entries} == {emails[0], emails[2], emails[4], emails[5]}
+
+
+def test_failed_refresh_leaves_file_and_pool(tmp_path: Path) -> None:
+    upstream = Upstream()
+    emails = ["a@example.com", "b@example.com"]
+    lifecycle = setup(tmp_path, emails, upstream)
+    (tmp_path / "tokens.txt").write_text("manual-token-1\n")
+    lifecycle.reload()
+    upstream.fail = {e: (False, 99) for e in emails}
+
+    async def run() -> None:
+        assert lifecycle.refresher is not None
+        result = await lifecycle.refresher.trigger("test", force=True)  # type: ignore[misc]
+        assert not result.ok and "no account signed in (2 failed)" in result.message
+        assert lifecycle.refresher.error_count == 1 and lifecycle.refresher.last_error == result.message
+
+    asyncio.run(run())
+    assert (tmp_path / "tokens.txt").read_text() == "manual-token-1\n"
+    assert not backup_path(tmp_path / "tokens.txt").exists()
+    assert [e.credential.secret.reveal() for e in lifecycle.pool.entries] == ["manual-token-1"]
+
+
+def test_merge_keeps_usable_tokens_and_drops_bad_ones(tmp_path: Path) -> None:
+    upstream = Upstream()
+    emails = ["a@example.com", "b@example.com"]
+    lifecycle = setup(tmp_path, emails, upstream)
+    (tmp_path / "tokens.txt").write_text("manual-good\nmanual-revoked\n")
+    lifecycle.reload()
+    lifecycle.pool.find("id-manual-revoked").disabled = True  # type: ignore[union-attr]
+    upstream.fail = {"b@example.com": (True, 0)}
+
+    async def run() -> None:
+        assert lifecycle.refresher is not None
+        result = await lifecycle.refresher.trigger("test", force=True)  # type: ignore[misc]
+        assert result.ok and result.kept == 1
+
+    asyncio.run(run())
+    assert read_tokens_file(tmp_path / "tokens.txt") == ["tok-a@example.com-1", "manual-good"]
+    assert read_tokens_file(backup_path(tmp_path / "tokens.txt")) == ["manual-good", "manual-revoked"]
+
+
+def test_triggers_auth_consecutive_exhausted_and_spacing(tmp_path: Path) -> None:
+    upstream = Upstream()
+    upstream.delay = 0.05
+    lifecycle = setup(tmp_path, ["a@example.com"], upstream, min_interval=60)
+    (tmp_path / "tokens.txt").write_text("t1\nt2\nt3\n")
+    lifecycle.reload()
+    pool, refresher = lifecycle.pool, lifecycle.refresher
+    assert refresher is not None
+
+    async def run() -> None:
+        pool.acquire().fail(Failure(FailureKind.AUTH, "401"))
+        assert refresher.is_updating
+        await refresher.current  # type: ignore[misc]
+        assert refresher.trigger("too soon") is None  # spaced by min_interval
+        refresher.last_attempt = 0
+        pool.reset_all()
+        pool.acquire().fail(Failure(FailureKind.TRANSIENT, "500"))
+        assert not refresher.is_updating
+        pool.acquire().fail(Failure(FailureKind.TRANSIENT, "500"))
+        assert refresher.is_updating  # two consecutive failures, pool > 2
+        await refresher.current  # type: ignore[misc]
+        refresher.last_attempt = 0
+        for entry in pool.entries:
+            pool.disable(entry)
+        try:
+            pool.acquire()
+        except PoolExhausted as exc:
+            assert "a token refresh from ACCOUNTS_FILE is running" in exc.message and exc.retry_after == 10
+        else:
+            raise AssertionError("expected PoolExhausted")
+        await refresher.current  # type: ignore[misc]
+
+    asyncio.run(run())
+    assert upstream.calls["a@example.com"] == 3
+
+
+def test_tokens_close_to_expiry_are_refreshed_for_known_accounts(tmp_path: Path) -> None:
+    upstream = Upstream()
+    lifecycle = setup(tmp_path, ["a@example.com", "b@example.com"], upstream)
+
+    def expiring(token: str, source: str, account: str | None) -> Credential:
+        cred = credential(token, source, account)
+        cred.expires_at = lifecycle.pool.now() + (60 if token.startswith("tok-a") else 7200)
+        return cred
+
+    lifecycle._make_credential = expiring
+    (tmp_path / "tokens.txt").write_text("tok-a@example.com-0\ntok-b@example.com-0\nunknown\n")
+    lifecycle._accounts = {"id-tok-a@example.com-0": "a@example.com", "id-tok-b@example.com-0": "b@example.com"}
+    lifecycle.reload()
+    assert lifecycle.expiring_accounts() == {"a@example.com"}
+
+    async def run() -> None:
+        lifecycle._refresh_expiring()
+        assert lifecycle.refresher is not None
+        result = await lifecycle.refresher.current  # type: ignore[misc]
+        assert result.ok and result.signed_in == 1 and result.kept == 2
+
+    asyncio.run(run())
+    assert upstream.calls == {"a@example.com": 1}
+    assert read_tokens_file(tmp_path / "tokens.txt") == ["tok-a@example.com-1", "tok-b@example.com-0", "unknown"]
+
+
+def test_a_refresh_held_by_another_process_is_a_no_op(tmp_path: Path) -> None:
+    from chatbridge.pool.tokens_file import exclusive_lock
+
+    upstream = Upstream()
+    lifecycle = setup(tmp_path, ["a@example.com"], upstream)
+
+    async def run() -> None:
+        assert lifecycle.refresher is not None
+        with exclusive_lock(tmp_path / "tokens.txt"):
+            result = await lifecycle.refresher.trigger("test", force=True)  # type: ignore[misc]
+        assert result.ok and result.signed_in == 0 and "another process" in result.message
+        assert lifecycle.refresher.update_count == 0 and lifecycle.refresher.error_count == 0
+
+    asyncio.run(run())
+    assert upstream.calls == {} and not (tmp_path / "tokens.txt").exists()
