@@ -112,11 +112,12 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 class GatewayProcess:
-    """`python -m chatbridge serve` with a given environment; output goes to a file."""
+    """`python -m chatbridge serve` (or another `command`) with a given environment; output goes to a file."""
 
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+    def __init__(self, env: dict[str, str], cwd: Path, command: list[str] | None = None) -> None:
         self.port = free_port()
         self.cwd = cwd
+        self.command = command or [sys.executable, "-m", "chatbridge", "serve"]
         self.log_path = cwd / f"gateway-{self.port}.log"
         self.env = {**_clean_environ(), **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -128,7 +129,7 @@ class GatewayProcess:
     def start(self, timeout: float = 20) -> GatewayProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chatbridge", "serve"], cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            self.command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -15,7 +15,7 @@ from chatbridge.config import Settings
 from chatbridge.core.credentials import Credential
 from chatbridge.core.pipeline import Pipeline, PipelineSettings
 from chatbridge.core.routing import Route, Router
-from chatbridge.core.secrets import Secret, mask
+from chatbridge.core.secrets import Secret, mask, redact
 from chatbridge.features.tools import ToolSettings
 from chatbridge.keys import StoredKey, load_or_create_key
 from chatbridge.pool.lifecycle import LifecycleSettings, PoolLifecycle
@@ -94,6 +94,11 @@ def k2think_credentials(settings: Settings) -> tuple[list[Credential], list[str]
             notes.append(f"tokens file {path} does not exist yet")
     if settings.accounts_file is not None and settings.enable_token_auto_update:
         notes.append(f"refreshed from {settings.accounts_file} every {settings.token_update_interval:g} s")
+    elif settings.accounts_file is not None:
+        notes.append(f"{settings.accounts_file} is not signed in: ENABLE_TOKEN_AUTO_UPDATE=false "
+                     "(set it to true, or run `chatbridge accounts login`)")
+    elif settings.enable_token_auto_update:
+        notes.append("ENABLE_TOKEN_AUTO_UPDATE=true does nothing without ACCOUNTS_FILE")
     unique = {c.id: c for c in credentials}
     return list(unique.values()), notes
 
@@ -114,7 +119,8 @@ def build_providers(settings: Settings) -> tuple[dict[str, Provider], dict[str, 
         )
         providers["k2think"] = K2ThinkProvider(K2ThinkConfig(endpoints, settings.k2think_upstream_model, guest, http))
         if guest:
-            report.append("k2think: guest mode, no tokens configured (set K2THINK_TOKEN, TOKENS_FILE or ACCOUNTS_FILE for token mode)")
+            report.append("k2think: guest mode, no tokens configured (set K2THINK_TOKEN, TOKENS_FILE, or ACCOUNTS_FILE "
+                          "with ENABLE_TOKEN_AUTO_UPDATE=true for token mode)" + "".join(f"; {n}" for n in notes))
         else:
             pools["k2think"] = CredentialPool(
                 "k2think", credentials, max_failures=settings.max_token_failures,
@@ -136,9 +142,11 @@ def build_providers(settings: Settings) -> tuple[dict[str, Provider], dict[str, 
             emulate_tools=settings.openai_compat_emulate_tools,
         ))
         models = ", ".join(settings.openai_compat_model_ids) or "read from the upstream's /models at start"
-        report.append(f"openai: {settings.openai_compat_base_url} (models: {models})")
+        report.append(f"openai: {redact(settings.openai_compat_base_url)} (models: {models})")
     else:
         report.append("openai: disabled (set OPENAI_COMPAT_BASE_URL to enable)")
+    if settings.proxy_url:  # a URL may carry the proxy's password: shown as [secure]
+        report.append(f"outbound proxy: {redact(settings.proxy_url)} (PROXY_URL, for every upstream call)")
     return providers, pools, report
 
 

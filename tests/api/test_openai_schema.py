@@ -31,6 +31,11 @@ OK = b'"model":"m","messages":[{"role":"user","content":"hi"}]'
         (b"{" + OK + b',"tools":[{"type":"function","function":{"name":"bad name"}}]}', "tools[0].function.name"),
         (b"{" + OK + b',"tools":[{"type":"function","function":{"name":"a"}}],"tool_choice":{"type":"function","function":{"name":"b"}}}', "tool_choice"),
         (b"{" + OK + b',"n":2}', "n"),
+        (b"{" + OK + b',"tools":[{"type":"function","function":{"name":"a"}},{"type":"function","function":{"name":"a"}}]}', "tools[1].function.name"),
+        (b"{" + OK + b',"tools":[{"type":"function","function":{"name":"a","parameters":{"type":"string"}}}]}', "tools[0].function.parameters"),
+        (b"{" + OK + b',"tools":[{"type":"function","function":{"name":"a","parameters":{"type":"object","properties":{"x":{"type":"strng"}}}}}]}', "tools[0].function.parameters"),
+        (b"{" + OK + b',"tool_choice":{"type":"function","function":{"name":"b"}}}', "tool_choice"),
+        (b"{" + OK + b',"tool_choice":"required"}', "tool_choice"),
     ],
 )
 def test_invalid_requests_name_the_field(body: bytes, param: str | None) -> None:
@@ -54,3 +59,9 @@ def test_valid_request_keeps_everything() -> None:
     assert request.extra == {"seed": 3}
     assert request.messages[1].has_images and request.messages[2].tool_calls[0].name == "f"
     assert request.messages[3].tool_call_id == "call_1"
+
+
+@pytest.mark.parametrize("choice", [b'"auto"', b'"none"'])
+def test_tool_choice_that_demands_nothing_is_accepted_without_tools(choice: bytes) -> None:
+    request = parse_chat_request(b"{" + OK + b',"tool_choice":' + choice + b"}")
+    assert request.tools == [] and request.tool_choice.mode == choice.strip(b'"').decode()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 import aiohttp.client_exceptions as client_exceptions
 import pytest
@@ -56,7 +54,7 @@ def test_every_aiohttp_exception_is_mapped(cls: type[BaseException]) -> None:
 
 
 def test_timeouts_become_upstream_timeout() -> None:
-    for exc in (aiohttp.ServerTimeoutError("slow"), asyncio.TimeoutError(), aiohttp.ConnectionTimeoutError("slow")):
+    for exc in (aiohttp.ServerTimeoutError("slow"), TimeoutError(), aiohttp.ConnectionTimeoutError("slow")):
         with pytest.raises(UpstreamTimeout):
             with map_aiohttp_errors("p"):
                 raise exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatbridge.core.sse import SSEDecoder, ServerSentEvent
+from chatbridge.core.sse import ServerSentEvent, SSEDecoder
 
 FIXTURES = [
     (b'data: {"a":1}\n\ndata: [DONE]\n\n', [ServerSentEvent('{"a":1}'), ServerSentEvent("[DONE]")]),

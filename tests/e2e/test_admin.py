@@ -22,7 +22,7 @@ ORIGINAL_STATS_KEYS = {
 
 def _admin_routes(gw: GatewayServer) -> list[tuple[str, str]]:
     routes = []
-    for route in gw.app.routes:
+    for route in gw.app.framework.routes:
         if isinstance(route, Route) and route.path.startswith("/admin"):
             path = route.path.format(index="0", provider="k2think", credential="abc", action="reset")
             routes.extend((method, path) for method in sorted(route.methods or ()) if method != "HEAD")
@@ -128,3 +128,13 @@ def test_admin_key_equal_to_a_client_key_is_refused(tmp_path: Path) -> None:
         build_runtime(make_settings(tmp_path, admin_api_key=API_KEY))
     runtime = build_runtime(make_settings(tmp_path, admin_api_key="sk-admin-configured-0123456789"))
     assert runtime.admin_keys == ["sk-admin-configured-0123456789"] and runtime.admin_key_source is None
+
+
+def test_the_start_report_explains_an_accounts_file_that_is_not_used(tmp_path: Path) -> None:
+    accounts = tmp_path / "accounts.txt"
+    accounts.write_text('{"email": "a@example.com", "password": "pw-a-secret"}\n')
+    report = build_runtime(make_settings(tmp_path, accounts_file=accounts)).report
+    [k2] = [line for line in report if line.startswith("k2think:")]
+    assert "guest mode" in k2 and "accounts.txt is not signed in: ENABLE_TOKEN_AUTO_UPDATE=false" in k2
+    report = build_runtime(make_settings(tmp_path, enable_token_auto_update=True, k2think_token="tok-" + "x" * 20)).report
+    assert any("ENABLE_TOKEN_AUTO_UPDATE=true does nothing without ACCOUNTS_FILE" in line for line in report)

@@ -106,6 +106,17 @@ def test_request_timeout_does_not_cut_a_healthy_slow_stream(k2emu: K2ThinkEmulat
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
+def test_silence_after_the_headers_is_bounded_by_the_idle_timeout_not_the_request_timeout(
+    k2emu: K2ThinkEmulator, k2_gateway: Callable[..., GatewayServer]
+) -> None:
+    k2emu.slow_stream(3, 1.2)  # headers and a first event at once, then 1.2 s pauses
+    gw = k2_gateway(guest=True, request_timeout=0.5, stream_idle_timeout=5)
+    for stream in (True, False):
+        reply = gw.openai().chat.completions.create(model=MODEL, messages=HI, stream=stream)  # type: ignore[call-overload]
+        finish = list(reply)[-1].choices[0].finish_reason if stream else reply.choices[0].finish_reason
+        assert finish == "stop"
+
+
 @pytest.mark.parametrize("status", [500, 503])
 def test_upstream_failing(k2emu: K2ThinkEmulator, k2_gateway: Callable[..., GatewayServer], status: int) -> None:
     k2emu.fail_next(10, status=status)

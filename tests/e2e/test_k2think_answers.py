@@ -114,3 +114,22 @@ def test_unicode_answer(k2emu: K2ThinkEmulator, k2_gateway: Callable[..., Gatewa
     k2emu.reply = Reply(reasoning="考虑一下 🤔", answer="你好！👋 Grüße")
     k2emu.split_writes, k2emu.split_size = True, 3
     assert _stream(k2_gateway())[:2] == ("你好！👋 Grüße", "考虑一下 🤔")
+
+
+def _non_streamed(gw: GatewayServer, model: str = MODEL) -> tuple[str | None, str | None]:
+    message = gw.openai().chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}]).choices[0].message
+    return message.content, getattr(message, "reasoning_content", None)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_answer_only_and_inline_tags_for_every_shape(k2emu: K2ThinkEmulator, k2_gateway: Callable[..., GatewayServer], shape: str) -> None:
+    """`-nothink`, OUTPUT_THINKING=false and THINKING_FORMAT=tags, streamed and not, whatever the upstream sends."""
+    k2emu.shape = shape
+    plain, tags = k2_gateway(), k2_gateway(thinking_format="tags")
+    hidden = k2_gateway(output_thinking=False)
+    for gw, model in ((plain, "MBZUAI-IFM/K2-Think-v2-nothink"), (hidden, MODEL), (tags, "MBZUAI-IFM/K2-Think-v2-nothink")):
+        assert _non_streamed(gw, model) == (ANSWER, None)
+        assert _stream(gw, model)[:2] == (ANSWER, "")
+    inline = f"<think>{REASONING}</think>\n{ANSWER}"
+    assert _non_streamed(tags) == (inline, None)
+    assert _stream(tags)[:2] == (inline, "")

@@ -106,3 +106,14 @@ def test_token_mode_start_never_prints_the_token(k2emu: K2ThinkEmulator, tmp_pat
         process.stop()
     assert "token mode, 1 credential" in process.output
     assert token not in process.output and "sk-client-secret-key-123456" not in process.output
+
+
+def test_no_usage_chunk_unless_asked(k2_gateway: Callable[..., GatewayServer]) -> None:
+    gw = k2_gateway()
+    with gw.http() as http:
+        response = http.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True})
+    events = [e for e in response.text.split("\n\n") if e]
+    assert events[-1] == "data: [DONE]"
+    chunks = [orjson.loads(e[6:]) for e in events[:-1]]
+    assert all(len(c["choices"]) == 1 and "usage" not in c for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"

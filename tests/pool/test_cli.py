@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +98,7 @@ def test_accounts_login_writes_a_tokens_file(tmp_path: Path, k2emu: K2ThinkEmula
     assert sorted(line for line in out.read_text().splitlines() if not line.startswith("#")) == sorted(issued)
     assert "al***@example.com" in output and "ev***@example.com" in output and "refused" in output
     assert "2 signed in, 1 failed" in output
+    assert re.search(r"signing in .*━+.* 3/3 .*1 failed", output), output  # the progress bar, at its end
     assert "eve@example.com" not in output and "alice@example.com" not in output
     assert_no_full_token(output, [*issued, "pw-alice-secret", "pw-bob-secret", "pw-eve-secret"])
     assert os.stat(out).st_mode & 0o777 == 0o600
@@ -107,3 +109,45 @@ def test_accounts_login_writes_a_tokens_file(tmp_path: Path, k2emu: K2ThinkEmula
     second = login()
     assert second.returncode == 1 and "was not touched" in second.stdout + second.stderr
     assert out.read_text() == before and not (out.parent / "tokens.txt.backup").exists()
+
+
+def test_accounts_login_waits_for_a_writer_holding_the_tokens_file(
+    cli: typer.Typer, tmp_path: Path, k2emu: K2ThinkEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chatbridge.pool import cli as pool_cli
+    from chatbridge.pool.tokens_file import exclusive_lock
+
+    k2emu.add_account("alice@example.com", "pw-alice-secret")
+    accounts = write_accounts(tmp_path / "accounts.txt", [("alice@example.com", "pw-alice-secret"), ("x@example.com", "pw-x")])
+    out = tmp_path / "tokens.txt"
+    out.write_text("# the gateway is refreshing this file\nkept-token\n")
+    monkeypatch.setattr(pool_cli, "LOCK_WAIT", 0.3)
+    args = ["accounts", "login", "--accounts", str(accounts), "--out", str(out), "--base-url", k2emu.base_url]
+    with exclusive_lock(out):
+        code, output = run(cli, *args, COLUMNS="200")
+    assert code == 1 and "Another process" in output and "was not touched" in output
+    assert out.read_text() == "# the gateway is refreshing this file\nkept-token\n"
+
+    code, output = run(cli, *args, COLUMNS="200")
+    assert code == 0, output
+    rows = [line for line in output.splitlines() if "@example.com" in line]
+    assert any(re.search(r"\b1\b.*al\*\*\*@example\.com.*signed in", row) for row in rows), output
+    assert any(re.search(r"\b2\b.*x\*\*\*@example\.com.*refused", row) for row in rows), output  # the line tells them apart
+    assert "kept-token" in (tmp_path / "tokens.txt.backup").read_text()
+
+
+def test_check_config_fails_on_unreadable_files_and_explains_accounts_without_auto_update(cli: typer.Typer, tmp_path: Path) -> None:
+    (tmp_path / "tokens.bin").write_bytes(b"token\n\xff\xfe\x00\n")
+    code, output = run(cli, "check-config", TOKENS_FILE=str(tmp_path / "tokens.bin"), DATA_DIR=str(tmp_path / "d"))
+    assert code == 1 and "tokens.bin cannot be read" in output and "UTF-8" in output
+    code, output = run(cli, "check-config", TOKENS_FILE=str(tmp_path), DATA_DIR=str(tmp_path / "d"))
+    assert code == 1 and "cannot be read" in output
+    accounts = write_accounts(tmp_path / "accounts.txt", [("alice@example.com", "pw-alice-secret")])
+    accounts.chmod(0o600)
+    code, output = run(cli, "check-config", ACCOUNTS_FILE=str(accounts), DATA_DIR=str(tmp_path / "d"))
+    assert code == 0, output
+    assert "only used by `chatbridge accounts login` while ENABLE_TOKEN_AUTO_UPDATE is false" in output
+    assert "guest mode" in output and "ACCOUNTS_FILE with ENABLE_TOKEN_AUTO_UPDATE=true" in output
+    code, output = run(cli, "check-config", ACCOUNTS_FILE=str(tmp_path / "nope.txt"), ENABLE_TOKEN_AUTO_UPDATE="true",
+                       DATA_DIR=str(tmp_path / "d"))
+    assert code == 1 and "nope.txt does not exist" in output

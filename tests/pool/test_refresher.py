@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import Failure, FailureKind, PoolExhausted
 from chatbridge.core.secrets import Secret
@@ -201,3 +203,137 @@ def test_a_refresh_held_by_another_process_is_a_no_op(tmp_path: Path) -> None:
 
     asyncio.run(run())
     assert upstream.calls == {} and not (tmp_path / "tokens.txt").exists()
+
+
+def test_hand_edits_made_during_a_refresh_are_kept(tmp_path: Path) -> None:
+    """The merge reads the file as it is when writing: a token added by hand while accounts
+    were signing in stays, and a token removed by hand is not brought back from memory."""
+    upstream = Upstream()
+    upstream.delay = 0.2
+    lifecycle = setup(tmp_path, ["a@example.com"], upstream)
+    path = tmp_path / "tokens.txt"
+    path.write_text("keep-me\nremove-me\n")
+    lifecycle.reload()
+
+    async def run() -> None:
+        assert lifecycle.refresher is not None
+        task = lifecycle.refresher.trigger("test", force=True)
+        await asyncio.sleep(0.05)  # signing in now; the pool has not seen the edit yet
+        path.write_text("keep-me\nadded-by-hand\n")
+        result = await task  # type: ignore[misc]
+        assert result.ok and result.kept == 2
+
+    asyncio.run(run())
+    assert read_tokens_file(path) == ["tok-a@example.com-1", "keep-me", "added-by-hand"]
+    assert read_tokens_file(backup_path(path)) == ["keep-me", "added-by-hand"]
+    assert {e.credential.secret.reveal() for e in lifecycle.pool.entries} == {"tok-a@example.com-1", "keep-me", "added-by-hand"}
+
+
+def test_an_edit_landing_while_the_file_is_written_makes_the_refresh_merge_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chatbridge.pool import refresher as module
+
+    upstream = Upstream()
+    lifecycle = setup(tmp_path, ["a@example.com"], upstream)
+    path = tmp_path / "tokens.txt"
+    path.write_text("old\n")
+    lifecycle.reload()
+    real_read, reads = module._read_current, []
+
+    def read_then_edit(target: Path) -> tuple[list[str], object]:
+        current = real_read(target)
+        reads.append(current[0])
+        if len(reads) == 1:  # the user saves an edit right after the refresh read the file
+            target.write_text("old\nlate-edit\n")
+        return current
+
+    monkeypatch.setattr(module, "_read_current", read_then_edit)
+
+    async def run() -> None:
+        assert lifecycle.refresher is not None
+        result = await lifecycle.refresher.trigger("test", force=True)  # type: ignore[misc]
+        assert result.ok
+
+    asyncio.run(run())
+    assert reads == [["old"], ["old", "late-edit"]]
+    assert read_tokens_file(path) == ["tok-a@example.com-1", "old", "late-edit"]
+
+
+def test_a_tokens_file_that_cannot_be_read_is_never_overwritten(tmp_path: Path) -> None:
+    upstream = Upstream()
+    lifecycle = setup(tmp_path, ["a@example.com"], upstream)
+    path = tmp_path / "tokens.txt"
+    path.write_bytes(b"token-one\n\xff\xfe not utf-8\n")
+
+    async def run() -> None:
+        assert lifecycle.refresher is not None
+        result = await lifecycle.refresher.trigger("test", force=True)  # type: ignore[misc]
+        assert not result.ok and "was not replaced" in result.message
+
+    asyncio.run(run())
+    assert path.read_bytes() == b"token-one\n\xff\xfe not utf-8\n" and not backup_path(path).exists()
+
+
+def test_consecutive_failure_trigger_needs_two_penalised_failures_in_a_row_and_a_pool_of_three(tmp_path: Path) -> None:
+    upstream = Upstream()
+    rate_limited = Failure(FailureKind.RATE_LIMITED, "429", 429, retry_after=5)
+    transient = Failure(FailureKind.TRANSIENT, "500", 500)
+
+    def lifecycle_with(tokens: int) -> PoolLifecycle:
+        folder = tmp_path / f"pool{tokens}"
+        folder.mkdir()
+        lifecycle = setup(folder, ["a@example.com"], upstream)
+        (folder / "tokens.txt").write_text("".join(f"t{i}\n" for i in range(tokens)))
+        lifecycle.reload()
+        return lifecycle
+
+    async def run() -> None:
+        two = lifecycle_with(2)  # a pool of two: never
+        two.pool.acquire().fail(transient)
+        two.pool.acquire().fail(transient)
+        assert two.refresher is not None and not two.refresher.is_updating
+
+        three = lifecycle_with(3)
+        pool, refresher = three.pool, three.refresher
+        assert refresher is not None
+        pool.acquire().fail(rate_limited)  # 429s cool down; they do not count
+        pool.acquire().fail(rate_limited)
+        assert not refresher.is_updating
+        pool.acquire().fail(transient)
+        pool.acquire().succeed()  # a success in between resets the run
+        pool.acquire().fail(transient)
+        assert not refresher.is_updating
+        pool.acquire().fail(transient)  # two in a row, pool of three
+        assert refresher.is_updating
+        result = await refresher.current  # type: ignore[misc]
+        assert "2 consecutive failed attempts" in result.reason
+
+    asyncio.run(run())
+
+
+def test_the_schedule_refreshes_when_due_in_the_background(tmp_path: Path) -> None:
+    upstream = Upstream()
+    accounts = tmp_path / "accounts.txt"
+    accounts.write_text('{"email": "a@example.com", "password": "pw"}\n')
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("t0\n")
+    settings = RefreshSettings(accounts, tokens, interval=0.3, min_interval=0, policy=FAST)
+    lifecycle = PoolLifecycle(
+        CredentialPool("p"), credential, settings=LifecycleSettings(tokens_file=tokens, tick=0.05, reload_interval=0.05),
+        store=MemoryStore(), refresher_factory=lambda lc: TokenRefresher(settings, upstream, lc.known_tokens, lc.after_refresh),
+    )
+
+    async def run() -> None:
+        await lifecycle.astart()
+        assert lifecycle.refresher is not None and lifecycle.refresher.scheduler_running
+        assert not lifecycle.refresher.is_updating  # a non-empty file and nothing due: no refresh at start
+        deadline = asyncio.get_running_loop().time() + 5
+        while lifecycle.refresher.update_count < 2 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        await lifecycle.aclose()
+
+    asyncio.run(run())
+    assert lifecycle.refresher is not None and lifecycle.refresher.update_count >= 2
+    assert upstream.calls["a@example.com"] >= 2
+    assert lifecycle.refresher.last_result is not None and lifecycle.refresher.last_result.reason == "scheduled refresh"

@@ -1,6 +1,6 @@
 """The admin API under `/admin/`: the original tool's token routes and a provider-neutral pool view.
 
-Every route needs an admin key (checked by `ApiKeyMiddleware`, see `app._key_policy`); a
+Every route needs an admin key (checked by `GatewayApp`, see `auth.key_policy`); a
 client key never opens them. Bodies keep the original tool's shape: `{"status": "success",
 "data": ...}` or `{"status": "error", "message": ...}` with a real error status. Tokens are
 shown masked (first 6 and last 4 characters), e-mails as `al***@example.com`.
@@ -114,7 +114,8 @@ def pool_stats(pool: CredentialPool | None, lifecycle: PoolLifecycle | None) -> 
 def _no_pool(request: Request) -> Response:
     runtime = request.app.state.runtime
     provider = runtime.providers.get(TOKENS_PROVIDER)
-    why = "is disabled (K2THINK_ENABLED=false)" if provider is None else "runs in guest mode (no TOKENS_FILE, K2THINK_TOKEN or ACCOUNTS_FILE)"
+    why = ("is disabled (K2THINK_ENABLED=false)" if provider is None else
+           "runs in guest mode (no K2THINK_TOKEN, no TOKENS_FILE, and no ACCOUNTS_FILE with ENABLE_TOKEN_AUTO_UPDATE=true)")
     return error(f"{TOKENS_PROVIDER} has no token pool: it {why}", 409)
 
 
@@ -154,10 +155,8 @@ async def reset_token(request: Request) -> Response:
         return _no_pool(request)
     raw = request.path_params["index"]
     entries = pool.entries
-    try:
-        index = int(raw)
-    except ValueError:
-        index = -1
+    # ASCII digits only: int() would also take " 1", "1_0" and "١".
+    index = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else -1
     if not 0 <= index < len(entries):
         return error(f"Invalid token index: {raw} (the pool holds {len(entries)} token(s), indexes from 0)", 400)
     pool.reset(entries[index])

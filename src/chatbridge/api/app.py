@@ -1,9 +1,9 @@
-"""The ASGI application: routes, middleware, error handlers and the lifespan."""
+"""The ASGI application: the chat lane, the FastAPI routes, error handlers and the lifespan."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -15,15 +15,26 @@ from starlette.responses import Response
 
 from chatbridge import __version__
 from chatbridge.api import admin, openai_routes
+from chatbridge.api.asgi import GatewayApp
+from chatbridge.api.auth import key_policy
 from chatbridge.api.errors import ApiError, to_api_error
 from chatbridge.api.health import health
-from chatbridge.api.middleware import ApiKeyMiddleware, RequestContextMiddleware
 from chatbridge.api.openai_schema import ChatCompletionRequestIn
 from chatbridge.config import Settings, load_settings
 from chatbridge.runtime import Runtime, build_runtime
 
+CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 
-def create_app(runtime: Runtime) -> FastAPI:
+
+def create_app(runtime: Runtime) -> GatewayApp:
+    """The gateway: chat completions on their own lane, everything else through FastAPI."""
+    framework = create_framework_app(runtime)
+    chat = openai_routes.ChatCompletions(runtime.pipeline, runtime.settings.max_request_bytes)
+    keys_for = key_policy(runtime.client_keys, runtime.admin_keys)
+    return GatewayApp(framework, keys_for, dict.fromkeys(CHAT_PATHS, chat))
+
+
+def create_framework_app(runtime: Runtime) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.astart()
@@ -40,14 +51,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.runtime = runtime
-    app.state.pipeline = runtime.pipeline
     app.state.router = runtime.router
-    app.state.max_request_bytes = runtime.settings.max_request_bytes
     app.state.started_at = runtime.started_at
 
-    app.add_api_route("/v1/chat/completions", openai_routes.chat_completions, methods=["POST"],
-                      tags=["openai"], summary="Create a chat completion (streaming or not)")
-    app.add_api_route("/chat/completions", openai_routes.chat_completions, methods=["POST"], include_in_schema=False)
     app.add_api_route("/v1/models", openai_routes.list_models, methods=["GET"], tags=["openai"], summary="List models")
     app.add_api_route("/v1/models/{model_id:path}", openai_routes.get_model, methods=["GET"], tags=["openai"],
                       summary="Retrieve a model")
@@ -55,25 +61,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     admin.install(app)
 
     _install_error_handlers(app)
-    app.add_middleware(ApiKeyMiddleware, keys_for=_key_policy(runtime.client_keys, runtime.admin_keys))
-    app.add_middleware(RequestContextMiddleware)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
-
-
-def _key_policy(client_keys: Sequence[str], admin_keys: Sequence[str] = ()) -> Any:
-    """Which keys open which paths: client keys the API, admin keys (only) `/admin`."""
-    keys = list(client_keys)
-    admin = [k for k in admin_keys if k not in keys]
-
-    def keys_for(path: str) -> Sequence[str] | None:
-        if path.startswith("/v1/") or path == "/chat/completions":
-            return keys
-        if path.startswith("/admin/") or path == "/admin":
-            return admin
-        return None
-
-    return keys_for
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -115,7 +104,7 @@ def _admin_message(request: Request, exc: StarletteHTTPException) -> str:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """Document the chat request body, which the route reads raw for speed and exact errors."""
+    """Document the chat route, which is served on its own lane (`GatewayApp`), not by FastAPI."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
@@ -123,21 +112,38 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.update(body_schema.pop("$defs", {}))
     components["ChatCompletionRequest"] = body_schema
-    operation = schema["paths"]["/v1/chat/completions"]["post"]
-    operation["requestBody"] = {
-        "required": True,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}},
+    chat_operation = {
+        "tags": ["openai"],
+        "summary": "Create a chat completion (streaming or not)",
+        "operationId": "create_chat_completion",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}},
+        },
+        "responses": {
+            "200": {
+                "description": "A `chat.completion` object, or with `stream: true` an SSE stream of "
+                               "`chat.completion.chunk` objects ending with `data: [DONE]`.",
+                "content": {"application/json": {}, "text/event-stream": {}},
+            },
+            "default": {"description": "An error in the OpenAI envelope `{\"error\": {...}}`."},
+        },
     }
+    schema["paths"] = {"/v1/chat/completions": {"post": chat_operation}, **schema.get("paths", {})}
     schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     schema["security"] = [{"bearer": []}]
     app.openapi_schema = schema
     return schema
 
 
-def create_app_from_env() -> FastAPI:
-    """Factory for `uvicorn --factory` and worker processes."""
-    return create_app(build_runtime(load_settings()))
+def create_app_from_env() -> GatewayApp:
+    """Factory for `uvicorn --factory` and worker processes (each tunes its own collector)."""
+    from chatbridge.gc_policy import tune_for_serving
+
+    gateway = create_app(build_runtime(load_settings()))
+    tune_for_serving()
+    return gateway
 
 
-def create_app_from_settings(settings: Settings) -> FastAPI:
+def create_app_from_settings(settings: Settings) -> GatewayApp:
     return create_app(build_runtime(settings))

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 
 import orjson
 
-from chatbridge.core.errors import ClientError, FailureKind, PoolExhausted, UpstreamTimeout, UpstreamTransportError
+from chatbridge.core.errors import (
+    ClientError,
+    FailureKind,
+    PoolExhausted,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamTransportError,
+)
 from chatbridge.core.pipeline import AttemptsFailed
 from chatbridge.core.secrets import redact
 
@@ -60,6 +67,8 @@ def to_api_error(exc: BaseException) -> ApiError:
                         retry_after=exc.retry_after or 30)
     if isinstance(exc, AttemptsFailed):
         return _attempts_failed(exc)
+    if isinstance(exc, UpstreamError):  # after the first event: a non-streamed answer cut off midway
+        return _midstream(exc)
     log.error("unexpected error while serving a request", exc_info=exc)
     return ApiError(500, "The gateway hit an internal error; it has been logged.", "server_error")
 
@@ -91,18 +100,12 @@ def _attempts_failed(exc: AttemptsFailed) -> ApiError:
 
 def stream_error_event(exc: BaseException) -> bytes:
     """The in-band error that ends an OpenAI stream that has already started."""
-    api_error = to_api_error(exc) if not _is_upstream(exc) else _midstream(exc)
-    return b"data: " + api_error.openai_body() + b"\n\n"
+    return b"data: " + to_api_error(exc).openai_body() + b"\n\n"
 
 
-def _is_upstream(exc: BaseException) -> bool:
-    from chatbridge.core.errors import UpstreamError
-
-    return isinstance(exc, UpstreamError)
-
-
-def _midstream(exc: BaseException) -> ApiError:
-    message = redact(getattr(exc, "message", str(exc)))
+def _midstream(exc: UpstreamError) -> ApiError:
+    """An upstream that failed after its answer had begun: a 502/504 naming it and the reason."""
+    message = redact(exc.message)
     if isinstance(exc, UpstreamTimeout):
         return ApiError(504, message, "timeout_error", "upstream_timeout")
     return ApiError(502, message, "upstream_error", "upstream_stream_failed")

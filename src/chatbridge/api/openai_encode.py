@@ -6,21 +6,18 @@ Chunk bytes are assembled from a pre-serialised prefix and suffix around each de
 
 from __future__ import annotations
 
-import secrets
-import string
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from chatbridge.core.ids import random_chars
 from chatbridge.core.types import Event, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
-
-_ALPHABET = string.ascii_letters + string.digits
 
 
 def completion_id() -> str:
-    return "chatcmpl-" + "".join(secrets.choice(_ALPHABET) for _ in range(29))
+    return "chatcmpl-" + random_chars(29)
 
 
 def usage_json(usage: Usage | None) -> dict[str, Any]:
@@ -41,8 +38,16 @@ def usage_json(usage: Usage | None) -> dict[str, Any]:
 class ChunkEncoder:
     """Stateful: the first chunk carries the role, tool calls get their header once."""
 
-    __slots__ = ("_prefix", "_suffix", "_include_usage", "_started", "_usage", "_tool_ids", "_finished",
-                 "_usage_prefix")
+    __slots__ = (
+        "_finished",
+        "_include_usage",
+        "_prefix",
+        "_started",
+        "_suffix",
+        "_tool_ids",
+        "_usage",
+        "_usage_prefix",
+    )
 
     def __init__(self, chat_id: str, created: int, model: str, include_usage: bool) -> None:
         head = orjson.dumps({"id": chat_id, "object": "chat.completion.chunk", "created": created, "model": model})
@@ -114,7 +119,7 @@ class _ToolCallAccumulator:
 class CompletionAggregator:
     """Collects a whole answer for a non-streamed response."""
 
-    __slots__ = ("text", "reasoning", "tools", "usage", "finish")
+    __slots__ = ("finish", "reasoning", "text", "tools", "usage")
 
     def __init__(self) -> None:
         self.text: list[str] = []

@@ -7,71 +7,117 @@ from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
-from chatbridge.api.errors import stream_error_event, to_api_error
+from chatbridge.api.asgi import RawHeaders
+from chatbridge.api.auth import header
+from chatbridge.api.errors import ApiError, stream_error_event, to_api_error
 from chatbridge.api.openai_encode import ChunkEncoder, CompletionAggregator, completion_id, now
 from chatbridge.api.openai_schema import parse_chat_request
-from chatbridge.api.streaming import EventStreamResponse
+from chatbridge.api.streaming import ClientDisconnected, DisconnectWatch, EventStreamResponse
 from chatbridge.core.errors import ModelNotFound, RequestTooLarge
 from chatbridge.core.pipeline import Pipeline, PrimedStream, Timing
 from chatbridge.core.routing import Router
+from chatbridge.core.types import ChatRequest
 
 JSON = "application/json"
+_JSON_HEADER = (b"content-type", b"application/json")
+_CHAT_METHODS = b"POST"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived; there is nobody to answer."""
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The request body, refusing anything over `limit` bytes before reading it all."""
-    declared = request.headers.get("content-length")
+    declared = header(scope["headers"], b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise RequestTooLarge(limit)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def overhead_ms(request: Request, timing: Timing) -> str:
-    started = request.scope.get("state", {}).get("started", time.perf_counter())
+def overhead_ms(scope: Scope, timing: Timing) -> bytes:
+    started = scope.get("state", {}).get("started") or time.perf_counter()
     spent = time.perf_counter() - started - timing.upstream_wait
-    return f"{max(0.0, spent) * 1000:.3f}"
+    return b"%.3f" % (max(0.0, spent) * 1000)
 
 
-def error_response(exc: BaseException) -> Response:
+async def send_json(send: Send, status: int, body: bytes, headers: RawHeaders) -> None:
+    start_headers = [_JSON_HEADER, (b"content-length", b"%d" % len(body)), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, exc: BaseException, headers: RawHeaders) -> None:
     error = to_api_error(exc)
-    return Response(error.openai_body(), status_code=error.status, media_type=JSON, headers=error.headers())
+    extra = [(k.lower().encode(), v.encode()) for k, v in error.headers().items()]
+    await send_json(send, error.status, error.openai_body(), [*headers, *extra])
 
 
-async def chat_completions(request: Request) -> Response:
-    app_state = request.app.state
-    pipeline: Pipeline = app_state.pipeline
-    try:
-        body = await read_body(request, app_state.max_request_bytes)
-        chat = parse_chat_request(body)
+class ChatCompletions:
+    """`POST /v1/chat/completions` as a raw ASGI endpoint: the hot path, kept lean."""
+
+    def __init__(self, pipeline: Pipeline, max_request_bytes: int) -> None:
+        self.pipeline = pipeline
+        self.max_request_bytes = max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, headers: RawHeaders) -> None:
+        if scope["method"] != "POST":
+            error = ApiError(405, f"Method {scope['method']} is not allowed on {scope['path']}",
+                             "invalid_request_error", "method_not_allowed")
+            await send_json(send, 405, error.openai_body(), [*headers, (b"allow", _CHAT_METHODS)])
+            return
+        try:
+            body = await read_body(scope, receive, self.max_request_bytes)
+            chat = parse_chat_request(body)
+        except ClientGone:
+            return
+        except Exception as exc:
+            await send_error(send, exc, headers)
+            return
+        try:
+            async with DisconnectWatch(receive):  # retries, a slow first byte, a long answer
+                await self._answer(chat, scope, send, headers)
+        except ClientDisconnected:
+            return
+
+    async def _answer(self, chat: ChatRequest, scope: Scope, send: Send, headers: RawHeaders) -> None:
         timing = Timing()
-        primed = await pipeline.open(chat, timing)
-    except Exception as exc:
-        return error_response(exc)
-    chat_id, created = completion_id(), now()
-    if chat.stream:
-        encoder = ChunkEncoder(chat_id, created, chat.model, chat.include_usage)
-        headers = {"x-chatbridge-overhead-ms": overhead_ms(request, timing)}
-        return EventStreamResponse(_sse_body(primed, encoder), headers)
-    aggregator = CompletionAggregator()
-    try:
-        async for event in primed:
-            aggregator.add(event)
-    except Exception as exc:
-        return error_response(exc)
-    finally:
-        await primed.aclose()
-    return Response(
-        aggregator.body(chat_id, created, chat.model), media_type=JSON,
-        headers={"x-chatbridge-overhead-ms": overhead_ms(request, timing)},
-    )
+        try:
+            primed = await self.pipeline.open(chat, timing)
+        except Exception as exc:
+            await send_error(send, exc, headers)
+            return
+        chat_id, created = completion_id(), now()
+        if chat.stream:
+            encoder = ChunkEncoder(chat_id, created, chat.model, chat.include_usage)
+            stream_headers = [*headers, (b"x-chatbridge-overhead-ms", overhead_ms(scope, timing))]
+            await EventStreamResponse(_sse_body(primed, encoder), stream_headers)(send)
+            return
+        aggregator = CompletionAggregator()
+        try:
+            async for event in primed:
+                aggregator.add(event)
+        except Exception as exc:
+            await send_error(send, exc, headers)
+            return
+        finally:
+            await primed.aclose()
+        body = aggregator.body(chat_id, created, chat.model)
+        await send_json(send, 200, body, [*headers, (b"x-chatbridge-overhead-ms", overhead_ms(scope, timing))])
 
 
 async def _sse_body(primed: PrimedStream, encoder: ChunkEncoder) -> AsyncIterator[bytes]:
@@ -86,6 +132,11 @@ async def _sse_body(primed: PrimedStream, encoder: ChunkEncoder) -> AsyncIterato
     finally:
         await primed.aclose()
     yield encoder.close()
+
+
+def error_response(exc: BaseException) -> Response:
+    error = to_api_error(exc)
+    return Response(error.openai_body(), status_code=error.status, media_type=JSON, headers=error.headers())
 
 
 def _model_json(model_id: str, owned_by: str, created: int) -> dict[str, object]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, field_validator
 
 from chatbridge.core.errors import InvalidRequest
 from chatbridge.core.types import (
@@ -22,6 +23,7 @@ from chatbridge.core.types import (
     ToolChoice,
     ToolSpec,
 )
+from chatbridge.features.tools.schemas import tool_problem
 
 
 class _Lenient(BaseModel):
@@ -88,7 +90,12 @@ class ToolChoiceIn(_Lenient):
 
 
 class StreamOptionsIn(_Lenient):
-    include_usage: bool = False
+    include_usage: StrictBool = False
+
+
+# Upper bound for token counts: bodies go upstream as JSON, whose encoders (orjson, and most
+# servers) stop at 64-bit integers; no model has a context anywhere near 2**31 tokens.
+_MAX_TOKENS = 2**31 - 1
 
 
 class ChatCompletionRequestIn(_Lenient):
@@ -98,14 +105,15 @@ class ChatCompletionRequestIn(_Lenient):
     stream_options: StreamOptionsIn | None = None
     tools: list[ToolIn] | None = None
     tool_choice: Literal["none", "auto", "required"] | ToolChoiceIn | None = None
-    parallel_tool_calls: bool | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
+    # Numbers and flags are strict, as OpenAI's own API is: "5" or true is not a token count.
+    parallel_tool_calls: StrictBool | None = None
+    max_tokens: StrictInt | None = Field(None, ge=1, le=_MAX_TOKENS)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1, le=_MAX_TOKENS)
+    temperature: StrictFloat | None = Field(None, ge=0, le=2)
+    top_p: StrictFloat | None = Field(None, ge=0, le=1)
     stop: str | list[str] | None = None
     user: str | None = None
-    n: int | None = Field(None, ge=1, le=1)
+    n: StrictInt | None = Field(None, ge=1, le=1)
     reasoning_effort: str | None = None
 
     @field_validator("stop")
@@ -176,8 +184,13 @@ def to_chat_request(data: ChatCompletionRequestIn) -> ChatRequest:
         ToolSpec(t.function.name, t.function.description or "", t.function.parameters or {}, t.function.strict)
         for t in data.tools or ()
     ]
+    _check_tools(tools)
     stop = [data.stop] if isinstance(data.stop, str) else list(data.stop or ())
     extra = {k: v for k, v in (data.model_extra or {}).items() if k not in _MODELLED}
+    for key, value in extra.items():
+        _check_encodable(value, key)
+    for index, tool in enumerate(tools):
+        _check_encodable(tool.parameters, f"tools[{index}].function.parameters")
     return ChatRequest(
         model=data.model,
         messages=messages,
@@ -194,6 +207,20 @@ def to_chat_request(data: ChatCompletionRequestIn) -> ChatRequest:
         reasoning_effort=data.reasoning_effort,
         extra=extra,
     )
+
+
+def _check_encodable(value: Any, param: str) -> None:
+    """Free-form JSON that is forwarded upstream must re-encode; integers past 64 bits do not.
+
+    Python parses `1e30` written as digits into an exact integer that no JSON encoder on the
+    way upstream accepts, so it is refused here, naming the field, instead of failing later.
+    """
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        raise InvalidRequest(
+            f"Invalid value for '{param}': integers must fit in 64 bits.", param=param, code="invalid_value"
+        ) from None
 
 
 def _message(m: MessageIn, index: int) -> Message:
@@ -225,11 +252,24 @@ def _message(m: MessageIn, index: int) -> Message:
     )
 
 
+def _check_tools(tools: list[ToolSpec]) -> None:
+    """Duplicate names and broken schemas are 400s here, not surprises later."""
+    problem = tool_problem(tools) if tools else None
+    if problem is not None:
+        param = f"tools[{problem.index}].function.{problem.field}"
+        raise InvalidRequest(f"Invalid value for '{param}': {problem.message}.", param=param, code="invalid_value")
+
+
 def _tool_choice(choice: str | ToolChoiceIn | None, tools: list[ToolSpec]) -> ToolChoice:
     if choice is None:
         return ToolChoice("auto")
+    if not tools and (isinstance(choice, ToolChoiceIn) or choice == "required"):
+        raise InvalidRequest(
+            "Invalid value for 'tool_choice': a tool call cannot be required when no 'tools' are specified.",
+            param="tool_choice", code="invalid_value",
+        )
     if isinstance(choice, ToolChoiceIn):
-        if tools and choice.function.name not in {t.name for t in tools}:
+        if choice.function.name not in {t.name for t in tools}:
             raise InvalidRequest(
                 f"Invalid value for 'tool_choice': no tool named '{choice.function.name}' is in 'tools'.",
                 param="tool_choice", code="invalid_value",

@@ -1,62 +1,104 @@
-"""An SSE response that notices a client leaving and closes the upstream at once.
+"""Answering clients that may leave: an SSE response and a disconnect watch.
 
-Starlette's `StreamingResponse` cancels its body task on disconnect but never closes the body
-iterator, so the upstream request would linger until garbage collection. This response runs
-the body in the request task, watches `receive` for `http.disconnect`, and on disconnect
-cancels the body and awaits its `aclose()`, which closes the upstream HTTP response.
+uvicorn does not cancel a handler whose client has gone, and Starlette's `StreamingResponse`
+never closes its body iterator, so without care an upstream request (minutes long, with a
+reasoning model) would go on for nobody. `DisconnectWatch` cancels the request's task when
+`http.disconnect` arrives; `EventStreamResponse` always closes its body, which closes the
+upstream HTTP response.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable
+from types import TracebackType
 
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive, Send
 
 log = logging.getLogger("chatbridge.api.streaming")
 
-SSE_HEADERS = {
-    "content-type": "text/event-stream; charset=utf-8",
-    "cache-control": "no-cache",
-    "x-accel-buffering": "no",  # nginx: do not buffer the stream
-}
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # nginx: do not buffer the stream
+]
 
 
-class EventStreamResponse(Response):
-    def __init__(self, body: AsyncIterator[bytes], headers: Mapping[str, str] | None = None) -> None:
+class ClientDisconnected(Exception):
+    """The client left while its answer was being prepared or sent; nobody is waiting."""
+
+
+class EventStreamResponse:
+    """An SSE response; `headers` (raw, lower-case) are added to the SSE ones.
+
+    Run it inside a `DisconnectWatch`: the watch notices a client leaving, this closes the body.
+    """
+
+    def __init__(self, body: AsyncIterator[bytes], headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
         self.body_iterator = body
-        self.status_code = 200
-        self.background = None
-        self.init_headers({**SSE_HEADERS, **(headers or {})})
+        self.raw_headers = [*SSE_HEADERS, *headers]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        streamer = asyncio.current_task()
-        disconnected = asyncio.Event()
-        watcher = asyncio.create_task(_watch_disconnect(receive, disconnected, streamer))
         try:
             async for chunk in self.body_iterator:
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except asyncio.CancelledError:
-            if not disconnected.is_set():
-                raise
-            log.info("client disconnected; upstream request cancelled")
         finally:
-            watcher.cancel()
             aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
 
 
-async def _watch_disconnect(receive: Receive, disconnected: asyncio.Event, streamer: asyncio.Task[object] | None) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            disconnected.set()
-            if streamer is not None:
-                streamer.cancel()
-            return
+class DisconnectWatch:
+    """`async with DisconnectWatch(receive)`: a client that leaves cancels the block, which
+    then raises `ClientDisconnected`. Use only after the request body has been read.
+
+    The watching task starts after `grace` seconds, so an answer faster than that (most
+    non-streamed ones behind a fast upstream) costs a timer, not a task; a client that leaves
+    sooner is noticed `grace` late.
+    """
+
+    __slots__ = ("_grace", "_receive", "_task", "_timer", "_watcher", "disconnected")
+
+    def __init__(self, receive: Receive, grace: float = 0.05) -> None:
+        self._receive = receive
+        self._grace = grace
+        self._task: asyncio.Task[object] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self.disconnected = False
+
+    async def __aenter__(self) -> DisconnectWatch:
+        self._task = asyncio.current_task()
+        self._timer = asyncio.get_running_loop().call_later(self._grace, self._start)
+        return self
+
+    def _start(self) -> None:
+        self._timer = None
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                if self._task is not None:
+                    self._task.cancel()
+                return
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if not self.disconnected:
+            return False
+        if self._task is not None:
+            self._task.uncancel()
+        log.info("client disconnected; upstream request cancelled")
+        raise ClientDisconnected from None

@@ -46,8 +46,9 @@ class ModelNotFound(ClientError):
     status = 404
 
     def __init__(self, model: str) -> None:
+        shown = model if len(model) <= 200 else model[:200] + "…"  # never echo a megabyte back
         super().__init__(
-            f"The model '{model}' does not exist or is not served by this gateway.",
+            f"The model '{shown}' does not exist or is not served by this gateway.",
             param="model",
             code="model_not_found",
         )
@@ -81,6 +82,10 @@ class UpstreamTimeout(UpstreamTransportError):
     """No connection or no first byte within REQUEST_TIMEOUT."""
 
 
+class UpstreamUnreachable(UpstreamTransportError):
+    """The request never reached the upstream (DNS, refused connection, bad URL): not the credential's fault."""
+
+
 class UpstreamStatusError(UpstreamError):
     """The upstream answered with an error status."""
 
@@ -107,11 +112,13 @@ class UpstreamProtocolError(UpstreamError):
 class PoolExhausted(ChatbridgeError):
     """No usable credential: every one is disabled or cooling down."""
 
-    def __init__(self, provider: str, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, provider: str, message: str, retry_after: float | None = None, *, excluded_only: bool = False) -> None:
         super().__init__(message)
         self.provider = provider
         self.message = message
         self.retry_after = retry_after
+        # True when usable credentials remain but this request already tried (excluded) them all.
+        self.excluded_only = excluded_only
 
 
 # --- Classification ----------------------------------------------------------------------------

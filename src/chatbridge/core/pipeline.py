@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
+from chatbridge.core.attempt import Attempt, Timing, close_quietly
 from chatbridge.core.errors import (
     Failure,
     FailureKind,
@@ -22,8 +22,7 @@ from chatbridge.core.errors import (
 )
 from chatbridge.core.routing import Route, Router
 from chatbridge.core.types import ChatRequest, Event
-from chatbridge.core.usage import ensure_usage
-from chatbridge.features.thinking import ReasoningMode, shape_reasoning, split_reasoning
+from chatbridge.features.thinking import ReasoningMode, ReasoningSplitter, shape_reasoning
 from chatbridge.features.tools import ToolEmulator, ToolSettings, needs_emulation
 from chatbridge.pool.pool import CredentialPool, Lease
 
@@ -48,32 +47,30 @@ class AttemptsFailed(Exception):
         self.attempts = attempts
 
 
-@dataclass(slots=True)
-class Timing:
-    """Time spent waiting on upstreams, so the gateway's own overhead can be reported."""
-
-    upstream_wait: float = 0.0
-
-
-@dataclass(slots=True)
 class PrimedStream:
     """A stream whose first event has arrived: safe to answer the client with 200 now."""
 
-    first: Event | None
-    rest: AsyncIterator[Event]
-    route: Route
-    timing: Timing = field(default_factory=Timing)
+    __slots__ = ("first", "rest", "route", "timing")
 
-    async def __aiter__(self) -> AsyncIterator[Event]:
-        if self.first is not None:
-            yield self.first
-        async for event in self.rest:
-            yield event
+    def __init__(self, first: Event | None, rest: AsyncIterator[Event], route: Route, timing: Timing) -> None:
+        self.first = first
+        self.rest = rest
+        self.route = route
+        self.timing = timing
+
+    def __aiter__(self) -> PrimedStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        first = self.first
+        if first is not None:
+            self.first = None
+            return first
+        return await self.rest.__anext__()
 
     async def aclose(self) -> None:
-        aclose = getattr(self.rest, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        self.first = None
+        await close_quietly(self.rest)
 
 
 class Pipeline:
@@ -95,27 +92,38 @@ class Pipeline:
         route = self.router.resolve(request.model)
         request.upstream_model = route.upstream_model
         request.thinking = route.thinking and self.settings.output_thinking
-        events = self._with_features(request, route, timing)
-        events = shape_reasoning(events, self._reasoning_mode(request))
+        mode = self._reasoning_mode(request)
+        emulator = self._tool_emulator(request, route)
+        if emulator is None and mode == "reasoning_content":  # the common case: one flat iterator
+            first, attempt = await self._start(request, route, timing)
+            return PrimedStream(first, attempt, route, timing)
+
+        async def call_upstream(upstream_request: ChatRequest) -> AsyncIterator[Event]:
+            first, attempt = await self._start(upstream_request, route, timing)
+            try:
+                if first is not None:
+                    yield first
+                async for event in attempt:
+                    yield event
+            finally:
+                await attempt.aclose()
+
+        events = emulator.run(call_upstream) if emulator is not None else call_upstream(request)
+        if mode != "reasoning_content":
+            events = shape_reasoning(events, mode)
         try:
             first = await anext(events)
         except StopAsyncIteration:
             first = None
+        except BaseException:
+            await close_quietly(events)
+            raise
         return PrimedStream(first, events, route, timing)
 
     def _reasoning_mode(self, request: ChatRequest) -> ReasoningMode:
         if not request.thinking:
             return "hidden"
         return "tags" if self.settings.thinking_format == "tags" else "reasoning_content"
-
-    def _with_features(self, request: ChatRequest, route: Route, timing: Timing) -> AsyncIterator[Event]:
-        def call_upstream(upstream_request: ChatRequest) -> AsyncIterator[Event]:
-            return self._attempts(upstream_request, route, timing)
-
-        emulator = self._tool_emulator(request, route)
-        if emulator is not None:
-            return emulator.run(call_upstream)
-        return call_upstream(request)
 
     def _tool_emulator(self, request: ChatRequest, route: Route) -> ToolEmulator | None:
         """Prompt-based tool calling, for providers without native tools."""
@@ -124,38 +132,33 @@ class Pipeline:
             return None
         return ToolEmulator(request, settings)
 
-    async def _attempts(self, request: ChatRequest, route: Route, timing: Timing) -> AsyncIterator[Event]:
+    async def _start(self, request: ChatRequest, route: Route, timing: Timing) -> tuple[Event | None, Attempt]:
         """Try credentials in turn until one attempt produces its first event."""
         provider = route.provider
         pool = self.pools.get(provider.name) if provider.requires_credential else None
         tried: set[str] = set()
         last: tuple[UpstreamError, Failure] | None = None
         attempts = 0
-        for attempt in range(self.settings.max_retries + 1):
+        for attempt_no in range(self.settings.max_retries + 1):
             lease = self._lease(pool, tried, last, attempts)
             attempts += 1
-            if lease is None and attempt and last is not None:
-                await asyncio.sleep(self.settings.retry_backoff * (2 ** (attempt - 1)))
+            if lease is None and attempt_no and last is not None:
+                await asyncio.sleep(self.settings.retry_backoff * (2 ** (attempt_no - 1)))
             credential = lease.credential if lease is not None else None
-            events = ensure_usage(
-                request,
-                split_reasoning(
-                    _timed(provider.stream(request, credential), timing),
-                    route.untagged_start,  # type: ignore[arg-type]
-                ),
+            splitter = ReasoningSplitter(route.untagged_start) if provider.emits_markup else None  # type: ignore[arg-type]
+            attempt = Attempt(
+                provider.stream(request, credential), request,
+                lease=lease, classify=provider.classify, timing=timing, splitter=splitter,
             )
             try:
-                first = await anext(events)
+                first = await attempt.__anext__()
             except StopAsyncIteration:
-                _settle_success(lease)
-                return
-            except UpstreamError as error:
-                await _close_quietly(events)
+                return None, attempt
+            except UpstreamError as error:  # the attempt has settled its lease and closed
                 failure = provider.classify(error)
-                _settle_failure(lease, failure)
                 log.warning(
                     "attempt %d on %s failed (%s): %s",
-                    attempt + 1, provider.name, failure.kind.value, error.message,
+                    attempt_no + 1, provider.name, failure.kind.value, error.message,
                     extra={"credential": credential.id if credential else None},
                 )
                 last = (error, failure)
@@ -164,13 +167,7 @@ class Pipeline:
                 if not failure.is_retryable:
                     break
                 continue
-            except BaseException:
-                _settle_release(lease)
-                await _close_quietly(events)
-                raise
-            async for event in _committed(first, events, lease, provider.classify):
-                yield event
-            return
+            return first, attempt
         assert last is not None
         raise AttemptsFailed(last[0], last[1], attempts)
 
@@ -185,77 +182,17 @@ class Pipeline:
             return None
         try:
             return pool.acquire(frozenset(tried))
-        except PoolExhausted:
-            if last is not None:  # report what actually went wrong, not just "no credential"
-                raise AttemptsFailed(last[0], last[1], attempts) from None
+        except PoolExhausted as exhausted:
+            if last is None:
+                raise
+            error, failure = last
+            if exhausted.excluded_only or failure.kind is FailureKind.RATE_LIMITED:
+                # Usable credentials remain (or the upstream said 429): report what went wrong.
+                raise AttemptsFailed(error, failure, attempts) from None
+            # Nothing usable is left: 503 + Retry-After (a refresh was triggered), naming the cause.
+            exhausted.message += f"; last error: {error.message}"
             raise
 
-
-async def _committed(
-    first: Event,
-    events: AsyncIterator[Event],
-    lease: Lease | None,
-    classify: Callable[[Exception], Failure],
-) -> AsyncIterator[Event]:
-    """The rest of an attempt that has started: failures are reported, never retried."""
-    try:
-        yield first
-        async for event in events:
-            yield event
-    except UpstreamError as error:
-        _settle_failure(lease, classify(error))
-        raise
-    except BaseException:
-        _settle_release(lease)
-        await _close_quietly(events)
-        raise
-    else:
-        _settle_success(lease)
-    finally:
-        await _close_quietly(events)
-
-
-async def _timed(events: AsyncIterator[Event], timing: Timing) -> AsyncIterator[Event]:
-    """Count the time spent awaiting the upstream, for the overhead header."""
-    clock = time.perf_counter
-    iterator = events.__aiter__()
-    try:
-        while True:
-            started = clock()
-            try:
-                event = await iterator.__anext__()
-            except StopAsyncIteration:
-                timing.upstream_wait += clock() - started
-                return
-            timing.upstream_wait += clock() - started
-            yield event
-    finally:
-        await _close_quietly(iterator)
-
-
-async def _close_quietly(events: object) -> None:
-    aclose = getattr(events, "aclose", None)
-    if aclose is None:
-        return
-    try:
-        await aclose()
-    except Exception:  # closing must never mask the real outcome
-        log.debug("error while closing an upstream stream", exc_info=True)
-
-
-def _settle_success(lease: Lease | None) -> None:
-    if lease is not None:
-        lease.succeed()
-
-
-def _settle_failure(lease: Lease | None, failure: Failure) -> None:
-    if lease is not None:
-        lease.fail(failure)
-
-
-def _settle_release(lease: Lease | None) -> None:
-    if lease is not None:
-        lease.release()
 
 
 __all__ = ["AttemptsFailed", "Failure", "FailureKind", "Pipeline", "PipelineSettings", "PrimedStream", "Timing"]

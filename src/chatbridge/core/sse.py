@@ -19,7 +19,7 @@ class ServerSentEvent:
 class SSEDecoder:
     """Feed raw bytes with `decode`; get complete events back. Call `flush` at end of stream."""
 
-    __slots__ = ("_buffer", "_pending_cr", "_data", "_event", "_id", "_has_data", "_tail")
+    __slots__ = ("_buffer", "_data", "_event", "_has_data", "_id", "_pending_cr", "_tail")
 
     def __init__(self) -> None:
         self._buffer = ""

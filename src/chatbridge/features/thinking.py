@@ -324,32 +324,46 @@ def _new_part(emitted: str, current: str) -> str:
     return current[len(emitted) :]
 
 
+class ReasoningSplitter:
+    """Sans-IO: a provider's events in, the same events with markup split into deltas out."""
+
+    __slots__ = ("_parser", "_snapshots", "_untagged_start")
+
+    def __init__(self, untagged_start: UntaggedStart = "answer") -> None:
+        self._untagged_start: UntaggedStart = untagged_start
+        self._parser: MarkupParser | None = None
+        self._snapshots: SnapshotSplitter | None = None
+
+    def feed(self, event: Event) -> list[Event]:
+        if isinstance(event, MarkupDelta):
+            self._parser = self._parser or MarkupParser(self._untagged_start)
+            return _deltas(*self._parser.feed(event.text))
+        if isinstance(event, MarkupSnapshot):
+            self._snapshots = self._snapshots or SnapshotSplitter(self._untagged_start)
+            return _deltas(*self._snapshots.feed(event.text))
+        if isinstance(event, ReasoningDelta):
+            self._untagged_start = "answer"  # native reasoning: the content is the answer
+        if _is_terminal(event):
+            return [*self.end(), event]
+        return [event]
+
+    def end(self) -> list[Event]:
+        """What is still held back (a partial tag, untagged text), at a Finish or the end."""
+        out = _flush(self._parser, self._snapshots)
+        self._parser = self._snapshots = None
+        return out
+
+
 async def split_reasoning(
     events: AsyncIterator[Event], untagged_start: UntaggedStart = "answer"
 ) -> AsyncIterator[Event]:
     """Replace markup events in a provider's stream with reasoning and text deltas."""
-    parser: MarkupParser | None = None
-    snapshots: SnapshotSplitter | None = None
+    splitter = ReasoningSplitter(untagged_start)
     async with closing(events):
         async for event in events:
-            if isinstance(event, ReasoningDelta):
-                untagged_start = "answer"  # native reasoning: the content is the answer
-            if isinstance(event, MarkupDelta):
-                parser = parser or MarkupParser(untagged_start)
-                for out in _deltas(*parser.feed(event.text)):
-                    yield out
-                continue
-            if isinstance(event, MarkupSnapshot):
-                snapshots = snapshots or SnapshotSplitter(untagged_start)
-                for out in _deltas(*snapshots.feed(event.text)):
-                    yield out
-                continue
-            if _is_terminal(event):
-                for out in _flush(parser, snapshots):
-                    yield out
-                parser = snapshots = None
-            yield event
-    for out in _flush(parser, snapshots):
+            for out in splitter.feed(event):
+                yield out
+    for out in splitter.end():
         yield out
 
 

@@ -20,6 +20,7 @@ PASSWORD_FIELDS = ("password", "k2_password")
 class Account:
     email: str
     password: Secret = field(repr=False)
+    line: int = field(default=0, compare=False)  # where it is in the file: names it without the e-mail
 
     @property
     def masked(self) -> str:
@@ -53,7 +54,7 @@ def parse_accounts_text(text: str) -> AccountsFile:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        account, problem = _parse_line(line)
+        account, problem = _parse_line(line, number)
         if problem is not None:
             result.problems.append(f"line {number}: {problem}")
             continue
@@ -67,7 +68,7 @@ def parse_accounts_text(text: str) -> AccountsFile:
     return result
 
 
-def _parse_line(line: str) -> tuple[Account | None, str | None]:
+def _parse_line(line: str, number: int = 0) -> tuple[Account | None, str | None]:
     try:
         data = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -80,7 +81,7 @@ def _parse_line(line: str) -> tuple[Account | None, str | None]:
     password = next((data[f] for f in PASSWORD_FIELDS if isinstance(data.get(f), str) and data[f]), None)
     if password is None:
         return None, f'{mask_email(email.strip())} has no "password" (or "k2_password")'
-    return Account(email.strip(), Secret(password)), None
+    return Account(email.strip(), Secret(password), number), None
 
 
 def read_accounts_file(path: Path) -> AccountsFile:

@@ -104,7 +104,8 @@ def _k2think(settings: Settings) -> list[Finding]:
         findings.append(Finding("warning", "TOKEN_UPDATE_INTERVAL", f"{settings.token_update_interval:g} s signs every account in very often",
                                 "use at least 3600 (the default is 86400)"))
     guest = settings.k2think_tokens_path is None and not (settings.k2think_token and settings.k2think_token.get_secret_value().strip())
-    mode = "guest mode (no account; set TOKENS_FILE, K2THINK_TOKEN or ACCOUNTS_FILE for token mode)" if guest else "token mode"
+    mode = ("guest mode (no account; set K2THINK_TOKEN, TOKENS_FILE, or ACCOUNTS_FILE with ENABLE_TOKEN_AUTO_UPDATE=true "
+            "for token mode)") if guest else "token mode"
     findings.append(Finding("ok", "K2Think", mode))
     return findings
 

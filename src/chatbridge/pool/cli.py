@@ -18,7 +18,9 @@ from rich.table import Table
 
 from chatbridge.pool.accounts import AccountsFile, read_accounts_file
 from chatbridge.pool.signin import SignInOutcome, sign_in_all
-from chatbridge.pool.tokens_file import TokensFileError, backup_path, replace_tokens_file
+from chatbridge.pool.tokens_file import TokensFileError, backup_path, exclusive_lock, replace_tokens_file
+
+LOCK_WAIT = 120.0  # seconds to wait for a gateway refresh that is writing the same file
 
 accounts_app = typer.Typer(no_args_is_help=True, help="Account tooling: sign accounts in to get tokens.")
 
@@ -61,9 +63,14 @@ def login(
         console.print(f"[red]No account signed in; {out} was not touched.[/red]")
         raise typer.Exit(1)
     try:
-        had_file = out.exists()
-        replace_tokens_file(out, tokens, note=f"{len(tokens)} signed in, {failed} failed")
-    except TokensFileError as exc:
+        with exclusive_lock(out, wait=LOCK_WAIT) as locked:
+            if not locked:
+                console.print(f"[red]Another process (a running gateway's token refresh?) is writing {out}; "
+                              f"it was not touched. Try again in a moment.[/red]")
+                raise typer.Exit(1)
+            had_file = out.exists()
+            replace_tokens_file(out, tokens, note=f"{len(tokens)} signed in, {failed} failed")
+    except (TokensFileError, OSError) as exc:
         console.print(f"[red]{exc}; {out} was not touched.[/red]")
         raise typer.Exit(1) from None
     backup = f" (previous file kept as {backup_path(out).name})" if had_file else ""
@@ -117,16 +124,17 @@ async def _sign_in_with_progress(console, parsed, authenticate, policy) -> list[
 
 def _summary(console: Console, outcomes: list[SignInOutcome]) -> None:
     table = Table(title="Sign-in summary")
-    for column in ("account", "result", "attempts", "detail"):
+    for column in ("line", "account", "result", "attempts", "detail"):
         table.add_column(column)
     for outcome in outcomes:
+        line = str(outcome.account.line or "")  # masked e-mails look alike: the line number tells them apart
         if outcome.token is not None:
             expires = outcome.token.expires_at
             detail = f"token {outcome.token.token.masked}" + (f", expires {_when(expires)}" if expires else "")
-            table.add_row(outcome.account.masked, "[green]signed in[/green]", str(outcome.attempts), detail)
+            table.add_row(line, outcome.account.masked, "[green]signed in[/green]", str(outcome.attempts), detail)
         else:
             kind = "refused" if outcome.permanent else "failed"
-            table.add_row(outcome.account.masked, f"[red]{kind}[/red]", str(outcome.attempts), outcome.error or "")
+            table.add_row(line, outcome.account.masked, f"[red]{kind}[/red]", str(outcome.attempts), outcome.error or "")
     console.print(table)
     ok = sum(1 for o in outcomes if o.ok)
     console.print(f"{ok} signed in, {len(outcomes) - ok} failed.")

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from chatbridge.pool.pool import CredentialHealth, CredentialPool, CredentialSta
 from chatbridge.pool.refresher import KnownToken, TokenRefresher
 from chatbridge.pool.sources import read_tokens_file
 from chatbridge.pool.store import StateStore
-from chatbridge.pool.tokens_file import FileSignature, cleanup_temp_files, has_tokens, signature
+from chatbridge.pool.tokens_file import FileSignature, cleanup_temp_files, exclusive_lock, has_tokens, signature
 
 log = logging.getLogger("chatbridge.pool.lifecycle")
 
@@ -47,6 +48,7 @@ class LifecycleState(enum.Enum):
 class LifecycleSettings:
     tokens_file: Path | None = None
     reload_interval: float = 2.0  # how often the tokens file is checked for edits
+    settle: float = 0.25  # an edit is read only once the file has stopped changing this long
     refresh_ahead: float = 600.0  # refresh a token this long before it expires (account known)
     flush_interval: float = 1.0  # health is written at most this often
     tick: float = 10.0  # schedule and expiry checks
@@ -72,6 +74,7 @@ class PoolLifecycle:
         self._accounts: dict[str, str] = {}  # credential id → account e-mail
         self._signature: FileSignature | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._saving: asyncio.Future[None] | None = None  # the flush loop's save, running in a thread
         self._dirty = False
         self.state = LifecycleState.NEW
         self.last_reload_error: str | None = None
@@ -95,8 +98,7 @@ class PoolLifecycle:
         self._accounts = {cid: r["account"] for cid, r in records.items() if isinstance(r, dict) and isinstance(r.get("account"), str)}
         path = self.tokens_file
         if path is not None:
-            for leftover in cleanup_temp_files(path):
-                log.info("removed a leftover temporary file %s", leftover.name)
+            self._clean_leftovers(path)
         self.reload()
         restored = self.pool.import_health(records)
         if restored:
@@ -108,8 +110,24 @@ class PoolLifecycle:
         if path is not None:
             self._spawn(self._watch_loop(path), "tokens-file-watch")
         if self.refresher is not None:
+            self.refresher.scheduler_running = True
             self._spawn(self._schedule_loop(), "token-refresh-schedule")
             self._startup_refresh()
+
+    @staticmethod
+    def _clean_leftovers(path: Path) -> None:
+        """Remove temporary files of a write that crashed, unless a writer (another worker,
+        `chatbridge accounts login`) holds the file's lock right now: those are its own."""
+        if not os.access(path.parent, os.W_OK):  # a read-only mount: nothing of ours can be there
+            return
+        try:
+            with exclusive_lock(path) as locked:
+                if not locked:
+                    return
+                for leftover in cleanup_temp_files(path):
+                    log.info("removed a leftover temporary file %s", leftover.name)
+        except OSError as exc:
+            log.warning("could not check %s for leftover temporary files: %s", path.parent, exc)
 
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro, name=f"{self.provider}-{name}"))
@@ -134,6 +152,9 @@ class PoolLifecycle:
             with contextlib.suppress(BaseException):
                 await task
         self._tasks.clear()
+        if self._saving is not None:  # a save already in a thread must land before the final one
+            with contextlib.suppress(BaseException):
+                await self._saving
         if self.refresher is not None:
             self.refresher.scheduler_running = False
             await self.refresher.aclose()
@@ -168,9 +189,15 @@ class PoolLifecycle:
         while True:
             await asyncio.sleep(self.settings.reload_interval)
             current = signature(path)
-            if current != self._signature:
-                log.info("%s changed on disk; reloading", path.name)
-                self.reload()
+            if current == self._signature:
+                continue
+            # An editor or script may still be writing: read only a file that has stopped
+            # changing, so a half-written file never replaces the pool's contents.
+            await asyncio.sleep(self.settings.settle)
+            if signature(path) != current:
+                continue  # still changing: look again next round
+            log.info("%s changed on disk; reloading", path.name)
+            self.reload()
 
     def after_refresh(self, fresh: dict[str, str]) -> None:
         """The refresher wrote a new tokens file: remember whose tokens they are, reload."""
@@ -210,8 +237,9 @@ class PoolLifecycle:
             if self._dirty:
                 self._dirty = False
                 snapshot = self.snapshot()
+                self._saving = asyncio.ensure_future(asyncio.to_thread(self.store.save, self.provider, snapshot))
                 try:
-                    await asyncio.to_thread(self.store.save, self.provider, snapshot)
+                    await asyncio.shield(self._saving)
                 except OSError as exc:
                     self._dirty = True
                     log.error("could not save %s pool health: %s", self.provider, exc)

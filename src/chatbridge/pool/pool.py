@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,11 @@ class CredentialState(str, enum.Enum):
 
 # The health fields that survive a restart (see store.py); keyed by credential id there.
 _PERSISTED = ("failures", "disabled", "disabled_reason", "cooldown_until", "last_error", "requests_served")
+
+# Health of credentials that left the pool is remembered (newest first out last), so a token
+# that comes back (a hand edit undone, a file rewritten by a slow external script, a tokens
+# file briefly missing at start) is not retried as if nothing had happened.
+RETIRED_LIMIT = 512
 
 
 @dataclass(slots=True)
@@ -139,12 +145,13 @@ class CredentialPool:
         self.last_auth_failure_at: float | None = None
         self.listeners: list[Listener] = []
         self.exhausted_hooks: list[ExhaustedHook] = []
+        self._retired: OrderedDict[str, dict[str, Any]] = OrderedDict()  # credential id → health record
         self.replace(credentials)
 
     # -- contents ---------------------------------------------------------------------------
 
     def replace(self, credentials: Iterable[Credential]) -> None:
-        """Swap in a new credential list, keeping the health of credentials that stay."""
+        """Swap in a new credential list, keeping the health of credentials that stay or come back."""
         known = {entry.credential.id: entry for entry in self._entries}
         entries: list[CredentialHealth] = []
         seen: set[str] = set()
@@ -155,12 +162,24 @@ class CredentialPool:
             entry = known.get(credential.id)
             if entry is None:
                 entry = CredentialHealth(credential)
+                record = self._retired.pop(credential.id, None)
+                if record is not None:
+                    entry.apply_record(record)
             else:
                 if credential.account is None:
                     credential.account = entry.credential.account
                 entry.credential = credential
             entries.append(entry)
+        for credential_id, entry in known.items():
+            if credential_id not in seen:
+                self._retire(credential_id, entry.to_record())
         self._entries = entries
+
+    def _retire(self, credential_id: str, record: dict[str, Any]) -> None:
+        self._retired[credential_id] = record
+        self._retired.move_to_end(credential_id)
+        while len(self._retired) > RETIRED_LIMIT:
+            self._retired.popitem(last=False)
 
     @property
     def entries(self) -> list[CredentialHealth]:
@@ -209,9 +228,10 @@ class CredentialPool:
         counts = self.counts()
         cooling = [e.cooldown_until - now for e in self._entries if e.state(now) is CredentialState.COOLING]
         retry_after = max(1.0, min(cooling)) if cooling else None
+        excluded_only = some_excluded and counts["active"] > 0
         if not self._entries:
             message = f"{self.provider}: no credentials are loaded"
-        elif some_excluded and counts["active"]:
+        elif excluded_only:
             message = f"{self.provider}: every usable credential failed for this request"
         else:
             message = (
@@ -227,7 +247,7 @@ class CredentialPool:
                 retry_after = max(1.0, hint)
         if notes:
             message += "; " + "; ".join(notes)
-        return PoolExhausted(self.provider, message, retry_after=retry_after)
+        return PoolExhausted(self.provider, message, retry_after=retry_after, excluded_only=excluded_only)
 
     # -- outcomes ---------------------------------------------------------------------------
 
@@ -243,10 +263,11 @@ class CredentialPool:
         entry.in_flight -= 1
         if failure.scope != "credential":
             return
-        entry.last_error = failure.message
+        message = _without_secret(failure.message, entry.credential)
+        entry.last_error = message
         if failure.kind is FailureKind.AUTH:
             entry.disabled = True
-            entry.disabled_reason = failure.message
+            entry.disabled_reason = message
             self.consecutive_auth_failures += 1
             self.last_auth_failure_at = self._clock()
         elif failure.kind is FailureKind.RATE_LIMITED:
@@ -256,7 +277,7 @@ class CredentialPool:
             entry.failures += 1
             if entry.failures >= self.max_failures:
                 entry.disabled = True
-                entry.disabled_reason = f"{entry.failures} consecutive failures: {failure.message}"
+                entry.disabled_reason = f"{entry.failures} consecutive failures: {message}"
         if failure.penalises_credential:
             self.consecutive_failures += 1
         self._notify(entry, failure)
@@ -301,14 +322,32 @@ class CredentialPool:
     # -- persistence --------------------------------------------------------------------------
 
     def export_health(self) -> dict[str, dict[str, Any]]:
-        return {entry.credential.id: entry.to_record() for entry in self._entries}
+        """Health of every credential, present or recently retired, keyed by credential id."""
+        records = {cid: dict(record, retired=True) for cid, record in self._retired.items()}
+        records.update((entry.credential.id, entry.to_record()) for entry in self._entries)
+        return records
 
     def import_health(self, records: dict[str, Any]) -> int:
-        """Apply persisted health to the credentials present now; returns how many matched."""
+        """Apply persisted health to the credentials present now; returns how many matched.
+
+        Records of credentials that are not loaded now are kept (retired), so a tokens file
+        that is briefly missing or empty at start does not wipe the health saved for it.
+        """
+        present = {entry.credential.id: entry for entry in self._entries}
         matched = 0
-        for entry in self._entries:
-            record = records.get(entry.credential.id)
-            if isinstance(record, dict):
+        for credential_id, record in records.items():
+            if not isinstance(record, dict):
+                continue
+            entry = present.get(credential_id)
+            if entry is None:
+                self._retire(credential_id, {k: v for k, v in record.items() if k != "retired"})
+            else:
                 entry.apply_record(record)
                 matched += 1
         return matched
+
+
+def _without_secret(message: str, credential: Credential) -> str:
+    """An upstream may echo the credential back in its error text: never keep it in full."""
+    secret = credential.secret.reveal()
+    return message.replace(secret, credential.secret.masked) if secret and secret in message else message

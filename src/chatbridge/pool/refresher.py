@@ -6,6 +6,11 @@ too). Automatic triggers are also spaced by `min_interval`. A refresh signs acco
 merges the fresh tokens with the current ones that are still usable, and replaces the tokens
 file atomically; if no account signs in, or the file cannot be written, the old file and pool
 stay as they were and the error is recorded for `/admin/tokens/updater/status`.
+
+The merge starts from the tokens file as it is on disk when the refresh writes, not from the
+pool's memory: a token added by hand since the last reload is kept, one removed by hand is
+not brought back, and an edit that lands while the new file is prepared makes the refresh
+merge again rather than overwrite it.
 """
 
 from __future__ import annotations
@@ -22,11 +27,20 @@ from typing import Any
 from chatbridge.core.secrets import Secret, redact
 from chatbridge.pool.accounts import Account, read_accounts_file
 from chatbridge.pool.signin import Authenticator, SignInOutcome, SignInPolicy, sign_in_all
-from chatbridge.pool.tokens_file import TokensFileError, exclusive_lock, replace_tokens_file
+from chatbridge.pool.sources import jwt_claims, read_tokens_file
+from chatbridge.pool.tokens_file import (
+    FileSignature,
+    TokensFileChanged,
+    TokensFileError,
+    exclusive_lock,
+    replace_tokens_file,
+    signature,
+)
 
 log = logging.getLogger("chatbridge.pool.refresh")
 
 RETRY_AFTER_FAILURE = 300.0  # a failed scheduled refresh is tried again this soon (or at the interval)
+MERGE_ATTEMPTS = 3  # how often a refresh re-merges when the file keeps being edited under it
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +70,7 @@ class RefreshResult:
     failed: int = 0
     kept: int = 0
     total: int = 0
-    errors: list[str] = field(default_factory=list)  # "al***@example.com: reason"
+    errors: list[str] = field(default_factory=list)  # "line 3 al***@example.com: reason"
     started_at: float = 0.0
     finished_at: float = 0.0
 
@@ -223,32 +237,65 @@ class TokenRefresher:
 
     async def _write(self, reason: str, accounts: list[Account], outcomes: list[SignInOutcome], full: bool) -> RefreshResult:
         fresh = {o.account.email.lower(): o for o in outcomes if o.token is not None}
-        errors = [f"{o.account.masked}: {o.error}" for o in outcomes if o.token is None]
+        errors = [f"line {o.account.line} {o.account.masked}: {o.error}" for o in outcomes if o.token is None]
         if not fresh:
             return RefreshResult(False, reason, f"no account signed in ({len(errors)} failed)",
                                  failed=len(errors), errors=errors)
         listed = {a.email.lower() for a in accounts}
         tokens = [o.token.token.reveal() for o in fresh.values() if o.token is not None]
-        kept = self._kept_tokens(fresh, listed, full)
-        all_tokens = list(dict.fromkeys(tokens + kept))
-        note = f"{len(fresh)} signed in, {len(kept)} kept"
-        try:
-            await asyncio.to_thread(replace_tokens_file, self.settings.tokens_file, all_tokens, note)
-        except TokensFileError as exc:
-            return RefreshResult(False, reason, str(exc), failed=len(errors), errors=errors)
+        path = self.settings.tokens_file
+        for _ in range(MERGE_ATTEMPTS):
+            try:
+                on_disk, read_signature = await asyncio.to_thread(_read_current, path)
+            except (OSError, UnicodeDecodeError) as exc:  # never overwrite a file we could not read
+                return RefreshResult(False, reason, f"cannot read the current {path.name}: {exc}; it was not replaced",
+                                     failed=len(errors), errors=errors)
+            kept = self._kept_tokens(fresh, listed, full, on_disk)
+            all_tokens = list(dict.fromkeys(tokens + kept))
+            note = f"{len(fresh)} signed in, {len(kept)} kept"
+            try:
+                await asyncio.to_thread(replace_tokens_file, path, all_tokens, note, expected=read_signature)
+                break
+            except TokensFileChanged:
+                log.info("%s was edited during the refresh; merging again", path.name)
+            except TokensFileError as exc:
+                return RefreshResult(False, reason, str(exc), failed=len(errors), errors=errors)
+        else:
+            return RefreshResult(False, reason, f"{path.name} kept changing during the refresh; it was not replaced",
+                                 failed=len(errors), errors=errors)
         self._apply({o.token.token.reveal(): email for email, o in fresh.items() if o.token is not None})
         message = f"{len(fresh)} account(s) signed in, {len(errors)} failed, {len(kept)} token(s) kept; {len(all_tokens)} in {self.settings.tokens_file.name}"
         return RefreshResult(True, reason, message, signed_in=len(fresh), failed=len(errors), kept=len(kept),
                              total=len(all_tokens), errors=errors)
 
-    def _kept_tokens(self, fresh: dict[str, SignInOutcome], listed: set[str], full: bool) -> list[str]:
-        """Current tokens that stay: usable, not replaced, and (on a full refresh) still listed."""
+    def _kept_tokens(self, fresh: dict[str, SignInOutcome], listed: set[str], full: bool, on_disk: list[str]) -> list[str]:
+        """Tokens of the current file that stay: usable, not replaced, and (on a full refresh) still listed.
+
+        A token the pool does not know yet (added by hand since the last reload) stays unless
+        its JWT has expired.
+        """
+        known = {k.token.reveal(): k for k in self._known_tokens()}
+        now = self._clock()
         kept: list[str] = []
-        for known in self._known_tokens():
-            account = known.account.lower() if known.account else None
-            if not known.usable or (account is not None and account in fresh):
+        for token in on_disk:
+            entry = known.get(token)
+            if entry is None:
+                exp = jwt_claims(token).get("exp")
+                if not (isinstance(exp, (int, float)) and exp <= now):
+                    kept.append(token)
+                continue
+            account = entry.account.lower() if entry.account else None
+            if not entry.usable or (account is not None and account in fresh):
                 continue
             if full and account is not None and account not in listed:
                 continue  # the account was removed from ACCOUNTS_FILE
-            kept.append(known.token.reveal())
+            kept.append(token)
         return kept
+
+
+def _read_current(path: Path) -> tuple[list[str], FileSignature | None]:
+    """The tokens on disk now and the signature they were read at (no file: none, None)."""
+    before = signature(path)
+    if before is None:
+        return [], None
+    return read_tokens_file(path), before

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -81,18 +82,24 @@ async def sign_in_one(account: Account, authenticate: Authenticator, policy: Sig
             outcome.error = None
             return outcome
         except SignInRejected as exc:
-            outcome.error, outcome.permanent = _describe(exc), True
+            outcome.error, outcome.permanent = _describe(exc, account), True
             break
         except TimeoutError:
             outcome.error = f"no answer within {policy.timeout:g} s"
         except Exception as exc:  # one bad account must never stop the others
-            outcome.error = _describe(exc)
+            outcome.error = _describe(exc, account)
         if attempt < policy.attempts:
             await asyncio.sleep(policy.backoff * (2 ** (attempt - 1)))
     log.warning("sign-in failed for %s after %d attempt(s): %s", account.masked, outcome.attempts, outcome.error)
     return outcome
 
 
-def _describe(exc: BaseException) -> str:
-    text = redact(str(exc)) or type(exc).__name__
-    return text[:300]
+def _describe(exc: BaseException, account: Account) -> str:
+    """The error text for logs and the admin API: an upstream may echo what it was sent (a
+    422 validation error lists the input), so the password and the full e-mail are cut out."""
+    text = str(exc)
+    password = account.password.reveal()
+    if password:
+        text = text.replace(password, "[password]")
+    text = re.sub(re.escape(account.email), lambda _: account.masked, text, flags=re.IGNORECASE)
+    return (redact(text) or type(exc).__name__)[:300]

@@ -7,8 +7,10 @@ written atomically; a Redis backend shared by replicas can implement the same tw
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,6 +22,7 @@ log = logging.getLogger("chatbridge.pool.store")
 
 STATE_FILE_NAME = "pool-state.json"
 _FORMAT_VERSION = 1
+LEFTOVER_AGE = 60.0  # seconds; a save takes milliseconds, so an older temporary file is a crash's
 
 
 class StateStore(Protocol):
@@ -49,7 +52,17 @@ class JsonFileStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._clean_leftovers()
         self._states: dict[str, dict[str, Any]] = self._read()
+
+    def _clean_leftovers(self) -> None:
+        """Temporary files of a save that crashed; only old ones, since another worker may be saving now."""
+        cutoff = time.time() - LEFTOVER_AGE
+        for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
+                    log.info("removed a leftover temporary file %s", leftover.name)
 
     def _read(self) -> dict[str, dict[str, Any]]:
         try:

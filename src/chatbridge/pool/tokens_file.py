@@ -2,8 +2,12 @@
 
 Replacement never leaves a moment without a complete file: the new content goes to a
 temporary file in the same folder, is flushed and fsynced, checked to hold at least one
-token, the current file is copied to `<name>.backup`, and the temporary file is renamed
-over the original. Any failure before the rename leaves the original untouched.
+token, the current file is copied to `<name>.backup` (fsynced too), and the temporary file
+is renamed over the original. Any failure before the rename leaves the original untouched.
+
+Writers that merge with what is on disk pass the `FileSignature` they read; if the file was
+edited in the meantime the replacement is refused (`TokensFileChanged`) so that the writer
+can merge again instead of overwriting a hand edit.
 """
 
 from __future__ import annotations
@@ -23,8 +27,19 @@ from chatbridge.pool.sources import parse_tokens_text
 _TMP_SUFFIX = ".tmp"
 
 
+class _Unset:
+    """No expectation about the file on disk (plain replacement)."""
+
+
+_UNSET = _Unset()
+
+
 class TokensFileError(Exception):
     """The tokens file could not be written; the previous file is still in place."""
+
+
+class TokensFileChanged(TokensFileError):
+    """The file changed on disk after the writer read it; nothing was written."""
 
 
 def backup_path(path: Path) -> Path:
@@ -37,8 +52,14 @@ def render_tokens(tokens: Sequence[str], note: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace_tokens_file(path: Path, tokens: Sequence[str], note: str = "") -> None:
-    """Atomically replace `path` with `tokens`; raises `TokensFileError`, old file intact."""
+def replace_tokens_file(
+    path: Path, tokens: Sequence[str], note: str = "", *, expected: FileSignature | _Unset | None = _UNSET,
+) -> None:
+    """Atomically replace `path` with `tokens`; raises `TokensFileError`, old file intact.
+
+    With `expected` (the signature read before merging, None for "did not exist"), a file
+    edited since then is left alone and `TokensFileChanged` is raised.
+    """
     if not tokens:
         raise TokensFileError("refusing to write an empty tokens file")
     text = render_tokens(tokens, note)
@@ -54,6 +75,8 @@ def replace_tokens_file(path: Path, tokens: Sequence[str], note: str = "") -> No
         if len(written) != len(set(tokens)):
             raise TokensFileError(f"temporary file holds {len(written)} token(s), expected {len(set(tokens))}")
         os.chmod(tmp, 0o600)
+        if not isinstance(expected, _Unset) and signature(path) != expected:
+            raise TokensFileChanged(f"{path.name} was edited while the new tokens were prepared")
         if path.exists():
             _copy_atomically(path, backup_path(path))
         os.replace(tmp, path)
@@ -70,10 +93,13 @@ def replace_tokens_file(path: Path, tokens: Sequence[str], note: str = "") -> No
 
 
 def _copy_atomically(source: Path, target: Path) -> None:
+    """The backup is a complete, durable copy before the original is replaced."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_TMP_SUFFIX, dir=target.parent)
     os.close(fd)
     try:
         shutil.copy2(source, tmp_name)
+        with open(tmp_name, "rb") as handle:
+            os.fsync(handle.fileno())
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -128,17 +154,26 @@ def has_tokens(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: Path) -> Iterator[bool]:
-    """A non-blocking cross-process lock next to `path`; yields False if someone else holds it."""
+def exclusive_lock(path: Path, wait: float = 0.0) -> Iterator[bool]:
+    """A cross-process lock next to `path`; yields False if someone else holds it for `wait` seconds.
+
+    Every writer of the tokens file takes it (the gateway's refresh in each worker,
+    `chatbridge accounts login`, leftover cleanup), so they never interleave.
+    """
     lock_path = path.with_name(f".{path.name}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.1)
         try:
             yield True
         finally:

@@ -16,8 +16,8 @@ from chatbridge.core.errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
-    UpstreamTimeout,
     UpstreamTransportError,
+    UpstreamUnreachable,
 )
 from chatbridge.core.types import ChatRequest, Event, ModelInfo
 
@@ -32,6 +32,9 @@ class Provider(abc.ABC):
     name: str = "provider"
     native_tools: bool = False
     requires_credential: bool = True
+    # Whether `stream` yields MarkupDelta/MarkupSnapshot (reasoning mixed into text) that the
+    # pipeline must split; a provider that yields only deltas saves the splitter's pass.
+    emits_markup: bool = True
 
     @abc.abstractmethod
     def models(self) -> list[ModelInfo]:
@@ -63,10 +66,10 @@ def classify_http_error(error: Exception) -> Failure:
         if status >= 500:
             return Failure(FailureKind.TRANSIENT, error.message, status=status)
         return Failure(FailureKind.BAD_REQUEST, error.message, status=status)
-    if isinstance(error, UpstreamTimeout):
-        return Failure(FailureKind.TRANSIENT, error.message)
-    if isinstance(error, UpstreamTransportError):
+    if isinstance(error, UpstreamUnreachable):  # never reached the upstream: no credential is to blame
         return Failure(FailureKind.UPSTREAM_UNAVAILABLE, error.message)
+    if isinstance(error, UpstreamTransportError):  # timeouts, resets, a body broken off: one failure
+        return Failure(FailureKind.TRANSIENT, error.message)
     if isinstance(error, UpstreamProtocolError):
         return Failure(FailureKind.TRANSIENT, error.message)
     if isinstance(error, UpstreamError):

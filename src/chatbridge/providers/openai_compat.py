@@ -32,7 +32,14 @@ from chatbridge.core.types import (
     Usage,
 )
 from chatbridge.providers.base import Provider
-from chatbridge.providers.http import HttpSettings, create_session, iter_body, map_aiohttp_errors, open_response
+from chatbridge.providers.http import (
+    HttpSettings,
+    create_session,
+    iter_body,
+    map_aiohttp_errors,
+    open_response,
+    read_all,
+)
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -56,6 +63,7 @@ class OpenAICompatConfig:
 
 class OpenAICompatProvider(Provider):
     requires_credential = False
+    emits_markup = False  # yields reasoning/text deltas only: no `<think>` markup events to split
 
     def __init__(self, config: OpenAICompatConfig, session: aiohttp.ClientSession | None = None) -> None:
         self.config = config
@@ -98,27 +106,37 @@ class OpenAICompatProvider(Provider):
         response = await open_response(
             self.session, "POST", self._url,
             provider=self.name, credential_id=None, headers=self._headers, json_body=body,
-            first_byte_timeout=self.config.http.request_timeout,
+            idle_timeout=self.config.http.idle_timeout,
         )
-        chunks = iter_body(response, self.name, None)
         if not request.stream or response.content_type == "application/json":
-            payload = b"".join([c async for c in chunks])
+            payload = await read_all(response, self.name, None)
             for event in read_completion(payload, self.name):
                 yield event
             return
+        if response.content_type == "text/html":  # a proxy's or login page served with 200
+            response.close()
+            raise UpstreamProtocolError(f"{self.name} upstream answered with an HTML page instead of a chat stream", provider=self.name)
+        chunks = iter_body(response, self.name, None)
         decoder = SSEDecoder()
         reader = ChunkReader(self.name)
+        seen = False
         try:
             async for chunk in chunks:
                 for sse in decoder.decode(chunk):
+                    seen = True
                     if sse.data == "[DONE]":
                         yield reader.finish()
                         return
                     for event in reader.read(sse.data):
                         yield event
+            if not seen:  # a 200 with no event at all is a failure, not an empty answer
+                raise UpstreamProtocolError(f"{self.name} upstream ended its stream without sending any chunk", provider=self.name)
             yield reader.finish()
+        except (AttributeError, TypeError, ValueError, LookupError) as exc:  # JSON of the wrong shape
+            raise UpstreamProtocolError(f"{self.name} upstream sent a chunk of an unexpected shape: {exc}", provider=self.name) from exc
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
+            response.close()  # in case the body iterator never started
 
 
 def build_body(request: ChatRequest, *, native_tools: bool) -> dict[str, Any]:
@@ -188,7 +206,7 @@ def encode_message(message: Message) -> dict[str, Any]:
 class ChunkReader:
     """OpenAI `chat.completion.chunk` payloads → events."""
 
-    __slots__ = ("provider", "finish_reason")
+    __slots__ = ("finish_reason", "provider")
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
@@ -231,23 +249,35 @@ class ChunkReader:
 
 
 def read_completion(payload: bytes, provider: str) -> Iterator[Event]:
+    """A non-streamed `chat.completion` body; any other shape is the upstream's failure."""
     try:
-        obj = orjson.loads(payload)
-        choice = obj["choices"][0]
-        message = choice.get("message") or {}
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+        return iter(_completion_events(orjson.loads(payload)))
+    except (ValueError, LookupError, TypeError, AttributeError):  # orjson's JSONDecodeError is a ValueError
         raise UpstreamProtocolError(f"{provider} upstream sent an unexpected completion body", provider=provider) from None
+
+
+def _completion_events(obj: Any) -> list[Event]:
+    choice = obj["choices"][0]
+    message = choice.get("message") or {}
+    events: list[Event] = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     if reasoning:
-        yield ReasoningDelta(reasoning)
+        events.append(ReasoningDelta(_text(reasoning)))
     if message.get("content"):
-        yield TextDelta(message["content"])
+        events.append(TextDelta(_text(message["content"])))
     for index, call in enumerate(message.get("tool_calls") or ()):
         function = call.get("function") or {}
-        yield ToolCallDelta(index=index, id=call.get("id"), name=function.get("name"), arguments=function.get("arguments") or "")
+        events.append(ToolCallDelta(index=index, id=call.get("id"), name=function.get("name"), arguments=function.get("arguments") or ""))
     if obj.get("usage"):
-        yield _usage(obj["usage"])
-    yield Finish(_FINISH.get(choice.get("finish_reason") or "stop", "stop"))
+        events.append(_usage(obj["usage"]))
+    events.append(Finish(_FINISH.get(choice.get("finish_reason") or "stop", "stop")))
+    return events
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    return value
 
 
 def _usage(usage: dict[str, Any]) -> Usage:

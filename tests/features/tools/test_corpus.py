@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from chatbridge.core.types import ToolSpec
+from chatbridge.core.types import TextDelta, ToolCallDelta, ToolSpec
 from chatbridge.features.tools import (
     ParserOutput,
     ReplyBuilder,
@@ -134,19 +134,23 @@ def test_corpus_every_split(case: dict[str, Any]) -> None:
         assert _parse(chunks) == whole, chunks
 
 
+@pytest.mark.parametrize("chunk", [1, 5, 64])
 @pytest.mark.parametrize("case", PARAMS)
-def test_corpus_through_emulator(case: dict[str, Any]) -> None:
+def test_corpus_through_emulator(case: dict[str, Any], chunk: int) -> None:
     """End to end with repairs off: what the pipeline would aggregate for the client."""
     token = marker_for(0).token  # the emulator below draws its marker from Random(0)
     request = make_request(tools=_tools(case))
-    upstream = FakeUpstream(answer(case["output"].replace(CORPUS_MARKER.token, token), chunk=5))
+    upstream = FakeUpstream(answer(case["output"].replace(CORPUS_MARKER.token, token), chunk=chunk))
     result = run_emulator(request, upstream, ToolSettings(repair_attempts=0), seed=0)
-    expected = case["expected"]
-    text = case["output"] if expected.get("malformed") else expected["text"]
-    assert result.text.strip() == text.replace(CORPUS_MARKER.token, token).strip()
+    expected = json.loads(json.dumps(case["expected"]).replace(CORPUS_MARKER.token, token))
+    text = case["output"].replace(CORPUS_MARKER.token, token) if expected.get("malformed") else expected["text"]
+    assert result.text.strip() == text.strip()
     assert result.parsed_calls == [(c["name"], c["arguments"]) for c in expected["calls"]]
     assert result.finish == expected["finish"]
     assert len(upstream.requests) == 1
+    calls_at = [i for i, e in enumerate(result.events) if isinstance(e, ToolCallDelta)]
+    if calls_at:  # content only before the calls, as OpenAI streams it
+        assert not any(isinstance(e, TextDelta) for e in result.events[calls_at[0] :])
 
 
 def _tools(case: dict[str, Any]) -> list[ToolSpec]:

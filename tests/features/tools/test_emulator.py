@@ -170,10 +170,30 @@ def _rounds(settings: ToolSettings, *rounds: list[Event]) -> list[object]:
 
 def test_malformed_call_that_stays_malformed_is_returned_as_text() -> None:
     broken = f"Here:\n{M.open_tag}\n{{'name': 'get_weather'}}\n{M.close_tag}"
-    upstream = FakeUpstream(answer(broken), answer("I did not mean to call a tool."))
+    upstream = FakeUpstream(answer(broken), answer(broken.replace("Here", "Again")))
     result = run_emulator(make_request(), upstream)
     assert "could not be read" in upstream.requests[1].messages[-1].text
     assert result.text == broken and result.calls == [] and result.finish == "stop"
+
+
+def test_a_repair_round_that_takes_the_call_back_answers_in_text() -> None:
+    """Prose that looked like a call to an unknown tool: the model's plain answer wins, not the bogus call."""
+    prose = 'The reply looks like {"tool_calls": [{"name": "x", "arguments": {}}]} here.'
+    upstream = FakeUpstream(answer(prose), answer("It is a JSON object with a tool_calls list.", finish="length"))
+    result = run_emulator(make_request(), upstream)
+    assert "no tool named 'x'" in upstream.requests[1].messages[-1].text
+    assert result.calls == [] and not any(isinstance(e, ToolCallDelta) for e in result.events)
+    assert result.text == "The reply looks like\n\nIt is a JSON object with a tool_calls list."
+    assert result.finish == "length"  # the finish of the round that gave the answer
+
+
+def test_a_buffered_answer_taken_back_returns_only_the_repair_text() -> None:
+    bad = "Sure.\n" + M.render_call("get_weather", {"town": "Paris"})
+    upstream = FakeUpstream(answer(bad), answer("I cannot tell which city you mean."))
+    result = run_emulator(make_request(tool_choice=ToolChoice(mode="required")), upstream)
+    assert len(upstream.requests) == 2
+    assert result.text == "I cannot tell which city you mean." and result.calls == []
+    assert result.finish == "stop"
 
 
 def test_a_truncated_call_ends_with_length_and_no_call() -> None:

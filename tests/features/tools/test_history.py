@@ -106,8 +106,18 @@ def test_arguments_that_are_not_json_stay_visible() -> None:
     assert json.dumps("{broken") in rewritten[0].text
 
 
-def test_system_prompt_goes_after_the_client_system_messages() -> None:
-    messages = [Message(role="system", content="a"), Message(role="developer", content="b"), Message(role="user")]
+def test_the_tool_prompt_joins_the_client_system_text_in_one_system_turn() -> None:
+    """Many chat templates accept a single, leading system message: never add a second one."""
+    messages = [Message(role="system", content="a"), Message(role="developer", content="b\n"), Message(role="user")]
     placed = with_system_prompt(messages, "TOOLS")
-    assert [m.text for m in placed[:3]] == ["a", "b", "TOOLS"]
-    assert with_system_prompt([Message(role="user", content="hi")], "TOOLS")[0].text == "TOOLS"
+    assert [(m.role, m.text) for m in placed] == [("system", "a"), ("developer", "b\n\nTOOLS"), ("user", "")]
+    assert placed[0] is messages[0] and placed[2] is messages[2] and messages[1].text == "b\n"  # the client's objects are untouched
+    assert [(m.role, m.text) for m in with_system_prompt([Message(role="user", content="hi")], "TOOLS")] == [
+        ("system", "TOOLS"), ("user", "hi"),
+    ]
+    parts = with_system_prompt([Message(role="system", content=[TextPart("Be brief.")]), Message(role="user")], "TOOLS")
+    assert parts[0].content == [TextPart("Be brief."), TextPart("\n\nTOOLS")]
+    empty = with_system_prompt([Message(role="system", content=""), Message(role="user")], "TOOLS")
+    assert empty[0].text == "TOOLS"
+    later = with_system_prompt([Message(role="user"), Message(role="system", content="mid")], "TOOLS")
+    assert [m.role for m in later] == ["system", "user", "system"] and later[2].text == "mid"

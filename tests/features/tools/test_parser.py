@@ -194,3 +194,13 @@ def test_a_huge_argument_in_small_chunks_stays_linear() -> None:
     assert time.perf_counter() - started < 3.0
     calls = [o for o in outputs if isinstance(o, CallsOutput)]
     assert json.loads(calls[0].calls[0].arguments)["content"] == content
+
+
+def test_the_json_scanner_stops_at_a_limit_and_resumes_from_there() -> None:
+    from chatbridge.features.tools.syntax import JsonScanner
+
+    text = '{"a": "x}y\\"", "b": [1, {"c": "]"}]} tail'
+    scanner = JsonScanner(0)
+    assert scanner.scan(text, 8) is None and scanner.in_string and scanner.pos == 8  # inside "x}y..."
+    assert scanner.scan(text, 12) is None and scanner.in_string  # the escaped quote is not the end
+    assert scanner.scan(text) == text.index(" tail") and not scanner.in_string

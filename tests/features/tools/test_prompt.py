@@ -103,3 +103,22 @@ def test_followup_messages_name_the_target_and_the_errors() -> None:
     text = repair_message(["call 1 (search): arguments: 'query' is a required property"], M)
     assert "- call 1 (search): arguments: 'query' is a required property" in text
     assert M.open_tag in text
+
+
+def test_optional_parameters_written_as_any_of_get_their_types() -> None:
+    tool = ToolSpec(
+        "lookup",
+        parameters={
+            "type": "object",
+            "properties": {
+                "when": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None, "description": "A date."},
+                "ids": {"oneOf": [{"type": "array", "items": {"type": "integer"}}, {"type": "integer"}]},
+                "place": {"$ref": "#/$defs/Place"},
+            },
+            "required": ["when", "ids", "place"],
+        },
+    )
+    prompt = build_tool_prompt([tool], ToolChoice(), M)
+    assert "- when (string or null, required): A date. Default: null." in prompt
+    assert "- ids (array of integer or integer, required)" in prompt
+    assert "- place (any, required)" in prompt

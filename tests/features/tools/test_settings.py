@@ -34,3 +34,21 @@ def test_public_names_are_exported() -> None:
         assert name in tools.__all__
     assert sorted(tools.__all__) == sorted(set(tools.__all__))
     assert all(hasattr(tools, name) for name in tools.__all__)
+
+
+def test_environment_names_reach_the_tool_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented variables, read the way `chatbridge serve` reads them."""
+    from chatbridge.config import Settings
+    from chatbridge.runtime import _tool_settings
+
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert _tool_settings(defaults) == ToolSettings(enabled=True, custom_prompt=None, repair_attempts=1)
+    assert defaults.openai_compat_emulate_tools is False
+    for name, value in {
+        "ENABLE_TOOLIFY": "false", "TOOLIFY_CUSTOM_PROMPT": "Tools: {tool_list}", "TOOL_REPAIR_ATTEMPTS": "2",
+        "OPENAI_COMPAT_EMULATE_TOOLS": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert _tool_settings(settings) == ToolSettings(enabled=False, custom_prompt="Tools: {tool_list}", repair_attempts=2)
+    assert settings.openai_compat_emulate_tools is True

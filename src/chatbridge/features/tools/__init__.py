@@ -5,7 +5,7 @@ The pipeline uses three names::
     if needs_emulation(request, settings):
         events = ToolEmulator(request, settings).run(call_upstream)
 
-`ToolEmulator.run` builds the upstream request(s) itself (tool prompt injected as a system
+`ToolEmulator.run` builds the upstream request(s) itself (tool prompt added to the system
 message, tool history rewritten, `tools` emptied) and yields client-facing events, including
 OpenAI-shaped `ToolCallDelta`s and exactly one final `Finish`. The other exports are the pieces
 it is built from, for tests and for providers that want to parse a complete answer.
@@ -27,6 +27,7 @@ from chatbridge.features.tools.parser import (
 )
 from chatbridge.features.tools.prompt import DEFAULT_TEMPLATE, build_tool_prompt
 from chatbridge.features.tools.reply import ParsedReply, ReplyBuilder, parse_reply
+from chatbridge.features.tools.schemas import ToolProblem, schema_problem, tool_problem
 from chatbridge.features.tools.settings import ToolSettings, UpstreamCall, needs_emulation
 from chatbridge.features.tools.validate import CallValidator
 
@@ -43,6 +44,7 @@ __all__ = [
     "TextOutput",
     "ToolCallParser",
     "ToolEmulator",
+    "ToolProblem",
     "ToolSettings",
     "TruncatedOutput",
     "UpstreamCall",
@@ -50,5 +52,7 @@ __all__ = [
     "needs_emulation",
     "parse_reply",
     "rewrite_history",
+    "schema_problem",
+    "tool_problem",
     "with_system_prompt",
 ]

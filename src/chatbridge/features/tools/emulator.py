@@ -6,15 +6,18 @@ One request may take several upstream rounds:
 2. a corrective round when `tool_choice` is `required` or a named function and the answer has
    no call (the first answer is kept if the model still does not call);
 3. up to `repair_attempts` repair rounds while the calls are invalid (bad JSON, unknown tool,
-   schema errors), each showing the model its errors.
+   schema errors), each showing the model its errors. The first valid attempt wins; if none
+   is valid, a last repair round that answered in plain text (the model did not mean to call)
+   is the answer; otherwise the latest calls are returned as they are.
 
 What streams when: reasoning always passes through as it arrives (it is never the answer, and
 it keeps slow rounds visibly alive). Answer text before the first call streams live only in
 the `auto` answer round; rounds that may be thrown away (`required`/named answers, corrective
 and repair rounds) are buffered. Calls are emitted once their round has ended and been
 validated, each as OpenAI streams them (a first delta with index, id, name and empty
-arguments, then argument fragments). Repair rounds never add text. Exactly one `Usage` (summed
-over rounds, if any round reported one) and one `Finish` end the stream.
+arguments, then argument fragments). Repair rounds add text only when they take the call
+back. Exactly one `Usage` (summed over rounds, if any round reported one) and one `Finish`
+end the stream.
 """
 
 from __future__ import annotations
@@ -237,6 +240,10 @@ class ToolEmulator:
         reply = answer.reply
         if chosen.calls:  # whitespace right before a call is layout, not content
             text = "" if answer.live else reply.text.rstrip()
+        elif chosen is not answer:  # a repair round took the call back: its text is the answer
+            text = chosen.reply.raw
+            if answer.live and reply.text.strip():  # after the text already streamed
+                text = "\n\n" + text.lstrip()
         else:
             content = reply.text if reply.truncated else reply.raw
             text = answer.held + content[len(reply.text) :] if answer.live else content
@@ -254,7 +261,7 @@ class ToolEmulator:
             return "length"
         if chosen.calls:
             return "tool_calls"
-        return answer.finish or "stop"
+        return chosen.finish or "stop"
 
     def _base_messages(self) -> list[Message]:
         history = rewrite_history(self._request.messages, self.marker)
@@ -281,10 +288,14 @@ def _effective_choice(request: ChatRequest) -> ToolChoice:
 
 
 def _best(attempts: list[_Round]) -> _Round:
-    """The first valid attempt; else the latest one with calls (as-is); else the answer."""
+    """The first valid attempt; else a last repair round that answered without any call (the
+    repair prompt offers that way out: the "call" was prose, or the model changed its mind);
+    else the latest attempt with calls, as-is; else the answer."""
     for attempt in attempts:
         if attempt.is_valid:
             return attempt
+    if len(attempts) > 1 and not attempts[-1].reply.attempted_call:
+        return attempts[-1]
     for attempt in reversed(attempts):
         if attempt.calls:
             return attempt

@@ -46,11 +46,26 @@ def rewrite_history(messages: list[Message], marker: CallMarker) -> list[Message
 
 
 def with_system_prompt(messages: list[Message], prompt: str) -> list[Message]:
-    """Insert `prompt` as a system message after the client's leading system messages."""
+    """Add `prompt` after the client's leading system text, keeping a single system turn.
+
+    Appended to the last leading system (or developer) message rather than sent as a second
+    system message: many chat templates accept only one system message, first (Mistral's
+    raises on any other), so a second one would break every agent request that has
+    instructions. Without a leading system message, the prompt becomes one.
+    """
     index = 0
     while index < len(messages) and messages[index].role in ("system", "developer"):
         index += 1
-    return [*messages[:index], Message(role="system", content=prompt), *messages[index:]]
+    if index == 0:
+        return [Message(role="system", content=prompt), *messages]
+    last = messages[index - 1]
+    content: str | list[ContentPart]
+    if isinstance(last.content, list):
+        content = [*last.content, TextPart(f"\n\n{prompt}")]
+    else:
+        text = (last.content or "").rstrip()
+        content = f"{text}\n\n{prompt}" if text else prompt
+    return [*messages[: index - 1], replace(last, content=content), *messages[index:]]
 
 
 def render_calls(calls: list[tuple[str, str]], marker: CallMarker) -> str:

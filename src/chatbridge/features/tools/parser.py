@@ -260,10 +260,10 @@ class ToolCallParser:
     def _step_call(self, final: bool) -> bool:
         call = self._call
         assert call is not None
-        if call.json_end is None:
-            call.json_end = call.scanner.scan(self._buf)
         if call.kind in (CallKind.MARKER, CallKind.TAG) and self._closed_early(call):
             return True
+        if call.json_end is None:
+            call.json_end = call.scanner.scan(self._buf)
         if call.json_end is None:
             if final:
                 self._truncate()
@@ -275,14 +275,26 @@ class ToolCallParser:
         return True
 
     def _closed_early(self, call: _OpenCall) -> bool:
-        """A closing tag before the JSON ends: the model wrote broken JSON (say, a lost `}`)."""
-        start = max(call.json_at, call.search_from)
+        """A closing tag before the JSON ends: the model wrote broken JSON (say, a lost `}`).
+
+        The JSON is scanned only up to each tag found, so a tag *inside a string* of the
+        arguments (a file that quotes a call) is content, not the end of the call.
+        """
         # Only the call's own tag: arguments may well contain a generic `</tool_call>`.
         tag = self._close_tag if call.kind is CallKind.MARKER else GENERIC_CLOSE_TAG
-        cut = self._buf.find(tag, start)
-        if cut == -1 or (call.json_end is not None and call.json_end <= cut):
-            call.search_from = max(start, len(self._buf) - len(tag) + 1)
-            return False
+        start = max(call.json_at, call.search_from)
+        while True:
+            cut = self._buf.find(tag, start)
+            if cut == -1:
+                call.search_from = max(start, len(self._buf) - len(tag) + 1)
+                return False
+            if call.json_end is None:
+                call.json_end = call.scanner.scan(self._buf, cut)
+            if call.json_end is not None and call.json_end <= cut:
+                return False  # the JSON ended first: the tag closes a complete call
+            if not call.scanner.in_string:
+                break
+            start = call.search_from = cut + len(tag)
         end = cut + len(tag)
         message = "the tool call is not valid JSON (the closing tag came before the JSON ended)"
         self._out.append(MalformedOutput(self._buf[:end], message))

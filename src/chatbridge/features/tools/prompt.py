@@ -111,6 +111,10 @@ def _type_name(schema: dict[str, Any]) -> str:
         return f"array of {_type_name(schema['items'])}"
     if isinstance(kind, str):
         return kind
+    for key in ("anyOf", "oneOf"):  # pydantic and strict-mode schemas write Optional[X] this way
+        options = schema.get(key)
+        if isinstance(options, list) and options and all(isinstance(o, dict) for o in options):
+            return " or ".join(dict.fromkeys(_type_name(o) for o in options))
     return "any"
 
 

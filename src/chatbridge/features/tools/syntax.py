@@ -228,12 +228,13 @@ class JsonScanner:
         self.depth = 0
         self.in_string = False
 
-    def scan(self, buf: str) -> int | None:
-        """Position just after the value, or None if the buffer ends inside it."""
-        pos, depth, in_string, size = self.pos, self.depth, self.in_string, len(buf)
+    def scan(self, buf: str, limit: int | None = None) -> int | None:
+        """Position just after the value, or None if the buffer (or `buf[:limit]`) ends inside it."""
+        pos, depth, in_string = self.pos, self.depth, self.in_string
+        size = len(buf) if limit is None else min(limit, len(buf))
         while pos < size:
             if in_string:
-                pos = _STRING_BODY.match(buf, pos).end()  # type: ignore[union-attr]
+                pos = _STRING_BODY.match(buf, pos, size).end()  # type: ignore[union-attr]
                 if pos >= size:
                     break
                 if buf[pos] == "\\":
@@ -251,10 +252,10 @@ class JsonScanner:
             elif char in "}]":
                 depth, pos = depth - 1, pos + 1
                 if depth <= 0:
-                    self.pos, self.depth = pos, 0
+                    self.pos, self.depth, self.in_string = pos, 0, False
                     return pos
             else:
-                plain = _PLAIN.match(buf, pos)
+                plain = _PLAIN.match(buf, pos, size)
                 pos = plain.end() if plain else pos + 1
         self.pos, self.depth, self.in_string = pos, depth, in_string
         return None

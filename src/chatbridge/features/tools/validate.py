@@ -5,20 +5,23 @@ arguments are not a JSON object, or when they fail the tool's JSON schema. The e
 written for the model (it is shown to it in the repair round), so it names the tool, the
 failing path and what was expected.
 
-A broken schema is the client's problem, not the model's: such a tool is not validated rather
-than blocking every call to it.
+A broken schema is the client's problem, not the model's: ingress refuses it with a 400
+(`schemas.tool_problem`), and should one get here anyway the tool is not validated rather than
+blocking every call to it.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
-from jsonschema.exceptions import SchemaError, ValidationError  # type: ignore[import-untyped]
+from jsonschema.exceptions import ValidationError  # type: ignore[import-untyped]
 
 from chatbridge.core.types import ToolSpec
 from chatbridge.features.tools.envelope import ParsedCall
+from chatbridge.features.tools.schemas import schema_problem
 
 _MAX_ERRORS = 3
 
@@ -66,13 +69,11 @@ class CallValidator:
 
 
 def _build(schema: dict[str, Any]) -> Any:
-    if not schema:
+    if not schema or schema_problem(schema) is not None:  # the check is cached per schema
         return None
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    try:
-        cls.check_schema(schema)
-    except SchemaError:
-        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an unknown `$schema` URI warns, then falls back
+        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     return cls(schema)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from chatbridge.core.credentials import Credential
-from chatbridge.core.errors import Failure, FailureKind, UpstreamStatusError
+from chatbridge.core.errors import Failure, FailureKind, UpstreamProtocolError, UpstreamStatusError
 from chatbridge.core.sse import SSEDecoder
 from chatbridge.core.types import ChatRequest, Event, ModelInfo
 from chatbridge.providers.base import Provider, classify_http_error
@@ -67,8 +67,15 @@ class K2ThinkProvider(Provider):
             self.session, "POST", url,
             provider=self.name, credential_id=credential_id, headers=headers,
             json_body=build_body(request, guest=guest),
-            first_byte_timeout=self.config.http.request_timeout,
+            idle_timeout=self.config.http.idle_timeout,
         )
+        if response.content_type == "text/html":  # a challenge or login page served with 200
+            response.close()
+            raise UpstreamProtocolError(
+                f"{self.name} upstream answered with an HTML page instead of a chat stream "
+                "(a firewall challenge or a login page?)",
+                provider=self.name, credential_id=credential_id,
+            )
         body = iter_body(response, self.name, credential_id)
         if response.content_type == "application/json":
             chunks = [chunk async for chunk in body]

@@ -34,11 +34,17 @@ _FINISH_REASONS: dict[str, FinishReason] = {
 
 
 class K2ThinkStreamReader:
-    """Turns decoded SSE `data` payloads into events; `done` says the upstream finished."""
+    """Turns decoded SSE `data` payloads into events; `done` says the upstream finished.
+
+    `answered` says whether anything shaped like an answer (a snapshot, a choice, an end
+    marker) arrived: a 200 that carried none of that is an upstream failure, never an empty
+    completion.
+    """
 
     def __init__(self, provider: str = "k2think") -> None:
         self.provider = provider
         self.done = False
+        self.answered = False
         self.finish_reason: FinishReason = "stop"
 
     def read(self, data: str) -> Iterator[Event]:
@@ -46,7 +52,7 @@ class K2ThinkStreamReader:
         if not data:
             return
         if data in _END_MARKERS:
-            self.done = True
+            self.done = self.answered = True
             return
         try:
             obj = orjson.loads(data)
@@ -58,14 +64,16 @@ class K2ThinkStreamReader:
             yield from self._read_object(obj)
 
     def _read_object(self, obj: dict[str, Any]) -> Iterator[Event]:
-        if "error" in obj and obj["error"]:
+        if obj.get("error"):
             raise _in_band_error(self.provider, obj["error"])
         if "detail" in obj and "content" not in obj and "choices" not in obj:
             raise _in_band_error(self.provider, obj["detail"])
         choices = obj.get("choices")
         if isinstance(choices, list):
-            yield from self._read_choice(choices[0] if choices else {})
+            if choices:
+                yield from self._read_choice(choices[0])
         elif isinstance(obj.get("content"), str):
+            self.answered = True
             yield MarkupSnapshot(obj["content"])
         usage = obj.get("usage")
         if isinstance(usage, dict):
@@ -73,10 +81,16 @@ class K2ThinkStreamReader:
             if parsed is not None:
                 yield parsed
         if obj.get("done") is True:
-            self.done = True
+            self.done = self.answered = True
 
-    def _read_choice(self, choice: dict[str, Any]) -> Iterator[Event]:
+    def _read_choice(self, choice: object) -> Iterator[Event]:
+        if not isinstance(choice, dict) or not isinstance(choice.get("delta") or choice.get("message") or {}, dict):
+            raise UpstreamProtocolError(
+                f"{self.provider} upstream sent a choice that is not an OpenAI chunk: {str(choice)[:100]}",
+                provider=self.provider,
+            )
         delta = choice.get("delta") or choice.get("message") or {}
+        self.answered = True
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
             yield ReasoningDelta(reasoning)
@@ -88,6 +102,12 @@ class K2ThinkStreamReader:
             self.finish_reason = _FINISH_REASONS.get(reason, "stop")
 
     def finish(self) -> Finish:
+        """The closing event; raises when the upstream sent nothing that was an answer."""
+        if not self.answered:
+            raise UpstreamProtocolError(
+                f"{self.provider} upstream answered without any chat content (no snapshot, choice or end marker)",
+                provider=self.provider,
+            )
         return Finish(self.finish_reason)
 
 

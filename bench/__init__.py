@@ -1,0 +1,1 @@
+"""Performance harness: `python -m bench.run` (see bench/README.md)."""

@@ -1,0 +1,72 @@
+"""The outermost ASGI application: request context, API keys, and the chat lane.
+
+Every HTTP request gets an id (echoed as `x-request-id`), a start time and a key check here,
+once. Chat completions, the hot path, then go straight to their raw ASGI endpoint; everything
+else (models, health, admin, docs) goes to the FastAPI app. The framework's routing,
+dependency and middleware layers cost about a fifth of a proxied request's CPU in the
+benchmark (bench/NOTES.md), which this lane does without.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Protocol
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chatbridge.api.auth import KeyPolicy, header, key_ok, presented_key, unauthorized_body
+from chatbridge.core.ids import request_id as new_request_id
+
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+class RawEndpoint(Protocol):
+    """A route served without the framework; `headers` are the ones every response carries."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, headers: RawHeaders) -> None: ...
+
+
+class GatewayApp:
+    def __init__(self, framework: ASGIApp, keys_for: KeyPolicy, lanes: Mapping[str, RawEndpoint]) -> None:
+        self.framework = framework
+        self.keys_for = keys_for
+        self.lanes = dict(lanes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan (and websockets, which no route takes)
+            await self.framework(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_headers = scope["headers"]
+        raw_id = (header(request_headers, b"x-request-id") or b"")[:128]
+        request_id = raw_id.decode("latin-1") if raw_id else new_request_id()
+        if not raw_id:
+            raw_id = request_id.encode()
+        state = scope.setdefault("state", {})
+        state["started"] = started
+        state["request_id"] = request_id
+        response_headers: RawHeaders = [(b"x-request-id", raw_id)]
+
+        path: str = scope["path"]
+        keys = self.keys_for(path)
+        if keys is not None:
+            presented = presented_key(request_headers)
+            if not key_ok(presented, keys):
+                body = unauthorized_body(path, presented is not None, request_id)
+                response_headers += [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
+                await send({"type": "http.response.start", "status": 401, "headers": response_headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+
+        lane = self.lanes.get(path)
+        if lane is not None:
+            await lane(scope, receive, send, response_headers)
+            return
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *response_headers]
+            await send(message)
+
+        await self.framework(scope, receive, send_with_id)

@@ -1,0 +1,152 @@
+"""The benchmark harness at toy sizes: real processes and requests, no timing asserted."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench import load, procs, report, run
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[procs.Service, procs.Service, procs.Service]]:
+    work = tmp_path_factory.mktemp("bench")
+    emu = procs.openai_emulator("test-emu", None, chunks=20, log_dir=work).start()
+    slow = procs.openai_emulator("test-slow", None, chunks=20, delay=0.05, log_dir=work).start()
+    gw = procs.gateway("test-gw", None, openai_upstream=emu, work_dir=work, log_dir=work).start()
+    try:
+        for service in (emu, slow, gw):
+            service.wait_ready()
+        yield emu, slow, gw
+    finally:
+        for service in (gw, slow, emu):
+            service.stop()
+
+
+def _measure(service: procs.Service, concurrency: int) -> dict[str, object]:
+    result = load.run_async(load.run_aiohttp(
+        service.base_url + run.CHAT, [load.chat_body(procs.MODEL)], load.auth_headers(procs.API_KEY), concurrency, 0.5,
+    ))
+    assert isinstance(result, load.LoadResult)
+    assert result.requests > 0 and result.errors == 0
+    return {**result.as_dict(), "cpu_ms_per_request": None}
+
+
+def _streams(service: procs.Service) -> dict[str, object]:
+    result = load.run_async(load.measure_streams(
+        service.base_url + run.CHAT, load.chat_body(procs.MODEL, stream=True), load.auth_headers(procs.API_KEY), 2,
+    ))
+    assert result.streams == 2 and result.errors == 0
+    assert result.chunks >= 20  # role chunk + 20 pieces + finish (+ usage)
+    return result.as_dict()  # type: ignore[no-any-return]
+
+
+def test_harness_pieces_produce_a_complete_report(servers: tuple[procs.Service, ...], tmp_path: Path) -> None:
+    emu, _, gw = servers
+    raw = {
+        "meta": {"mode": "test", "runs": 1, "machine": {"summary": "test"}, "setup": "test",
+                 "litellm": {"status": "skipped", "version": None, "note": "not in tests"}},
+        "load": {
+            "direct": {"1": [_measure(emu, 1)], "64": [_measure(emu, 4)]},
+            "chatbridge": {"1": [_measure(gw, 1)], "64": [_measure(gw, 4)]},
+        },
+        "streams": {"direct": [_streams(emu)], "chatbridge": [_streams(gw)]},
+        "overhead_header": load.run_async(load.sample_overhead_header(
+            gw.base_url + run.CHAT, load.chat_body(procs.MODEL), load.auth_headers(procs.API_KEY), 5)),
+        "memory": {"streams": 10, "opened": 10, "rss_before_kib": 1000, "rss_during_kib": 1200, "kib_per_stream": 20.0},
+        "growth": {"requests": 100, "warmup_requests": 10, "mix": "test", "series": [[0, 1000], [50, 1010], [100, 1010]],
+                   "total_growth_kib": 10, "late_growth_kib": 0, "late_from_requests": 50},
+        "workers": None,
+    }
+    assert len(raw["overhead_header"]) == 5  # every answer carries x-chatbridge-overhead-ms
+
+    doc = report.summarise(raw)
+    json.dumps(doc)  # serialisable as written to latest.json
+    assert doc["schema"] == report.SCHEMA
+    assert set(doc) >= {"throughput", "streams", "ratios", "overhead_header_ms", "memory", "growth", "targets"}
+    row = doc["throughput"]["chatbridge"]["1"]
+    assert row["rps"] > 0 and row["p50_ms"] > 0 and len(row["runs"]) == 1
+    assert doc["ratios"]["chatbridge"]["rps_vs_direct_c64"] > 0
+    assert doc["ratios"]["chatbridge"]["added_p50_ms_c1"] is not None
+    assert doc["streams"]["chatbridge"]["ttfc_ms"] > 0
+    targets = {t["name"]: t for t in doc["targets"]}
+    assert len(targets) == 5
+    assert all(set(t) == {"name", "goal", "measured", "shown", "pass", "note"} for t in targets.values())
+    vs_litellm = next(t for t in doc["targets"] if "LiteLLM" in t["name"])
+    assert vs_litellm["pass"] is None and "not in tests" in vs_litellm["note"]
+
+    has_matplotlib = importlib.util.find_spec("matplotlib") is not None  # the `bench` extra
+    paths = run.write_results(doc, tmp_path, chart=has_matplotlib)
+    markdown = paths["md"].read_text()
+    assert "| target | goal | measured | verdict | note |" in markdown
+    assert "chatbridge → emulator" in markdown and "## Streams" in markdown
+    assert json.loads(paths["json"].read_text())["schema"] == report.SCHEMA
+    if has_matplotlib:
+        assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_hold_streams_keeps_them_open(servers: tuple[procs.Service, ...]) -> None:
+    _, slow, _ = servers
+    seen: list[int] = []
+
+    async def while_open(opened: int) -> int:
+        seen.append(opened)
+        return 7
+
+    opened, result = load.run_async(load.hold_streams(
+        slow.base_url + run.CHAT, load.chat_body(procs.MODEL, stream=True), {}, 20, while_open, open_timeout=10))
+    assert opened == 20 and seen == [20] and result == 7
+
+
+@pytest.mark.skipif(load.wrk_path() is None, reason="wrk is not installed")
+def test_wrk_load(servers: tuple[procs.Service, ...]) -> None:
+    emu, _, _ = servers
+    result = load.run_wrk(emu.base_url + run.CHAT, [load.chat_body(procs.MODEL)], load.auth_headers(procs.API_KEY), 2, 1, None)
+    assert result.requests > 0 and result.errors == 0 and result.tool == "wrk"
+
+
+def test_event_counter_counts_events_split_anywhere() -> None:
+    stream = b"".join(b'data: {"n":%d}\n\n' % i for i in range(5)) + b"data: [DONE]\n\n"
+    for cut in range(len(stream) + 1):
+        counter = load._EventCounter()
+        counter.feed(stream[:cut])
+        counter.feed(stream[cut:])
+        assert (counter.count, counter.done) == (5, True), cut
+
+
+def _fake_venv(root: Path, version: str, pth: str | None = None) -> Path:
+    venv = root / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "litellm").write_text("#!/bin/sh\n")
+    site = venv / "lib" / "python3.11" / "site-packages"
+    (site / f"litellm-{version}.dist-info").mkdir(parents=True)
+    if pth:
+        (site / pth).write_text("import os\n")
+    return venv
+
+
+def test_litellm_checks_refuse_unexpected_pth_and_bad_versions(tmp_path: Path) -> None:
+    assert procs.litellm_status(tmp_path / "absent")[0] is False
+    assert procs.litellm_status(_fake_venv(tmp_path / "ok", "1.106.2")) == (True, "1.106.2")
+    ok, why = procs.litellm_status(_fake_venv(tmp_path / "pth", "1.106.2", "litellm_init.pth"))
+    assert not ok and "litellm_init.pth" in why
+    ok, why = procs.litellm_status(_fake_venv(tmp_path / "bad", "1.107.1"))
+    assert not ok and "compromised" in why
+
+
+@pytest.mark.parametrize("version", ["1.82.7", "1.82.8", "1.107.0", "1.107.3"])
+def test_install_script_refuses_compromised_versions(version: str, tmp_path: Path) -> None:
+    script = Path(procs.ROOT) / "bench" / "install_litellm.sh"
+    out = subprocess.run(
+        ["bash", str(script)], env={**procs.clean_env(), "LITELLM_VERSION": version, "LITELLM_VENV": str(tmp_path / "v")},
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert out.returncode == 2 and "compromised" in out.stderr
+    assert not (tmp_path / "v").exists()
