@@ -158,7 +158,7 @@ async def run_aiohttp(
                         await response.read()
                         if response.status != 200:
                             errors += 1
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     errors += 1
                 latencies.append(clock() - sent)
 
@@ -198,7 +198,8 @@ def run_load(
     """Closed-loop load for `seconds`; `tool` is wrk, aiohttp or auto (wrk when installed)."""
     if tool == "wrk" or (tool == "auto" and wrk_path()):
         return run_wrk(url, bodies, headers, concurrency, seconds, cpus)
-    return run_async(run_aiohttp(url, bodies, headers, concurrency, seconds))
+    result: LoadResult = run_async(run_aiohttp(url, bodies, headers, concurrency, seconds))
+    return result
 
 
 def run_async(coro: Awaitable[Any]) -> Any:
@@ -215,7 +216,7 @@ def run_async(coro: Awaitable[Any]) -> Any:
 class _EventCounter:
     """Counts `data:` events in a byte stream cut anywhere; `[DONE]` is not counted."""
 
-    __slots__ = ("count", "done", "_tail")
+    __slots__ = ("_tail", "count", "done")
 
     def __init__(self) -> None:
         self.count = 0
@@ -259,7 +260,7 @@ async def measure_streams(url: str, body: bytes, headers: dict[str, str], n: int
         for _ in range(n):
             try:
                 first, whole, chunks = await one_stream(session, url, body, headers)
-            except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError):
+            except (TimeoutError, aiohttp.ClientError, RuntimeError):
                 errors += 1
                 continue
             ttfc.append(first)
@@ -319,7 +320,7 @@ async def hold_streams(
                             all_open.set()
                         await release.wait()
                         return  # leaving the block closes the connection: a client disconnect
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             pass
 
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
@@ -327,7 +328,7 @@ async def hold_streams(
         tasks = [asyncio.create_task(client(session)) for _ in range(n)]
         try:
             await asyncio.wait_for(all_open.wait(), open_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         at_call = opened
         result = await while_open(at_call)

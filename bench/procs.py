@@ -43,9 +43,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# The CPUs this process may use, read once at import: the harness later pins itself to the
+# client CPU, and children must still be placed on the server CPU by `taskset`.
+_ALLOWED_CPUS = frozenset(os.sched_getaffinity(0))
+
+
 def can_pin() -> bool:
-    """Pin only where there are two cores to split and `taskset` to do it."""
-    return shutil.which("taskset") is not None and len(os.sched_getaffinity(0)) >= 2
+    """Pin only where CPUs 0 and 1 are both ours and `taskset` is there to do it."""
+    return shutil.which("taskset") is not None and {0, 1} <= _ALLOWED_CPUS
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -109,16 +114,29 @@ class Service:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+                with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status < 500:
-                        return self
+                        return self.check_pinned()
             except urllib.error.HTTPError as exc:
                 if exc.code < 500:
-                    return self
+                    return self.check_pinned()
             except OSError:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def check_pinned(self) -> Service:
+        """Fail loudly if the process is not on the CPUs it was meant for: figures taken with
+        the server and the load generator on one core would be silently wrong."""
+        if self.cpus is None:
+            return self
+
+        wanted = {int(c) for c in self.cpus.split(",")}
+        for proc in self.processes():
+            actual = set(proc.cpu_affinity())  # type: ignore[attr-defined]
+            if actual != wanted:
+                raise RuntimeError(f"{self.name} runs on CPUs {sorted(actual)}, not {sorted(wanted)}")
+        return self
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -182,6 +200,24 @@ def openai_emulator(name: str, cpus: str | None, *, chunks: int = 4, delay: floa
     argv = [sys.executable, "-m", "tests.upstreams.openai_compat", "--port", str(port), "--uvloop",
             "--chunks", str(chunks), "--delay", str(delay)]
     return Service(name, argv, port=port, cpus=cpus, ready_path="/v1/models", log_dir=log_dir)
+
+
+def floor_server(name: str, cpus: str | None, *, log_dir: Path | None = None) -> Service:
+    """uvicorn serving a constant answer from a bare ASGI app (bench/floor.py)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.floor", "server", "--port", str(port)]
+    return Service(name, argv, port=port, cpus=cpus, ready_path="/", log_dir=log_dir)
+
+
+def floor_client(url: str, cpus: str | None, *, concurrency: int, seconds: float) -> dict[str, object]:
+    """aiohttp alone, configured as chatbridge's providers configure it: CPU per request."""
+    argv = [sys.executable, "-m", "bench.floor", "client", "--url", url,
+            "--concurrency", str(concurrency), "--seconds", str(seconds)]
+    command = ["taskset", "-c", cpus, *argv] if cpus and can_pin() else argv
+    out = subprocess.run(command, cwd=ROOT, env=clean_env(), capture_output=True, text=True,
+                         timeout=seconds + 60, check=True)
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 def k2think_emulator(name: str, cpus: str | None, *, chunks: int | None = None, log_dir: Path | None = None) -> Service:

@@ -29,14 +29,14 @@ MIN_VS_DIRECT = 0.40
 MAX_LATE_GROWTH_KIB = 2048
 
 
-def median(values: list[float]) -> float | None:
+def median(values: list[float | None] | list[float]) -> float | None:
     clean = [v for v in values if v is not None and not math.isnan(v)]
     return statistics.median(clean) if clean else None
 
 
 def _paired(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]], key: str, op: str) -> float | None:
     values = []
-    for a, b in zip(runs_a, runs_b):
+    for a, b in zip(runs_a, runs_b, strict=False):
         if a is None or b is None or a.get(key) is None or b.get(key) is None:
             continue
         if op == "ratio":
@@ -114,10 +114,36 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
         "p50": median(ordered),
         "p99": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else None,
     }
+    out["floor"] = _floor(raw.get("floor"), out["throughput"])
     out["memory"] = raw.get("memory")
     out["growth"] = raw.get("growth")
     out["workers"] = raw.get("workers")
     out["targets"] = _targets(out)
+    return out
+
+
+def _floor(raw: dict[str, list[dict[str, Any]]] | None, throughput: dict[str, Any]) -> dict[str, Any] | None:
+    """The libraries' own CPU per request, and the most any gateway built on them could serve."""
+    if not raw or not raw.get("server") or not raw.get("client"):
+        return None
+    server = median([r.get("cpu_ms_per_request") for r in raw["server"]])
+    client = median([r.get("cpu_ms_per_request") for r in raw["client"]])
+    if server is None or client is None:
+        return None
+    floor = server + client
+    out: dict[str, Any] = {
+        "uvicorn_cpu_ms": server, "aiohttp_client_cpu_ms": client, "floor_cpu_ms": floor,
+        "ceiling_rps": 1000 / floor if floor else None, "runs": raw,
+    }
+    direct = (throughput.get("direct") or {}).get("64") or {}
+    mine = (throughput.get("chatbridge") or {}).get("64") or {}
+    if direct.get("rps") and out["ceiling_rps"]:
+        out["ceiling_vs_direct"] = out["ceiling_rps"] / direct["rps"]
+    if direct.get("cpu_ms_per_request") is not None:
+        out["direct_cpu_ms"] = direct["cpu_ms_per_request"]
+    if mine.get("cpu_ms_per_request") is not None:
+        out["chatbridge_cpu_ms"] = mine["cpu_ms_per_request"]
+        out["chatbridge_own_cpu_ms"] = mine["cpu_ms_per_request"] - floor
     return out
 
 
@@ -135,6 +161,10 @@ def _targets(out: dict[str, Any]) -> list[dict[str, Any]]:
     added = cb.get("added_p50_ms_c1")
     to_direct = cb.get("rps_vs_direct_c64")
     to_litellm = vs_litellm.get("rps_c64")
+    floor = out.get("floor") or {}
+    ceiling = floor.get("ceiling_vs_direct")
+    direct_note = (f"uvicorn + aiohttp alone, doing nothing else, reach at most {ceiling:.0%} of direct here "
+                   "(see 'Where the CPU goes')" if ceiling is not None else "")
     memory = out.get("memory") or {}
     per_stream = memory.get("kib_per_stream")
     growth = out.get("growth") or {}
@@ -146,7 +176,7 @@ def _targets(out: dict[str, Any]) -> list[dict[str, Any]]:
                 None if to_litellm is None else to_litellm >= MIN_VS_LITELLM,
                 "" if to_litellm is not None else "LiteLLM not measured: " + str(out.get("litellm", {}).get("note", ""))),
         _target("throughput at concurrency 64 vs direct", f"≥ {MIN_VS_DIRECT:.0%}", to_direct, "{:.1%}",
-                None if to_direct is None else to_direct >= MIN_VS_DIRECT),
+                None if to_direct is None else to_direct >= MIN_VS_DIRECT, direct_note),
         _target(f"resident memory per open stream ({memory.get('opened', '?')} open)", f"≤ {MAX_KIB_PER_STREAM} KiB",
                 per_stream, "{:.1f} KiB",
                 None if per_stream is None else (per_stream <= MAX_KIB_PER_STREAM and memory.get("opened") == memory.get("streams"))),
@@ -211,6 +241,31 @@ def render_markdown(doc: dict[str, Any]) -> str:
     if header.get("n"):
         lines += ["", f"`x-chatbridge-overhead-ms` reported by the gateway at concurrency 1 ({header['n']} requests): "
                       f"p50 {_fmt(header['p50'], '{:.3f}')} ms, p99 {_fmt(header['p99'], '{:.3f}')} ms."]
+    floor = doc.get("floor")
+    if floor:
+        own = floor.get("chatbridge_own_cpu_ms")
+        lines += [
+            "",
+            "## Where the CPU goes",
+            "",
+            "Server CPU per non-streamed request at concurrency 64, on the same core (medians). A proxied request "
+            "costs at least what uvicorn spends serving any request plus what aiohttp's client spends making one; "
+            "that sum is the floor under every gateway built on these two libraries.",
+            "",
+            "| what | CPU ms/req | most req/s on one core |",
+            "|---|---:|---:|",
+            f"| direct (emulator: aiohttp server, cached answer) | {_fmt(floor.get('direct_cpu_ms'), '{:.3f}')} | "
+            f"{_fmt(1000 / floor['direct_cpu_ms'] if floor.get('direct_cpu_ms') else None, '{:,.0f}')} |",
+            f"| uvicorn alone, constant answer (bench/floor.py) | {_fmt(floor['uvicorn_cpu_ms'], '{:.3f}')} | "
+            f"{_fmt(1000 / floor['uvicorn_cpu_ms'] if floor['uvicorn_cpu_ms'] else None, '{:,.0f}')} |",
+            f"| aiohttp client alone, one request to the emulator | {_fmt(floor['aiohttp_client_cpu_ms'], '{:.3f}')} | "
+            f"{_fmt(1000 / floor['aiohttp_client_cpu_ms'] if floor['aiohttp_client_cpu_ms'] else None, '{:,.0f}')} |",
+            f"| **floor: the two together** | **{_fmt(floor['floor_cpu_ms'], '{:.3f}')}** | "
+            f"**{_fmt(floor['ceiling_rps'], '{:,.0f}')}** ({_fmt(floor.get('ceiling_vs_direct'), '{:.0%}')} of direct) |",
+            f"| chatbridge → emulator | {_fmt(floor.get('chatbridge_cpu_ms'), '{:.3f}')} | "
+            f"{_fmt(1000 / floor['chatbridge_cpu_ms'] if floor.get('chatbridge_cpu_ms') else None, '{:,.0f}')} |",
+            f"| chatbridge's own work (the difference) | {_fmt(own, '{:.3f}')} | |",
+        ]
     streams = doc.get("streams") or {}
     if streams:
         lines += [

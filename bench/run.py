@@ -19,20 +19,20 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import load, procs, report  # noqa: E402
-from bench.procs import API_KEY, K2_MODEL, MODEL, STREAM_MODEL, Service  # noqa: E402
+from bench import load, procs, report
+from bench.procs import API_KEY, K2_MODEL, MODEL, STREAM_MODEL, Service
 
 SERVER_CPU = "0"  # the server under test, alone
 CLIENT_CPU = "1"  # the load generator, the upstream emulators behind a gateway, this script
 RESULTS = Path(__file__).resolve().parent / "results"
-PHASES = frozenset({"throughput", "streams", "memory", "growth", "workers"})
+PHASES = frozenset({"throughput", "floor", "streams", "memory", "growth", "workers"})
 CHAT = "/v1/chat/completions"
 
 
@@ -95,6 +95,7 @@ class Bench:
         self.services: list[Service] = []
         self.notes: list[str] = []
         self.litellm_info: dict[str, Any] = {"status": "skipped", "version": None, "note": ""}
+        self.emu_upstream: Service | None = None
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -120,6 +121,7 @@ class Bench:
         emu_s_direct = self._spawn(procs.openai_emulator("emu-stream-direct", s, chunks=chunks, log_dir=logs))
         emu_s_up = self._spawn(procs.openai_emulator("emu-stream-upstream", c, chunks=chunks, log_dir=logs))
         k2_up = self._spawn(procs.k2think_emulator("k2-upstream", c, log_dir=logs))
+        self.emu_upstream = emu_up
         # K2Think replies carry reasoning and an answer, each cut into `chunks` pieces
         k2_s_up = self._spawn(procs.k2think_emulator("k2-stream-upstream", c, chunks=chunks // 2, log_dir=logs))
         gw = self._spawn(procs.gateway("chatbridge", s, openai_upstream=emu_up, k2think_upstream=k2_up,
@@ -184,6 +186,28 @@ class Bench:
                     out[name][str(c)].append(row)
                     say(f"run {run + 1}/{plan.runs} {name:<19} c={c:<3} {row['rps']:>9,.0f} req/s  "
                         f"p50 {row['p50_ms']:7.3f} ms  p99 {row['p99_ms']:7.2f} ms  errors {row['errors']}")
+        return out
+
+    def floor(self) -> dict[str, list[dict[str, Any]]]:
+        """The libraries alone, on the same core as the gateway: uvicorn with a constant answer
+        (load from wrk at concurrency 64) and aiohttp's client posting to the same emulator."""
+        assert self.emu_upstream is not None, "start_main() first"
+        server = self._spawn(procs.floor_server("floor-server", self.server_cpu, log_dir=self.logs))
+        server.wait_ready()
+        target = Target("floor-server", server, MODEL)
+        url = self.emu_upstream.base_url + CHAT
+        out: dict[str, list[dict[str, Any]]] = {"server": [], "client": []}
+        try:
+            self.point(target, 64, self.plan.warmup_seconds)
+            for run in range(self.plan.runs):
+                row = self.point(target, 64, self.plan.seconds)
+                client = procs.floor_client(url, self.server_cpu, concurrency=64, seconds=self.plan.seconds)
+                out["server"].append(row)
+                out["client"].append(client)
+                say(f"run {run + 1}/{self.plan.runs} floor: uvicorn alone {row['cpu_ms_per_request'] or 0:.3f} ms CPU/req, "
+                    f"aiohttp client alone {client['cpu_ms_per_request'] or 0:.3f} ms CPU/req")
+        finally:
+            self._stop(server)
         return out
 
     def streams(self, targets: dict[str, Target]) -> dict[str, list[dict[str, Any]]]:
@@ -317,11 +341,13 @@ class Bench:
     def run(self, only: frozenset[str] = PHASES) -> dict[str, Any]:
         raw: dict[str, Any] = {"meta": self.meta()}
         try:
-            if only & {"throughput", "streams"}:
+            if only & {"throughput", "floor", "streams"}:
                 targets = self.start_main()
                 if "throughput" in only:
                     raw["load"] = self.throughput(targets)
                     raw["overhead_header"] = self.overhead_header(targets["chatbridge"])
+                if "floor" in only:
+                    raw["floor"] = self.floor()
                 if "streams" in only:
                     raw["streams"] = self.streams(targets)
                 self.stop_all()  # free the cores for the next phases
@@ -344,7 +370,7 @@ class Bench:
                "script pinned to CPU 1 (taskset)") if self.pinned else "nothing pinned (taskset or a second core missing)"
         tool = load.wrk_version() if self.loadgen == "wrk" else "Python aiohttp client"
         return {
-            "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "mode": self.plan.mode,
             "runs": self.plan.runs,
             "seconds_per_point": self.plan.seconds,

@@ -31,12 +31,14 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[procs.Se
 
 
 def _measure(service: procs.Service, concurrency: int) -> dict[str, object]:
+    cpu = service.cpu_seconds()
     result = load.run_async(load.run_aiohttp(
         service.base_url + run.CHAT, [load.chat_body(procs.MODEL)], load.auth_headers(procs.API_KEY), concurrency, 0.5,
     ))
+    cpu = service.cpu_seconds() - cpu
     assert isinstance(result, load.LoadResult)
-    assert result.requests > 0 and result.errors == 0
-    return {**result.as_dict(), "cpu_ms_per_request": None}
+    assert result.requests > 0 and result.errors == 0 and cpu > 0
+    return {**result.as_dict(), "cpu_ms_per_request": 1000 * cpu / result.requests}
 
 
 def _streams(service: procs.Service) -> dict[str, object]:
@@ -64,6 +66,7 @@ def test_harness_pieces_produce_a_complete_report(servers: tuple[procs.Service, 
         "growth": {"requests": 100, "warmup_requests": 10, "mix": "test", "series": [[0, 1000], [50, 1010], [100, 1010]],
                    "total_growth_kib": 10, "late_growth_kib": 0, "late_from_requests": 50},
         "workers": None,
+        "floor": _floor(emu, work=tmp_path),
     }
     assert len(raw["overhead_header"]) == 5  # every answer carries x-chatbridge-overhead-ms
 
@@ -79,6 +82,12 @@ def test_harness_pieces_produce_a_complete_report(servers: tuple[procs.Service, 
     targets = {t["name"]: t for t in doc["targets"]}
     assert len(targets) == 5
     assert all(set(t) == {"name", "goal", "measured", "shown", "pass", "note"} for t in targets.values())
+    floor = doc["floor"]
+    assert floor["uvicorn_cpu_ms"] > 0 and floor["aiohttp_client_cpu_ms"] > 0
+    assert floor["floor_cpu_ms"] == pytest.approx(floor["uvicorn_cpu_ms"] + floor["aiohttp_client_cpu_ms"])
+    assert floor["ceiling_vs_direct"] > 0 and "chatbridge_own_cpu_ms" in floor
+    vs_direct = next(t for t in doc["targets"] if "vs direct" in t["name"])
+    assert "uvicorn + aiohttp alone" in vs_direct["note"]
     vs_litellm = next(t for t in doc["targets"] if "LiteLLM" in t["name"])
     assert vs_litellm["pass"] is None and "not in tests" in vs_litellm["note"]
 
@@ -86,10 +95,40 @@ def test_harness_pieces_produce_a_complete_report(servers: tuple[procs.Service, 
     paths = run.write_results(doc, tmp_path, chart=has_matplotlib)
     markdown = paths["md"].read_text()
     assert "| target | goal | measured | verdict | note |" in markdown
-    assert "chatbridge → emulator" in markdown and "## Streams" in markdown
+    assert "chatbridge → emulator" in markdown and "## Streams" in markdown and "## Where the CPU goes" in markdown
     assert json.loads(paths["json"].read_text())["schema"] == report.SCHEMA
     if has_matplotlib:
         assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _floor(emu: procs.Service, work: Path) -> dict[str, list[dict[str, object]]]:
+    """bench/floor.py for real: uvicorn with a constant answer, aiohttp's client alone."""
+    server = procs.floor_server("test-floor", None, log_dir=work).start()
+    try:
+        server.wait_ready()
+        served = _measure(server, 4)
+    finally:
+        server.stop()
+    client = procs.floor_client(emu.base_url + run.CHAT, None, concurrency=4, seconds=0.5)
+    assert client["requests"] > 0 and client["errors"] == 0 and client["cpu_ms_per_request"] > 0  # type: ignore[operator]
+    return {"server": [served], "client": [client]}
+
+
+@pytest.mark.skipif(not procs.can_pin(), reason="needs CPUs 0 and 1 and taskset")
+def test_children_are_pinned_even_after_the_harness_pins_itself(tmp_path: Path) -> None:
+    import os
+
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {1})  # what bench.run does to itself before starting anything
+    try:
+        emu = procs.openai_emulator("test-pinned", "0", log_dir=tmp_path).start()
+        try:
+            emu.wait_ready()  # raises if the emulator is not on CPU 0
+            assert {p.cpu_affinity()[0] for p in emu.processes()} == {0}  # type: ignore[attr-defined]
+        finally:
+            emu.stop()
+    finally:
+        os.sched_setaffinity(0, mine)
 
 
 def test_hold_streams_keeps_them_open(servers: tuple[procs.Service, ...]) -> None:

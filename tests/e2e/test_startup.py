@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -89,3 +90,27 @@ def test_startup_report_names_the_proxy_and_hides_passwords_in_urls(tmp_path: Pa
     assert "k2think: guest mode, no tokens configured" in printed
     for secret in ("proxy-pass-0123456789", "upstream-pass-0123456789", "sk-client-key-abcdef-0123456789"):
         assert secret not in printed
+
+
+def test_workers_serve_from_several_processes_sharing_keys(k2emu: K2ThinkEmulator, tmp_path: Path) -> None:
+    """`chatbridge serve --workers 2`: two worker processes answer, with the key made once before the fork."""
+    import psutil
+
+    process = GatewayProcess({"K2THINK_BASE_URL": k2emu.base_url}, tmp_path,
+                             command=[sys.executable, "-m", "chatbridge", "serve", "--workers", "2"]).start()
+    try:
+        key = (tmp_path / "data" / "api_key").read_text().strip()
+        client = openai.OpenAI(base_url=process.base_url + "/v1", api_key=key, max_retries=0)
+        replies = [client.chat.completions.create(model=MODEL, messages=HI) for _ in range(8)]  # type: ignore[arg-type]
+        assert process.proc is not None
+        commands = []
+        for child in psutil.Process(process.proc.pid).children(recursive=True):
+            try:
+                commands.append(" ".join(child.cmdline()))
+            except psutil.Error:  # a helper process that came and went
+                pass
+    finally:
+        process.stop()
+    assert all(r.choices[0].message.content == ANSWER for r in replies)
+    assert len([c for c in commands if "spawn_main" in c]) == 2, commands  # uvicorn's worker processes
+    assert process.output.count(key) == 1  # printed once, by the parent, not once per worker
