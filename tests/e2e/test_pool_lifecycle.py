@@ -12,23 +12,20 @@ import openai
 import pytest
 
 from tests.gateway import GatewayServer, free_port
-from tests.pool.helpers import admin, assert_no_full_token, chat, concurrent_chats, stats, wait_for, write_accounts
+from tests.pool.helpers import (
+    admin,
+    assert_no_full_token,
+    auto_update_settings,
+    chat,
+    concurrent_chats,
+    stats,
+    updater_status,
+    wait_for,
+    write_accounts,
+)
 from tests.upstreams import K2ThinkEmulator
 
 ACCOUNT = ("owner@example.com", "pw-owner-secret")
-
-
-def _auto(k2emu: K2ThinkEmulator, tmp_path: Path, **extra: object) -> dict[str, object]:
-    return {
-        "k2think_base_url": k2emu.base_url, "enable_token_auto_update": True,
-        "accounts_file": tmp_path / "accounts.txt", "tokens_file": tmp_path / "tokens.txt",
-        "token_refresh_min_interval": 0, "signin_retry_backoff": 0.01, "tokens_reload_interval": 0.2, **extra,
-    }
-
-
-def _updater(gw: GatewayServer) -> dict[str, Any]:
-    with admin(gw) as http:
-        return http.get("/admin/tokens/updater/status").json()["data"]  # type: ignore[no-any-return]
 
 
 def _by_token(gw: GatewayServer) -> dict[str, dict[str, Any]]:
@@ -47,7 +44,7 @@ def test_when_every_token_is_refused_the_client_gets_503_and_a_refresh_brings_th
     write_accounts(tmp_path / "accounts.txt", [ACCOUNT])
     k2emu.add_account(*ACCOUNT)
     k2emu.fail_signin(ACCOUNT[0], status=502, times=1)  # the refresh needs a retry: it is still running below
-    gw = start_gateway(**_auto(k2emu, tmp_path, signin_retry_backoff=1.0))
+    gw = start_gateway(**auto_update_settings(k2emu.base_url, tmp_path, signin_retry_backoff=1.0))
 
     with pytest.raises(openai.APIStatusError) as caught:
         chat(gw)
@@ -56,9 +53,9 @@ def test_when_every_token_is_refused_the_client_gets_503_and_a_refresh_brings_th
     assert "no usable credential (2 disabled" in error.message and "token refresh from ACCOUNTS_FILE is running" in error.message
     assert "last error: k2think upstream returned HTTP 401" in error.message
     assert error.response.headers["retry-after"] == "10"
-    assert _updater(gw)["is_updating"]  # triggered, and running in the background
+    assert updater_status(gw)["is_updating"]  # triggered, and running in the background
 
-    wait_for(lambda: _updater(gw)["update_count"] == 1, timeout=15)
+    wait_for(lambda: updater_status(gw)["update_count"] == 1, timeout=15)
     assert chat(gw)
     lines = [line for line in (tmp_path / "tokens.txt").read_text().splitlines() if not line.startswith("#")]
     assert lines == [k2emu.issued_tokens[ACCOUNT[0]][-1]]  # the refused tokens are dropped from the file
@@ -90,7 +87,7 @@ def test_requests_are_served_from_the_old_pool_while_a_refresh_runs_and_refreshe
     for email, password in accounts:
         k2emu.add_account(email, password)
         k2emu.fail_signin(email, status=503, times=1)  # every sign-in needs a retry, 1.5 s later
-    gw = start_gateway(**_auto(k2emu, tmp_path, signin_retry_backoff=1.5))
+    gw = start_gateway(**auto_update_settings(k2emu.base_url, tmp_path, signin_retry_backoff=1.5))
 
     responses: list[httpx.Response] = []
 
@@ -101,9 +98,9 @@ def test_requests_are_served_from_the_old_pool_while_a_refresh_runs_and_refreshe
     callers = [threading.Thread(target=force) for _ in range(3)]
     for caller in callers:
         caller.start()
-    wait_for(lambda: _updater(gw)["is_updating"])
+    wait_for(lambda: updater_status(gw)["is_updating"])
     during = concurrent_chats(gw, 20)  # served meanwhile, from the old tokens
-    assert _updater(gw)["is_updating"]
+    assert updater_status(gw)["is_updating"]
     for caller in callers:
         caller.join(timeout=30)
 
@@ -113,7 +110,7 @@ def test_requests_are_served_from_the_old_pool_while_a_refresh_runs_and_refreshe
     assert sorted(r.json()["data"]["joined_running_update"] for r in responses) == [False, True, True]
     assert {r.json()["data"]["result"]["finished_at"] for r in responses} == {responses[0].json()["data"]["result"]["finished_at"]}
     assert all(k2emu.signin_attempts[email] == 2 for email, _ in accounts)  # one refresh: one failure + one success each
-    assert _updater(gw)["update_count"] == 1 and stats(gw)["total_tokens"] == 5
+    assert updater_status(gw)["update_count"] == 1 and stats(gw)["total_tokens"] == 5
 
 
 def test_two_credentials_failing_in_a_row_trigger_a_refresh(
@@ -124,11 +121,11 @@ def test_two_credentials_failing_in_a_row_trigger_a_refresh(
     (tmp_path / "tokens.txt").write_text("\n".join([*flaky, good]) + "\n")
     write_accounts(tmp_path / "accounts.txt", [ACCOUNT])
     k2emu.add_account(*ACCOUNT)
-    gw = start_gateway(**_auto(k2emu, tmp_path))
+    gw = start_gateway(**auto_update_settings(k2emu.base_url, tmp_path))
 
     assert chat(gw)  # 500, 500, then the good token answers
-    wait_for(lambda: _updater(gw)["update_count"] == 1)
-    assert "2 consecutive failed attempts" in _updater(gw)["last_result"]["reason"]
+    wait_for(lambda: updater_status(gw)["update_count"] == 1)
+    assert "2 consecutive failed attempts" in updater_status(gw)["last_result"]["reason"]
     view = _by_token(gw)
     assert [view[_masked(t)]["failures"] for t in flaky] == [1, 1]  # one failure each, not disabled yet
     assert stats(gw)["total_tokens"] == 4
@@ -165,7 +162,7 @@ def test_tokens_close_to_expiry_are_refreshed_ahead_for_known_accounts(
     write_accounts(tmp_path / "accounts.txt", [ACCOUNT])
     k2emu.add_account(*ACCOUNT)
     k2emu.token_lifetime = 300  # inside TOKEN_REFRESH_AHEAD (600 s)
-    first = start_gateway(**_auto(k2emu, tmp_path))  # an empty tokens file: signed in at start
+    first = start_gateway(**auto_update_settings(k2emu.base_url, tmp_path))  # an empty tokens file: signed in at start
     wait_for(lambda: stats(first)["total_tokens"] == 1)
     first.stop()
     short_lived = k2emu.issued_tokens[ACCOUNT[0]][-1]
@@ -174,9 +171,9 @@ def test_tokens_close_to_expiry_are_refreshed_ahead_for_known_accounts(
         handle.write(manual + "\n")
 
     k2emu.token_lifetime = 7200
-    second = start_gateway(**_auto(k2emu, tmp_path))  # the same DATA_DIR: it knows whose token it is
-    wait_for(lambda: _updater(second)["update_count"] == 2)
-    assert "expire within 600 s" in _updater(second)["last_result"]["reason"]
+    second = start_gateway(**auto_update_settings(k2emu.base_url, tmp_path))  # the same DATA_DIR: it knows whose token it is
+    wait_for(lambda: updater_status(second)["update_count"] == 2)
+    assert "expire within 600 s" in updater_status(second)["last_result"]["reason"]
     renewed = k2emu.issued_tokens[ACCOUNT[0]][-1]
     lines = [line for line in (tmp_path / "tokens.txt").read_text().splitlines() if not line.startswith("#")]
     assert lines == [renewed, manual] and short_lived not in lines
@@ -190,7 +187,7 @@ def test_accounts_alone_fill_a_tokens_file_under_data_dir(
 ) -> None:
     write_accounts(tmp_path / "accounts.txt", [ACCOUNT])
     k2emu.add_account(*ACCOUNT)
-    settings = _auto(k2emu, tmp_path)
+    settings = auto_update_settings(k2emu.base_url, tmp_path)
     del settings["tokens_file"]
     gw = start_gateway(**settings)
     wait_for(lambda: stats(gw)["total_tokens"] == 1)

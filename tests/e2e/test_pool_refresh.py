@@ -10,25 +10,19 @@ import openai
 import pytest
 
 from tests.gateway import GatewayServer
-from tests.pool.helpers import admin, assert_no_full_token, chat, stats, wait_for, write_accounts
+from tests.pool.helpers import (
+    admin,
+    assert_no_full_token,
+    auto_update_settings,
+    chat,
+    stats,
+    updater_status,
+    wait_for,
+    write_accounts,
+)
 from tests.upstreams import K2ThinkEmulator
 
 GOOD = [(f"user{i}@example.com", f"pw-good-{i}-secret") for i in range(4)]
-
-
-def _auto(k2emu: K2ThinkEmulator, tmp_path: Path, **extra: object) -> dict[str, object]:
-    return {
-        "k2think_base_url": k2emu.base_url, "enable_token_auto_update": True,
-        "accounts_file": tmp_path / "accounts.txt", "tokens_file": tmp_path / "tokens.txt",
-        "token_refresh_min_interval": 0, "signin_retry_backoff": 0.01, "tokens_reload_interval": 0.2, **extra,
-    }
-
-
-def _updater(gw: GatewayServer) -> dict[str, object]:
-    with admin(gw) as http:
-        body = http.get("/admin/tokens/updater/status").json()
-    assert body["status"] == "success"
-    return body["data"]  # type: ignore[no-any-return]
 
 
 def test_accounts_file_produces_a_fresh_tokens_file_and_force_update_works(
@@ -43,7 +37,7 @@ def test_accounts_file_produces_a_fresh_tokens_file_and_force_update_works(
     with (tmp_path / "accounts.txt").open("a") as handle:  # the original tool's field name works too
         handle.write("".join(f'{{"email": "{e}", "k2_password": "{p}"}}\n' for e, p in accounts[3:]))
     k2emu.add_account("wrong@example.com", "another-password")
-    gw = start_gateway(**_auto(k2emu, tmp_path, signin_retry_backoff=0.3))
+    gw = start_gateway(**auto_update_settings(k2emu.base_url, tmp_path, signin_retry_backoff=0.3))
 
     with pytest.raises(openai.APIStatusError) as caught:  # no token yet: a clear 503, not a dead end
         chat(gw)
@@ -57,7 +51,7 @@ def test_accounts_file_produces_a_fresh_tokens_file_and_force_update_works(
         k2emu.issued_tokens[e][-1] for e, _ in GOOD)
     assert not (tmp_path / "tokens.txt.backup").exists()
     assert chat(gw)
-    status = _updater(gw)
+    status = updater_status(gw)
     assert status["update_count"] == 1 and status["is_running"] and not status["is_updating"]
     result = status["last_result"]
     assert isinstance(result, dict) and result["signed_in"] == 4 and result["failed"] == 2
@@ -93,7 +87,7 @@ def test_a_failed_refresh_leaves_file_and_pool_untouched(
         k2emu.fail_signin(email, status=503)  # the upstream's sign-in is down for good
     leftover = tmp_path / ".tokens.txt.crashed.tmp"
     leftover.write_text("half a file")
-    gw = start_gateway(**_auto(k2emu, tmp_path))
+    gw = start_gateway(**auto_update_settings(k2emu.base_url, tmp_path))
     assert not leftover.exists()  # cleaned at start
 
     with admin(gw) as http:
@@ -102,7 +96,7 @@ def test_a_failed_refresh_leaves_file_and_pool_untouched(
     assert forced.json() == {"status": "error", "message": "Token update failed: no account signed in (4 failed); the previous tokens stay in use"}
     assert tokens_file.read_bytes() == before and not (tmp_path / "tokens.txt.backup").exists()
     assert stats(gw)["total_tokens"] == 2 and chat(gw)
-    status = _updater(gw)
+    status = updater_status(gw)
     assert status["error_count"] == 1 and status["update_count"] == 0
     assert "no account signed in" in str(status["last_error"])
 
@@ -126,12 +120,12 @@ def test_auth_failure_triggers_a_background_refresh(
     write_accounts(tmp_path / "accounts.txt", GOOD[:2])
     for email, password in GOOD[:2]:
         k2emu.add_account(email, password)
-    gw = start_gateway(**_auto(k2emu, tmp_path))
-    assert _updater(gw)["update_count"] == 0  # a non-empty tokens file: no refresh at start
+    gw = start_gateway(**auto_update_settings(k2emu.base_url, tmp_path))
+    assert updater_status(gw)["update_count"] == 0  # a non-empty tokens file: no refresh at start
 
     assert chat(gw)  # the revoked token is tried first, refused, and the request retried
-    wait_for(lambda: _updater(gw)["update_count"] == 1)
-    result = _updater(gw)["last_result"]
+    wait_for(lambda: updater_status(gw)["update_count"] == 1)
+    result = updater_status(gw)["last_result"]
     assert isinstance(result, dict) and "was refused (auth)" in result["reason"]
     lines = [line for line in tokens_file.read_text().splitlines() if not line.startswith("#")]
     assert tokens[0] not in lines and tokens[1] in lines and tokens[2] in lines and len(lines) == 4

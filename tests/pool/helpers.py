@@ -24,6 +24,22 @@ def admin(gw: GatewayServer, key: str | None = None) -> httpx.Client:
     return httpx.Client(base_url=gw.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
 
 
+def auto_update_settings(base_url: str, tmp_path: Path, **extra: object) -> dict[str, object]:
+    """Gateway settings for auto update from `tmp_path/accounts.txt` into `tmp_path/tokens.txt`, fast."""
+    return {
+        "k2think_base_url": base_url, "enable_token_auto_update": True,
+        "accounts_file": tmp_path / "accounts.txt", "tokens_file": tmp_path / "tokens.txt",
+        "token_refresh_min_interval": 0, "signin_retry_backoff": 0.01, "tokens_reload_interval": 0.2, **extra,
+    }
+
+
+def updater_status(gw: GatewayServer) -> dict[str, Any]:
+    with admin(gw) as http:
+        body = http.get("/admin/tokens/updater/status").json()
+    assert body["status"] == "success"
+    return body["data"]  # type: ignore[no-any-return]
+
+
 def stats(gw: GatewayServer) -> dict[str, Any]:
     with admin(gw) as http:
         response = http.get("/admin/tokens/stats")
