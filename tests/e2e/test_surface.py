@@ -37,6 +37,36 @@ def test_health_and_docs(k2_gateway: Callable[..., GatewayServer]) -> None:
     assert "messages" in spec["components"]["schemas"]["ChatCompletionRequest"]["properties"]
 
 
+def test_every_response_carries_a_request_id_and_the_overhead_header(k2emu: K2ThinkEmulator, k2_gateway: Callable[..., GatewayServer]) -> None:
+    gw = k2_gateway()
+    hi = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    with gw.http() as http:
+        responses = {
+            "chat": http.post("/v1/chat/completions", json=hi),
+            "bad json": http.post("/v1/chat/completions", content=b"{nope"),
+            "unknown model": http.post("/v1/chat/completions", json={**hi, "model": "nope"}),
+            "wrong method": http.get("/v1/chat/completions"),
+            "models": http.get("/v1/models"),
+            "health": http.get("/health"),
+            "docs": http.get("/docs"),
+            "unknown route": http.get("/v2/nothing"),
+            "admin without its key": http.get("/admin/pools"),
+            "no key": http.post("/v1/chat/completions", json=hi, headers={"Authorization": ""}),
+        }
+        k2emu.fail_next(10, status=503)
+        responses["upstream failing"] = http.post("/v1/chat/completions", json=hi)
+    statuses = {name: r.status_code for name, r in responses.items()}
+    assert statuses == {"chat": 200, "bad json": 400, "unknown model": 404, "wrong method": 405, "models": 200,
+                        "health": 200, "docs": 200, "unknown route": 404, "admin without its key": 401,
+                        "no key": 401, "upstream failing": 502}
+    for name, response in responses.items():
+        assert response.headers["x-request-id"], name
+        assert float(response.headers["x-chatbridge-overhead-ms"]) >= 0, name
+    with gw.http() as http:
+        echoed = http.get("/health", headers={"x-request-id": "trace-me-42"})
+    assert echoed.headers["x-request-id"] == "trace-me-42"
+
+
 def test_raw_stream_wire_format(k2_gateway: Callable[..., GatewayServer]) -> None:
     gw = k2_gateway()
     with gw.http() as http:

@@ -27,6 +27,13 @@ class RawEndpoint(Protocol):
     async def __call__(self, scope: Scope, receive: Receive, send: Send, headers: RawHeaders) -> None: ...
 
 
+def overhead_header(scope: Scope, upstream_wait: float = 0.0) -> tuple[bytes, bytes]:
+    """`x-chatbridge-overhead-ms`: time in the gateway so far, less the time spent awaiting upstreams."""
+    started = scope.get("state", {}).get("started") or time.perf_counter()
+    spent = time.perf_counter() - started - upstream_wait
+    return (b"x-chatbridge-overhead-ms", b"%.3f" % (max(0.0, spent) * 1000))
+
+
 class GatewayApp:
     def __init__(self, framework: ASGIApp, keys_for: KeyPolicy, lanes: Mapping[str, RawEndpoint]) -> None:
         self.framework = framework
@@ -54,7 +61,8 @@ class GatewayApp:
             presented = presented_key(request_headers)
             if not key_ok(presented, keys):
                 body = unauthorized_body(path, presented is not None, request_id)
-                response_headers += [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
+                response_headers += [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),
+                                     overhead_header(scope)]
                 await send({"type": "http.response.start", "status": 401, "headers": response_headers})
                 await send({"type": "http.response.body", "body": body})
                 return
@@ -66,7 +74,7 @@ class GatewayApp:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *response_headers]
+                message["headers"] = [*message.get("headers", ()), *response_headers, overhead_header(scope)]
             await send(message)
 
         await self.framework(scope, receive, send_with_id)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from chatbridge.api.asgi import RawHeaders
+from chatbridge.api.asgi import RawHeaders, overhead_header
 from chatbridge.api.auth import header
 from chatbridge.api.errors import ApiError, stream_error_event, to_api_error
 from chatbridge.api.openai_encode import ChunkEncoder, CompletionAggregator, completion_id, now
@@ -49,12 +48,6 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def overhead_ms(scope: Scope, timing: Timing) -> bytes:
-    started = scope.get("state", {}).get("started") or time.perf_counter()
-    spent = time.perf_counter() - started - timing.upstream_wait
-    return b"%.3f" % (max(0.0, spent) * 1000)
-
-
 async def send_json(send: Send, status: int, body: bytes, headers: RawHeaders) -> None:
     start_headers = [_JSON_HEADER, (b"content-length", b"%d" % len(body)), *headers]
     await send({"type": "http.response.start", "status": status, "headers": start_headers})
@@ -62,6 +55,7 @@ async def send_json(send: Send, status: int, body: bytes, headers: RawHeaders) -
 
 
 async def send_error(send: Send, exc: BaseException, headers: RawHeaders) -> None:
+    """The error in the OpenAI envelope; `headers` must include the overhead header."""
     error = to_api_error(exc)
     extra = [(k.lower().encode(), v.encode()) for k, v in error.headers().items()]
     await send_json(send, error.status, error.openai_body(), [*headers, *extra])
@@ -78,7 +72,7 @@ class ChatCompletions:
         if scope["method"] != "POST":
             error = ApiError(405, f"Method {scope['method']} is not allowed on {scope['path']}",
                              "invalid_request_error", "method_not_allowed")
-            await send_json(send, 405, error.openai_body(), [*headers, (b"allow", _CHAT_METHODS)])
+            await send_json(send, 405, error.openai_body(), [*headers, (b"allow", _CHAT_METHODS), overhead_header(scope)])
             return
         try:
             body = await read_body(scope, receive, self.max_request_bytes)
@@ -86,7 +80,7 @@ class ChatCompletions:
         except ClientGone:
             return
         except Exception as exc:
-            await send_error(send, exc, headers)
+            await send_error(send, exc, [*headers, overhead_header(scope)])
             return
         try:
             async with DisconnectWatch(receive):  # retries, a slow first byte, a long answer
@@ -99,12 +93,12 @@ class ChatCompletions:
         try:
             primed = await self.pipeline.open(chat, timing)
         except Exception as exc:
-            await send_error(send, exc, headers)
+            await send_error(send, exc, [*headers, overhead_header(scope, timing.upstream_wait)])
             return
         chat_id, created = completion_id(), now()
         if chat.stream:
             encoder = ChunkEncoder(chat_id, created, chat.model, chat.include_usage)
-            stream_headers = [*headers, (b"x-chatbridge-overhead-ms", overhead_ms(scope, timing))]
+            stream_headers = [*headers, overhead_header(scope, timing.upstream_wait)]
             await EventStreamResponse(_sse_body(primed, encoder), stream_headers)(send)
             return
         aggregator = CompletionAggregator()
@@ -112,12 +106,12 @@ class ChatCompletions:
             async for event in primed:
                 aggregator.add(event)
         except Exception as exc:
-            await send_error(send, exc, headers)
+            await send_error(send, exc, [*headers, overhead_header(scope, timing.upstream_wait)])
             return
         finally:
             await primed.aclose()
         body = aggregator.body(chat_id, created, chat.model)
-        await send_json(send, 200, body, [*headers, (b"x-chatbridge-overhead-ms", overhead_ms(scope, timing))])
+        await send_json(send, 200, body, [*headers, overhead_header(scope, timing.upstream_wait)])
 
 
 async def _sse_body(primed: PrimedStream, encoder: ChunkEncoder) -> AsyncIterator[bytes]:
