@@ -24,10 +24,6 @@ _JSON_HEADER = (b"content-type", b"application/json")
 _CHAT_METHODS = b"POST"
 
 
-class ClientGone(Exception):
-    """The client disconnected before its request body arrived; there is nobody to answer."""
-
-
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The request body, refusing anything over `limit` bytes before reading it all."""
     declared = header(scope["headers"], b"content-length")
@@ -38,7 +34,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ClientGone
+            raise ClientDisconnected
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -77,7 +73,7 @@ class ChatCompletions:
         try:
             body = await read_body(scope, receive, self.max_request_bytes)
             chat = parse_chat_request(body)
-        except ClientGone:
+        except ClientDisconnected:
             return
         except Exception as exc:
             await send_error(send, exc, [*headers, overhead_header(scope)])

@@ -50,13 +50,11 @@ class AttemptsFailed(Exception):
 class PrimedStream:
     """A stream whose first event has arrived: safe to answer the client with 200 now."""
 
-    __slots__ = ("first", "rest", "route", "timing")
+    __slots__ = ("first", "rest")
 
-    def __init__(self, first: Event | None, rest: AsyncIterator[Event], route: Route, timing: Timing) -> None:
+    def __init__(self, first: Event | None, rest: AsyncIterator[Event]) -> None:
         self.first = first
         self.rest = rest
-        self.route = route
-        self.timing = timing
 
     def __aiter__(self) -> PrimedStream:
         return self
@@ -96,7 +94,7 @@ class Pipeline:
         emulator = self._tool_emulator(request, route)
         if emulator is None and mode == "reasoning_content":  # the common case: one flat iterator
             first, attempt = await self._start(request, route, timing)
-            return PrimedStream(first, attempt, route, timing)
+            return PrimedStream(first, attempt)
 
         async def call_upstream(upstream_request: ChatRequest) -> AsyncIterator[Event]:
             first, attempt = await self._start(upstream_request, route, timing)
@@ -118,7 +116,7 @@ class Pipeline:
         except BaseException:
             await close_quietly(events)
             raise
-        return PrimedStream(first, events, route, timing)
+        return PrimedStream(first, events)
 
     def _reasoning_mode(self, request: ChatRequest) -> ReasoningMode:
         if not request.thinking:
