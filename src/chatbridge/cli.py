@@ -48,12 +48,9 @@ def serve(
         _export_overrides(overrides)
         uvicorn.run("chatbridge.api.app:create_app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
     else:
-        from chatbridge.api.app import create_app
-        from chatbridge.gc_policy import tune_for_serving
+        from chatbridge.api.app import create_serving_app
 
-        gateway = create_app(runtime)
-        tune_for_serving()
-        uvicorn.run(gateway, **common)  # type: ignore[arg-type]
+        uvicorn.run(create_serving_app(runtime), **common)  # type: ignore[arg-type]
 
 
 def _settings_or_exit(overrides: Mapping[str, object]) -> Settings:

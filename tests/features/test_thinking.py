@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from chatbridge.core.types import Finish, MarkupDelta, MarkupSnapshot, ReasoningDelta, TextDelta
-from chatbridge.features.thinking import MarkupParser, SnapshotSplitter, shape_reasoning, split_reasoning
+from chatbridge.features.thinking import MarkupParser, ReasoningSplitter, SnapshotSplitter, shape_reasoning
 
 DETAILS = (
     '<details type="reasoning" done="true" duration="2">\n<summary>Thought for 2 seconds</summary>\n'
@@ -80,14 +80,11 @@ def test_snapshots_are_parsed_not_diffed() -> None:
 
 
 def _collect(events: list[object], policy: str = "reasoning") -> list[object]:
-    async def source():  # type: ignore[no-untyped-def]
-        for event in events:
-            yield event
-
-    async def run() -> list[object]:
-        return [e async for e in split_reasoning(source(), policy)]  # type: ignore[arg-type]
-
-    return asyncio.run(run())
+    splitter = ReasoningSplitter(policy)  # type: ignore[arg-type]
+    out: list[object] = []
+    for event in events:
+        out += splitter.feed(event)  # type: ignore[arg-type]
+    return out + splitter.end()
 
 
 def test_split_reasoning_stream_orders_reasoning_before_text() -> None:

@@ -20,7 +20,7 @@ from chatbridge.api.auth import key_policy
 from chatbridge.api.errors import ApiError, to_api_error
 from chatbridge.api.health import health
 from chatbridge.api.openai_schema import ChatCompletionRequestIn
-from chatbridge.config import Settings, load_settings
+from chatbridge.config import load_settings
 from chatbridge.runtime import Runtime, build_runtime
 
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
@@ -136,14 +136,15 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
-def create_app_from_env() -> GatewayApp:
-    """Factory for `uvicorn --factory` and worker processes (each tunes its own collector)."""
+def create_serving_app(runtime: Runtime) -> GatewayApp:
+    """The app for a serving process, whose collector is tuned once the app is built."""
     from chatbridge.gc_policy import tune_for_serving
 
-    gateway = create_app(build_runtime(load_settings()))
+    gateway = create_app(runtime)
     tune_for_serving()
     return gateway
 
 
-def create_app_from_settings(settings: Settings) -> GatewayApp:
-    return create_app(build_runtime(settings))
+def create_app_from_env() -> GatewayApp:
+    """Factory for `uvicorn --factory`: each worker process builds its own."""
+    return create_serving_app(build_runtime(load_settings()))

@@ -354,19 +354,6 @@ class ReasoningSplitter:
         return out
 
 
-async def split_reasoning(
-    events: AsyncIterator[Event], untagged_start: UntaggedStart = "answer"
-) -> AsyncIterator[Event]:
-    """Replace markup events in a provider's stream with reasoning and text deltas."""
-    splitter = ReasoningSplitter(untagged_start)
-    async with closing(events):
-        async for event in events:
-            for out in splitter.feed(event):
-                yield out
-    for out in splitter.end():
-        yield out
-
-
 def _flush(parser: MarkupParser | None, snapshots: SnapshotSplitter | None) -> list[Event]:
     out: list[Event] = []
     if parser is not None:
