@@ -35,13 +35,6 @@ class InvalidRequest(ClientError):
     pass
 
 
-class AuthenticationFailed(ClientError):
-    status = 401
-
-    def __init__(self, message: str = "Invalid or missing API key.") -> None:
-        super().__init__(message, code="invalid_api_key")
-
-
 class ModelNotFound(ClientError):
     status = 404
 
@@ -121,6 +114,17 @@ class PoolExhausted(ChatbridgeError):
         self.excluded_only = excluded_only
 
 
+class PoolBusy(PoolExhausted):
+    """Every usable credential is at its stream cap (or being refreshed) and none freed up in time.
+
+    Busy is not a failure: no credential is penalised, and the client may simply retry.
+    """
+
+
+class ClientDisconnected(ChatbridgeError):
+    """The client left while its answer was being prepared or sent; nobody is waiting."""
+
+
 # --- Classification ----------------------------------------------------------------------------
 
 
@@ -149,3 +153,13 @@ class Failure:
     @property
     def penalises_credential(self) -> bool:
         return self.kind in (FailureKind.AUTH, FailureKind.TRANSIENT)
+
+
+class AttemptsFailed(ChatbridgeError):
+    """Every attempt failed before producing output; carries the last error and its classification."""
+
+    def __init__(self, error: UpstreamError, failure: Failure, attempts: int) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.failure = failure
+        self.attempts = attempts

@@ -8,7 +8,7 @@ They are plain slotted dataclasses, not pydantic models, because they sit on the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal, Protocol, Union
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
@@ -116,7 +116,26 @@ class TextDelta:
 
 @dataclass(slots=True)
 class ReasoningDelta:
+    """Reasoning text; `signature` is the upstream's own proof of it (Kiro, Anthropic), never invented."""
+
     text: str
+    signature: str | None = None
+
+
+@dataclass(slots=True)
+class RedactedReasoning:
+    """Reasoning the upstream sent encrypted: passed on opaque, as Anthropic's `redacted_thinking`."""
+
+    data: str
+
+
+@dataclass(slots=True)
+class BlockEnd:
+    """The current content block ends here, so the next event of the same kind starts a new one.
+
+    Encoders with content blocks (Anthropic) need it between two reasoning blocks with their own
+    signatures; encoders without (OpenAI) ignore it.
+    """
 
 
 @dataclass(slots=True)
@@ -153,6 +172,8 @@ class Usage:
     completion_tokens: int
     estimated: bool = False
     reasoning_tokens: int | None = None
+    cache_read_tokens: int | None = None  # prompt tokens served from the upstream's cache
+    cache_write_tokens: int | None = None  # prompt tokens written to it
 
     @property
     def total_tokens(self) -> int:
@@ -162,26 +183,32 @@ class Usage:
 @dataclass(slots=True)
 class Finish:
     reason: FinishReason = "stop"
-
-
-@dataclass(slots=True)
-class ConversationRef:
-    """Upstream conversation identifiers, kept by the sessions feature."""
-
-    conversation_id: str
-    parent_id: str | None = None
+    stop_sequence: str | None = None  # which of the request's stop sequences ended the answer
 
 
 Event = Union[
     TextDelta,
     ReasoningDelta,
+    RedactedReasoning,
+    BlockEnd,
     MarkupDelta,
     MarkupSnapshot,
     ToolCallDelta,
     Usage,
     Finish,
-    ConversationRef,
 ]
+
+
+class EventTransform(Protocol):
+    """A sans-IO step over one event stream: features implement it, the gateway applies it.
+
+    `feed` returns what can be passed on now (possibly nothing, possibly several events);
+    `end` returns what was held back, once the stream has ended.
+    """
+
+    def feed(self, event: Event) -> list[Event]: ...
+
+    def end(self) -> list[Event]: ...
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from chatbridge.core.types import (
-    ConversationRef,
+    RedactedReasoning,
     Event,
     Message,
     ReasoningDelta,
@@ -236,10 +236,10 @@ def test_tool_history_without_tools_is_still_rewritten() -> None:
 
 
 def test_reasoning_is_never_parsed_and_other_events_pass_through() -> None:
-    events: list[Event] = [ReasoningDelta("maybe " + WEATHER), ConversationRef("conv-1"), *answer("Plain answer.")]
+    events: list[Event] = [ReasoningDelta("maybe " + WEATHER), RedactedReasoning("conv-1"), *answer("Plain answer.")]
     result = run_emulator(make_request(), FakeUpstream(events))
     assert result.reasoning == "maybe " + WEATHER
-    assert ConversationRef("conv-1") in result.events
+    assert RedactedReasoning("conv-1") in result.events
     assert result.calls == [] and result.text == "Plain answer."
 
 
