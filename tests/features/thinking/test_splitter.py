@@ -1,0 +1,75 @@
+"""`ReasoningSplitter`: markup events become reasoning and text deltas; the rest passes through."""
+
+from __future__ import annotations
+
+from chatbridge.core.types import (
+    BlockEnd,
+    Event,
+    Finish,
+    MarkupDelta,
+    MarkupSnapshot,
+    ReasoningDelta,
+    RedactedReasoning,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from chatbridge.features.thinking import ReasoningSplitter
+
+
+def _collect(events: list[object], policy: str = "reasoning") -> list[object]:
+    splitter = ReasoningSplitter(policy)  # type: ignore[arg-type]
+    out: list[object] = []
+    for event in events:
+        out += splitter.feed(event)  # type: ignore[arg-type]
+    return out + splitter.end()
+
+
+def test_split_reasoning_stream_orders_reasoning_before_text() -> None:
+    out = _collect([MarkupDelta("<thi"), MarkupDelta("nk>ab</th"), MarkupDelta("ink>cd"), Finish("stop")])
+    assert out == [ReasoningDelta("ab"), TextDelta("cd"), Finish("stop")]
+
+
+def test_split_reasoning_snapshot_stream() -> None:
+    out = _collect(
+        [MarkupSnapshot("<think>ab"), MarkupSnapshot("<think>abc</think>d"), MarkupSnapshot("<think>abc</think>de")]
+    )
+    assert "".join(e.text for e in out if isinstance(e, ReasoningDelta)) == "abc"
+    assert "".join(e.text for e in out if isinstance(e, TextDelta)) == "de"
+
+
+def test_native_reasoning_makes_markup_content_the_answer() -> None:
+    out = _collect([ReasoningDelta("why"), MarkupDelta("Hello"), MarkupDelta(" there"), Finish("stop")])
+    assert out == [ReasoningDelta("why"), TextDelta("Hello"), TextDelta(" there"), Finish("stop")]
+
+
+def test_events_without_markup_pass_through_unchanged() -> None:
+    events: list[Event] = [
+        ReasoningDelta("why", signature="sig-1"),
+        BlockEnd(),
+        RedactedReasoning("opaque"),
+        BlockEnd(),
+        TextDelta("Hi"),
+        ToolCallDelta(0, "call_1", "get", "{}"),
+        Usage(3, 4),
+        Finish("stop"),
+    ]
+    splitter = ReasoningSplitter("reasoning")
+    out = [result for event in events for result in splitter.feed(event)] + splitter.end()
+    assert len(out) == len(events)
+    assert all(got is sent for got, sent in zip(out, events, strict=True))
+
+
+def test_block_end_does_not_flush_a_partial_tag() -> None:
+    out = _collect([MarkupDelta("<thi"), BlockEnd(), MarkupDelta("nk>ab</think>cd"), Finish("stop")])
+    assert out == [BlockEnd(), ReasoningDelta("ab"), TextDelta("cd"), Finish("stop")]
+
+
+def test_signed_native_reasoning_makes_markup_content_the_answer() -> None:
+    out = _collect([ReasoningDelta("why", "sig"), BlockEnd(), MarkupDelta("Hello"), Finish("stop")])
+    assert out == [ReasoningDelta("why", "sig"), BlockEnd(), TextDelta("Hello"), Finish("stop")]
+
+
+def test_end_flushes_what_is_held_without_a_finish() -> None:
+    out = _collect([MarkupDelta("Untagged reasoning")])
+    assert out == [ReasoningDelta("Untagged reasoning"), TextDelta("Untagged reasoning")]
