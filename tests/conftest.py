@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.gateway import _LEAKY_VARS, GatewayServer, make_settings
+from tests.harness import _LEAKY_VARS, GatewayServer, make_settings
 
 
 @pytest.fixture(autouse=True)

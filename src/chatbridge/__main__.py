@@ -1,3 +1,3 @@
-from chatbridge.cli import main
+from chatbridge.commands import main
 
 main()

@@ -1,25 +1,31 @@
 """Settings from the environment and `.env`; the variable names are a public contract.
 
-Names follow the original tools (VALID_API_KEY, K2THINK_TOKEN, TOKENS_FILE, ...). Settings are
-frozen once read, so nothing can change them behind a running server's back.
+Names follow the original tools (VALID_API_KEY, MAX_TOKEN_FAILURES, ...). `Settings` holds the
+gateway's own settings and, beside them, one section per registered provider (each provider
+package declares its own variables); `Settings(...)` routes keyword arguments to the section
+that declares them and reads every section from the same environment and `.env`, and a
+provider's variable can be read from the whole as `settings.<name>` too. Settings are frozen
+once read, so nothing can change them behind a running server's back.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
+from pydantic_settings import BaseSettings
 
-DEFAULT_K2THINK_MODEL = "MBZUAI-IFM/K2-Think-v2"
+from chatbridge.providers import registry
+from chatbridge.providers.http import HttpSettings
+from chatbridge.providers.settings import SETTINGS_CONFIG, ProviderSettings, blank_is_none
+from chatbridge.providers.wiring import PoolDefaults
+
+_ENV_FILE_OPTIONS = frozenset({"_env_file", "_env_file_encoding", "_case_sensitive", "_env_prefix"})
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True, case_sensitive=False,
-        populate_by_name=True,
-    )
+    model_config = SETTINGS_CONFIG
 
     # --- server -------------------------------------------------------------------------------
     host: str = "0.0.0.0"
@@ -40,26 +46,12 @@ class Settings(BaseSettings):
     )
     admin_api_key: SecretStr | None = None
 
-    # --- K2Think ------------------------------------------------------------------------------
-    k2think_base_url: str = "https://www.k2think.ai"
-    k2think_api_url: str | None = None
-    k2think_token: SecretStr | None = None
-    tokens_file: Path | None = None
-    k2think_upstream_model: str = DEFAULT_K2THINK_MODEL
-    k2think_enabled: bool = True
-
-    # --- credential pool ----------------------------------------------------------------------
-    accounts_file: Path | None = None
+    # --- credential pools (every provider's) ------------------------------------------------------
     max_token_failures: int = Field(3, ge=1)
-    enable_token_auto_update: bool = False
-    token_update_interval: float = Field(86400.0, gt=0)
     token_cooldown_seconds: float = Field(60.0, ge=0)
-    signin_concurrency: int = Field(4, ge=1)
-    signin_attempts: int = Field(3, ge=1, le=10)
-    signin_retry_backoff: float = Field(1.0, ge=0)  # seconds before the 2nd sign-in attempt, doubled after
-    token_refresh_ahead: float = Field(600.0, ge=0)  # refresh a token this long before its JWT expires
+    token_refresh_ahead: float = Field(600.0, ge=0)  # refresh a credential this long before it expires
     token_refresh_min_interval: float = Field(30.0, ge=0)  # between two automatically triggered refreshes
-    tokens_reload_interval: float = Field(2.0, gt=0)  # how often TOKENS_FILE is checked for edits
+    tokens_reload_interval: float = Field(2.0, gt=0)  # how often credential files are checked for edits
 
     # --- answers ------------------------------------------------------------------------------
     output_thinking: bool = True
@@ -70,67 +62,94 @@ class Settings(BaseSettings):
     toolify_custom_prompt: str | None = None
     tool_repair_attempts: int = Field(1, ge=0, le=5)
 
-    # --- OpenAI-compatible upstream -------------------------------------------------------------
-    openai_compat_base_url: str | None = None
-    openai_compat_api_key: SecretStr | None = None
-    openai_compat_models: str | None = None
-    openai_compat_emulate_tools: bool = False
+    _sections: dict[str, ProviderSettings] = PrivateAttr(default_factory=dict)
+
+    def __init__(self, **values: Any) -> None:
+        options = {k: v for k, v in values.items() if k in _ENV_FILE_OPTIONS}
+        own, by_section = _route(values)
+        super().__init__(**options, **own)
+        self._sections = {
+            name: plugin.settings_class(**options, **by_section.get(name, {}))
+            for name, plugin in _plugins().items()
+        }
 
     @field_validator("thinking_format", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator(
-        "proxy_url", "k2think_api_url", "openai_compat_base_url", "openai_compat_models",
-        "toolify_custom_prompt", "tokens_file", "accounts_file", mode="before",
-    )
-    @classmethod
-    def _blank_is_none(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
+    _blank = field_validator("proxy_url", "toolify_custom_prompt", mode="before")(blank_is_none)
+
+    def section(self, provider: str) -> Any:
+        """The settings section of a registered provider."""
+        return self._sections[provider]
+
+    def __getattr__(self, name: str) -> Any:
+        """A provider's variable read from the whole (`settings.tokens_file`)."""
+        if not name.startswith("_"):
+            for section in self.__pydantic_private__.get("_sections", {}).values() if self.__pydantic_private__ else ():
+                if name in type(section).model_fields or hasattr(type(section), name):
+                    return getattr(section, name)
+        return super().__getattr__(name)  # type: ignore[misc]
+
+    def http_settings(self) -> HttpSettings:
+        """What every provider's HTTP client shares."""
+        return HttpSettings(request_timeout=self.request_timeout, idle_timeout=self.stream_idle_timeout,
+                            proxy_url=self.proxy_url)
+
+    def pool_defaults(self) -> PoolDefaults:
+        return PoolDefaults(
+            max_failures=self.max_token_failures, cooldown=self.token_cooldown_seconds,
+            refresh_ahead=self.token_refresh_ahead, refresh_min_interval=self.token_refresh_min_interval,
+            reload_interval=self.tokens_reload_interval,
+        )
 
     @property
     def client_keys(self) -> list[str]:
         """VALID_API_KEY may hold several keys separated by commas."""
-        if self.valid_api_key is None:
-            return []
-        return [k.strip() for k in self.valid_api_key.get_secret_value().split(",") if k.strip()]
+        return _split_keys(self.valid_api_key)
 
     @property
     def admin_keys(self) -> list[str]:
         """ADMIN_API_KEY may hold several keys separated by commas."""
-        if self.admin_api_key is None:
-            return []
-        return [k.strip() for k in self.admin_api_key.get_secret_value().split(",") if k.strip()]
+        return _split_keys(self.admin_api_key)
 
-    @property
-    def k2think_tokens_path(self) -> Path | None:
-        """TOKENS_FILE, or DATA_DIR/k2think-tokens.txt when tokens come only from ACCOUNTS_FILE."""
-        if self.tokens_file is not None:
-            return self.tokens_file
-        if self.accounts_file is not None and self.enable_token_auto_update:
-            return self.data_dir / "k2think-tokens.txt"
-        return None
 
-    @property
-    def k2think_chat_url(self) -> str:
-        return self.k2think_api_url or f"{self.k2think_base_url.rstrip('/')}/api/chat/completions"
+def _split_keys(value: SecretStr | None) -> list[str]:
+    if value is None:
+        return []
+    return [k.strip() for k in value.get_secret_value().split(",") if k.strip()]
 
-    @property
-    def k2think_guest_url(self) -> str:
-        return f"{self.k2think_base_url.rstrip('/')}/api/guest/chat/completions"
 
-    @property
-    def k2think_signin_url(self) -> str:
-        return f"{self.k2think_base_url.rstrip('/')}/api/v1/auths/signin"
+def _plugins() -> dict[str, Any]:
+    return {name: registry.plugin(name) for name in registry.names()}
 
-    @property
-    def openai_compat_model_ids(self) -> list[str]:
-        if not self.openai_compat_models:
-            return []
-        return [m.strip() for m in self.openai_compat_models.split(",") if m.strip()]
+
+def _route(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Keyword arguments → the core's and each section's, by which declares the field."""
+    own: dict[str, Any] = {}
+    by_section: dict[str, dict[str, Any]] = {}
+    owners = {field: name for name, plugin in _plugins().items() for field in plugin.settings_class.model_fields}
+    for key, value in values.items():
+        if key in _ENV_FILE_OPTIONS:
+            continue
+        owner = owners.get(key)
+        if owner is None:
+            own[key] = value
+        else:
+            by_section.setdefault(owner, {})[key] = value
+    return own, by_section
+
+
+def env_names() -> set[str]:
+    """Every variable the gateway reads, the core's and every registered provider's."""
+    names = {(f.validation_alias.choices[0] if isinstance(f.validation_alias, AliasChoices) else name).upper()  # type: ignore[union-attr]
+             for name, f in Settings.model_fields.items()}
+    for plugin in _plugins().values():
+        names |= {name.upper() for name in plugin.settings_class.model_fields}
+    return {str(n) for n in names}
 
 
 def load_settings(**overrides: object) -> Settings:
     """Read settings once; overrides are for tests and the CLI."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    return Settings(**overrides)

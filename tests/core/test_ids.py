@@ -6,7 +6,7 @@ import re
 import string
 from collections import Counter
 
-from chatbridge.api.openai_encode import completion_id
+from chatbridge.api.openai.encode import completion_id
 from chatbridge.core.ids import random_chars, request_id
 
 

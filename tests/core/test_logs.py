@@ -6,7 +6,7 @@ import logging
 
 import orjson
 
-from chatbridge.logs import JsonFormatter, RedactingFilter
+from chatbridge.core.logs import JsonFormatter, RedactingFilter
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJpZCI6ImFiYyIsImV4cCI6OTk5OTk5OTk5OX0.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.gateway import GatewayServer
+from tests.harness import GatewayServer
 from tests.upstreams import K2ThinkEmulator, OpenAICompatEmulator
 
 

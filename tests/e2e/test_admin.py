@@ -10,7 +10,7 @@ import pytest
 from starlette.routing import Route
 
 from chatbridge.runtime import ConfigurationError, build_runtime
-from tests.gateway import API_KEY, GatewayServer, make_settings
+from tests.harness import API_KEY, GatewayServer, make_settings
 from tests.pool.helpers import admin, assert_no_full_token, chat, stats
 from tests.upstreams import K2ThinkEmulator
 

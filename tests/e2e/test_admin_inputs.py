@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.gateway import API_KEY, GatewayServer
+from tests.harness import API_KEY, GatewayServer
 from tests.pool.helpers import admin, assert_no_full_token, stats, write_accounts
 from tests.upstreams import K2ThinkEmulator
 

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.gateway import GatewayProcess, GatewayServer
+from tests.harness import GatewayProcess, GatewayServer
 from tests.upstreams import K2ThinkEmulator
 
 MODEL = "MBZUAI-IFM/K2-Think-v2"

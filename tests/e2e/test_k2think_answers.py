@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.gateway import GatewayServer
+from tests.harness import GatewayServer
 from tests.upstreams import K2ThinkEmulator, Reply
 
 MODEL = "MBZUAI-IFM/K2-Think-v2"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.gateway import GatewayServer
+from tests.harness import GatewayServer
 from tests.upstreams import K2ThinkEmulator
 
 MODEL = "MBZUAI-IFM/K2-Think-v2"

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.gateway import GatewayServer, free_port
+from tests.harness import GatewayServer, free_port
 from tests.pool.helpers import (
     admin,
     assert_no_full_token,

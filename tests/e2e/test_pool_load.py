@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.gateway import GatewayServer
+from tests.harness import GatewayServer
 from tests.pool.helpers import HI, MODEL, assert_no_full_token, chat, concurrent_chats, stats, wait_for
 from tests.upstreams import K2ThinkEmulator
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.gateway import GatewayServer
+from tests.harness import GatewayServer
 from tests.pool.helpers import assert_no_full_token, concurrent_chats, stats
 from tests.upstreams import K2ThinkEmulator
 

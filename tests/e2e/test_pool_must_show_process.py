@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from tests.gateway import GatewayProcess
+from tests.harness import GatewayProcess
 from tests.pool.helpers import HI, MODEL, assert_no_full_token, write_accounts
 from tests.upstreams import K2ThinkEmulator
 

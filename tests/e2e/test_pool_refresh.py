@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.gateway import GatewayServer
+from tests.harness import GatewayServer
 from tests.pool.helpers import (
     admin,
     assert_no_full_token,

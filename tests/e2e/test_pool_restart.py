@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import openai
 
-from tests.gateway import GatewayProcess
+from tests.harness import GatewayProcess
 from tests.pool.helpers import HI, MODEL, assert_no_full_token
 from tests.upstreams import K2ThinkEmulator
 

@@ -15,7 +15,7 @@ import openai
 import orjson
 import pytest
 
-from tests.gateway import GatewayServer
+from tests.harness import GatewayServer
 from tests.upstreams import K2ThinkEmulator, OpenAICompatEmulator
 
 MODEL = "MBZUAI-IFM/K2-Think-v2"

@@ -12,7 +12,7 @@ import pytest
 
 from chatbridge.config import Settings
 from chatbridge.runtime import build_runtime, describe_keys
-from tests.gateway import GatewayProcess, GatewayServer
+from tests.harness import GatewayProcess, GatewayServer
 from tests.upstreams import K2ThinkEmulator
 
 MODEL = "MBZUAI-IFM/K2-Think-v2"

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.gateway import GatewayServer
+from tests.harness import GatewayServer
 from tests.upstreams import K2ThinkEmulator, OpenAICompatEmulator
 
 HI = [{"role": "user", "content": "hi"}]

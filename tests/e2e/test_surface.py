@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.gateway import GatewayProcess, GatewayServer
+from tests.harness import GatewayProcess, GatewayServer
 from tests.upstreams import K2ThinkEmulator
 
 MODEL = "MBZUAI-IFM/K2-Think-v2"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.gateway import GatewayServer
+from tests.harness import GatewayServer
 from tests.upstreams import K2ThinkEmulator, Reply
 from tests.upstreams.k2think import SHAPES
 

@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from tests.gateway import GatewayServer
+from tests.harness import GatewayServer
 from tests.upstreams import K2ThinkEmulator, OpenAICompatEmulator, Reply
 
 MODEL = "MBZUAI-IFM/K2-Think-v2"

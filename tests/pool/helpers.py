@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import openai
 
-from tests.gateway import GatewayServer
+from tests.harness import GatewayServer
 
 MODEL = "MBZUAI-IFM/K2-Think-v2"
 HI = [{"role": "user", "content": "hi"}]

@@ -1,9 +1,11 @@
-"""The admin API under `/admin/`: the original tool's token routes and a provider-neutral pool view.
+"""The admin API under `/admin/`: every provider's credential pool, and the original tool's token routes.
 
-Every route needs an admin key (checked by `GatewayApp`, see `auth.key_policy`); a
-client key never opens them. Bodies keep the original tool's shape: `{"status": "success",
-"data": ...}` or `{"status": "error", "message": ...}` with a real error status. Tokens are
-shown masked (first 6 and last 4 characters), e-mails as `al***@example.com`.
+`/admin/providers/{name}/credentials...` manages any provider with a pool; `/admin/tokens/*`
+(`api/admin_tokens.py`) are the original tool's paths, kept as aliases for the provider the
+registry names. Every route needs an admin key (checked by `GatewayApp`, see
+`auth.key_policy`); a client key never opens them. Bodies keep the original tool's shape:
+`{"status": "success", "data": ...}` or `{"status": "error", "message": ...}` with a real error
+status. Tokens are shown masked (first 6 and last 4 characters), e-mails as `al***@example.com`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -23,22 +26,19 @@ from chatbridge.pool.accounts import mask_email
 from chatbridge.pool.lifecycle import CONSECUTIVE_FAILURE_THRESHOLD, PoolLifecycle
 from chatbridge.pool.pool import CredentialHealth, CredentialPool, CredentialState
 
-TOKENS_PROVIDER = "k2think"  # the original tool's /admin/tokens/* routes address this pool
 UPSTREAM_ERROR_THRESHOLD = 1  # one auth failure is enough to trigger a refresh
+_PREFIX = "/admin/providers/{provider}/credentials"
 
 
 def install(app: FastAPI) -> None:
     routes = [
-        ("GET", "/admin/tokens/stats", token_stats, "Token pool statistics"),
-        ("GET", "/admin/tokens/consecutive-failures", consecutive_failures, "Consecutive failure counters"),
-        ("POST", "/admin/tokens/reset-consecutive", reset_consecutive, "Reset the consecutive failure counters"),
-        ("POST", "/admin/tokens/reset/{index}", reset_token, "Reset one token by index"),
-        ("POST", "/admin/tokens/reset-all", reset_all, "Reset every token"),
-        ("POST", "/admin/tokens/reload", reload_tokens, "Reload the tokens file now"),
-        ("GET", "/admin/tokens/updater/status", updater_status, "Token updater status"),
-        ("POST", "/admin/tokens/updater/force-update", force_update, "Refresh tokens from the accounts file now"),
         ("GET", "/admin/pools", pools, "Every provider's credentials and their health"),
         ("POST", "/admin/pools/{provider}/{credential}/{action}", pool_action, "enable, disable or reset one credential"),
+        ("GET", _PREFIX, provider_credentials, "One provider's credentials and pool statistics"),
+        ("POST", _PREFIX + "/reset-all", provider_reset_all, "Reset every credential of a provider"),
+        ("POST", _PREFIX + "/reload", provider_reload, "Reload a provider's credential files now"),
+        ("POST", _PREFIX + "/force-refresh", provider_force_refresh, "Refresh a provider's credentials now"),
+        ("POST", _PREFIX + "/{credential}/reset", provider_reset_one, "Reset one credential (by id or index)"),
     ]
     for method, path, handler, summary in routes:
         app.add_api_route(path, handler, methods=[method], tags=["admin"], summary=summary)
@@ -60,9 +60,37 @@ def error(message: str, status: int) -> Response:
     return Response(orjson.dumps({"status": "error", "message": message}), status_code=status, media_type="application/json")
 
 
-def _pool(request: Request, provider: str = TOKENS_PROVIDER) -> tuple[CredentialPool | None, PoolLifecycle | None]:
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The provider an admin request addresses, and its pool (if it has one)."""
+
+    name: str
+    pool: CredentialPool | None
+    lifecycle: PoolLifecycle | None
+    problem: Response | None  # why there is nothing to manage, already as a response
+    no_refresh_reason: str = ""
+
+    @property
+    def refresher_off(self) -> str | None:
+        """Why credentials are not refreshed, or None when they are."""
+        if self.lifecycle is not None and self.lifecycle.refresher is not None:
+            return None
+        return self.no_refresh_reason
+
+
+def target(request: Request, provider: str) -> Target:
     runtime = request.app.state.runtime
-    return runtime.pools.get(provider), runtime.lifecycles.get(provider)
+    wiring = runtime.wirings.get(provider)
+    pool, lifecycle = runtime.pools.get(provider), runtime.lifecycles.get(provider)
+    problem = None
+    if provider not in runtime.known_providers:
+        problem = error(f"Unknown provider {provider!r}", 404)
+    elif wiring is None:
+        problem = error(f"{provider} has no credential pool: it is {runtime.disabled.get(provider, 'disabled')}", 409)
+    elif pool is None:
+        problem = error(f"{provider} has no credential pool: it {wiring.no_pool_reason}", 409)
+    no_refresh = wiring.no_refresh_reason if wiring is not None else "it is disabled"
+    return Target(provider, pool, lifecycle, problem, no_refresh)
 
 
 def credential_view(entry: CredentialHealth, index: int, now: float) -> dict[str, Any]:
@@ -111,102 +139,91 @@ def pool_stats(pool: CredentialPool | None, lifecycle: PoolLifecycle | None) -> 
     }
 
 
-def _no_pool(request: Request) -> Response:
-    runtime = request.app.state.runtime
-    provider = runtime.providers.get(TOKENS_PROVIDER)
-    why = ("is disabled (K2THINK_ENABLED=false)" if provider is None else
-           "runs in guest mode (no K2THINK_TOKEN, no TOKENS_FILE, and no ACCOUNTS_FILE with ENABLE_TOKEN_AUTO_UPDATE=true)")
-    return error(f"{TOKENS_PROVIDER} has no token pool: it {why}", 409)
-
-
-# -- /admin/tokens/* ------------------------------------------------------------------------------
-
-
-async def token_stats(request: Request) -> Response:
-    pool, lifecycle = _pool(request)
-    return success(pool_stats(pool, lifecycle))
-
-
-async def consecutive_failures(request: Request) -> Response:
-    pool, lifecycle = _pool(request)
-    return success({
-        "consecutive_failures": pool.consecutive_failures if pool else 0,
-        "threshold": CONSECUTIVE_FAILURE_THRESHOLD,
-        "consecutive_upstream_errors": pool.consecutive_auth_failures if pool else 0,
-        "upstream_error_threshold": UPSTREAM_ERROR_THRESHOLD,
-        "last_upstream_error_time": pool.last_auth_failure_at if pool else None,
-        "token_pool_size": len(pool) if pool else 0,
-        "auto_refresh_enabled": lifecycle is not None and lifecycle.refresher is not None,
-        "last_check": time.time(),
-    })
-
-
-async def reset_consecutive(request: Request) -> Response:
-    pool, _ = _pool(request)
-    if pool is None:
-        return _no_pool(request)
-    previous = pool.reset_consecutive()
-    return success({"previous_count": previous, "current_count": 0}, "Consecutive failure counters reset")
-
-
-async def reset_token(request: Request) -> Response:
-    pool, _ = _pool(request)
-    if pool is None:
-        return _no_pool(request)
-    raw = request.path_params["index"]
+def find_credential(pool: CredentialPool, key: str) -> tuple[int, CredentialHealth] | None:
+    """A credential by its id, or by its index (ASCII digits only: int() would also take " 1", "1_0" and "١")."""
     entries = pool.entries
-    # ASCII digits only: int() would also take " 1", "1_0" and "١".
-    index = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else -1
-    if not 0 <= index < len(entries):
-        return error(f"Invalid token index: {raw} (the pool holds {len(entries)} token(s), indexes from 0)", 400)
-    pool.reset(entries[index])
-    return success(credential_view(entries[index], index, pool.now()), f"Token {index} reset")
+    for index, entry in enumerate(entries):
+        if entry.credential.id == key:
+            return index, entry
+    if key.isascii() and key.isdigit() and len(key) <= 9 and int(key) < len(entries):
+        return int(key), entries[int(key)]
+    return None
 
 
-async def reset_all(request: Request) -> Response:
-    pool, lifecycle = _pool(request)
-    if pool is None:
-        return _no_pool(request)
-    pool.reset_all()
-    return success(pool_stats(pool, lifecycle), f"All {len(pool)} token(s) reset")
+# -- operations (shared by /admin/providers/... and the /admin/tokens/* aliases) ----------------------
 
 
-async def reload_tokens(request: Request) -> Response:
-    pool, lifecycle = _pool(request)
-    if pool is None or lifecycle is None:
-        return _no_pool(request)
-    if lifecycle.tokens_file is None:
+def reset_all(t: Target) -> Response:
+    if t.pool is None:
+        return t.problem or error("no pool", 409)
+    t.pool.reset_all()
+    return success(pool_stats(t.pool, t.lifecycle), f"All {len(t.pool)} token(s) reset")
+
+
+def reload(t: Target) -> Response:
+    if t.pool is None or t.lifecycle is None:
+        return t.problem or error(f"{t.name} has no credential files to reload", 409)
+    if not t.lifecycle.has_files:
         return error("No TOKENS_FILE is configured; nothing to reload", 400)
-    lifecycle.reload()
-    if lifecycle.last_reload_error:
-        return error(f"Reload failed: {lifecycle.last_reload_error}", 500)
-    return success(pool_stats(pool, lifecycle), f"Tokens file reloaded: {len(pool)} token(s)")
+    t.lifecycle.reload()
+    if t.lifecycle.last_reload_error:
+        return error(f"Reload failed: {t.lifecycle.last_reload_error}", 500)
+    return success(pool_stats(t.pool, t.lifecycle), f"Tokens file reloaded: {len(t.pool)} token(s)")
 
 
-async def updater_status(request: Request) -> Response:
-    _, lifecycle = _pool(request)
-    if lifecycle is None or lifecycle.refresher is None:
-        body = {"status": "disabled", "message": "Automatic token update is off: set ENABLE_TOKEN_AUTO_UPDATE=true and ACCOUNTS_FILE",
-                "data": {"is_running": False, "is_updating": False}}
-        return Response(orjson.dumps(body), media_type="application/json")
-    return success(lifecycle.refresher.status())
-
-
-async def force_update(request: Request) -> Response:
-    pool, lifecycle = _pool(request)
-    if lifecycle is None or lifecycle.refresher is None:
-        return error("Automatic token update is disabled: set ENABLE_TOKEN_AUTO_UPDATE=true and ACCOUNTS_FILE", 400)
-    refresher = lifecycle.refresher
+async def force_refresh(t: Target, request: Request) -> Response:
+    reason = t.refresher_off
+    if reason is not None or t.lifecycle is None or t.lifecycle.refresher is None:
+        return error(f"Automatic token update is disabled: {reason}", 400)
+    refresher = t.lifecycle.refresher
     joined = refresher.is_updating
     task = refresher.trigger("forced by an administrator", force=True)
     assert task is not None
     if request.query_params.get("wait", "true").lower() in ("0", "false", "no"):
         return success({"is_updating": True, "joined_running_update": joined}, "Token update started", status=202)
     result = await asyncio.shield(task)
-    data = {"result": result.to_dict(), "joined_running_update": joined, "stats": pool_stats(pool, lifecycle)}
+    data = {"result": result.to_dict(), "joined_running_update": joined, "stats": pool_stats(t.pool, t.lifecycle)}
     if not result.ok:
         return error(f"Token update failed: {result.message}; the previous tokens stay in use", 500)
     return success(data, f"Token update done: {result.message}")
+
+
+# -- /admin/providers/{provider}/credentials ------------------------------------------------------
+
+
+async def provider_credentials(request: Request) -> Response:
+    t = target(request, request.path_params["provider"])
+    if t.problem is not None:
+        return t.problem
+    return success(pool_stats(t.pool, t.lifecycle))
+
+
+async def provider_reset_all(request: Request) -> Response:
+    return reset_all(target(request, request.path_params["provider"]))
+
+
+async def provider_reload(request: Request) -> Response:
+    return reload(target(request, request.path_params["provider"]))
+
+
+async def provider_force_refresh(request: Request) -> Response:
+    t = target(request, request.path_params["provider"])
+    if t.problem is not None and t.problem.status_code == 404:
+        return t.problem
+    return await force_refresh(t, request)
+
+
+async def provider_reset_one(request: Request) -> Response:
+    t = target(request, request.path_params["provider"])
+    if t.pool is None:
+        return t.problem or error("no pool", 409)
+    key = request.path_params["credential"]
+    found = find_credential(t.pool, key)
+    if found is None:
+        return error(f"No credential {key!r} in the {t.name} pool (ids and indexes are listed by GET {_PREFIX.format(provider=t.name)})", 404)
+    index, entry = found
+    t.pool.reset(entry)
+    return success(credential_view(entry, index, t.pool.now()), f"Credential {entry.credential.id} reset")
 
 
 # -- /admin/pools -------------------------------------------------------------------------------
@@ -215,16 +232,16 @@ async def force_update(request: Request) -> Response:
 async def pools(request: Request) -> Response:
     runtime = request.app.state.runtime
     providers: dict[str, Any] = {}
-    for name, provider in runtime.providers.items():
-        pool, lifecycle = _pool(request, name)
-        view: dict[str, Any] = {"mode": getattr(provider, "mode", "api_key"), "pooled": pool is not None}
+    for name, wiring in runtime.wirings.items():
+        pool, lifecycle = runtime.pools.get(name), runtime.lifecycles.get(name)
+        view: dict[str, Any] = {"mode": wiring.mode, "pooled": pool is not None}
         if pool is not None:
             now = pool.now()
             view.update({
                 "counts": pool.counts(),
                 "max_failures": pool.max_failures,
                 "consecutive_failures": pool.consecutive_failures,
-                "tokens_file": str(lifecycle.tokens_file) if lifecycle and lifecycle.tokens_file else None,
+                "tokens_file": lifecycle.describe_files() if lifecycle else None,
                 "refresh": lifecycle.refresher.status() if lifecycle and lifecycle.refresher else None,
                 "credentials": [credential_view(e, i, now) for i, e in enumerate(pool.entries)],
             })
@@ -241,7 +258,7 @@ async def pool_action(request: Request) -> Response:
     action = request.path_params["action"]
     if action not in _ACTIONS:
         return error(f"Unknown action {action!r}: use one of {', '.join(_ACTIONS)}", 404)
-    pool, _ = _pool(request, provider)
+    pool = request.app.state.runtime.pools.get(provider)
     if pool is None:
         return error(f"No credential pool for provider {provider!r}", 404)
     entry = pool.find(credential_id)

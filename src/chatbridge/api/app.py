@@ -14,12 +14,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chatbridge import __version__
-from chatbridge.api import admin, openai_routes
+from chatbridge.api import admin, admin_tokens
 from chatbridge.api.asgi import GatewayApp
 from chatbridge.api.auth import key_policy
+from chatbridge.api.endpoint import ChatEndpoint
 from chatbridge.api.errors import ApiError, to_api_error
 from chatbridge.api.health import health
-from chatbridge.api.openai_schema import ChatCompletionRequestIn
+from chatbridge.api.openai import OpenAIDialect
+from chatbridge.api.openai.models import get_model, list_models
+from chatbridge.api.openai.schema import ChatCompletionRequestIn
 from chatbridge.config import load_settings
 from chatbridge.runtime import Runtime, build_runtime
 
@@ -29,7 +32,7 @@ CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 def create_app(runtime: Runtime) -> GatewayApp:
     """The gateway: chat completions on their own lane, everything else through FastAPI."""
     framework = create_framework_app(runtime)
-    chat = openai_routes.ChatCompletions(runtime.pipeline, runtime.settings.max_request_bytes)
+    chat = ChatEndpoint(OpenAIDialect(), runtime.pipeline, runtime.settings.max_request_bytes)
     keys_for = key_policy(runtime.client_keys, runtime.admin_keys)
     return GatewayApp(framework, keys_for, dict.fromkeys(CHAT_PATHS, chat))
 
@@ -38,7 +41,6 @@ def create_framework_app(runtime: Runtime) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.astart()
-        app.state.router = runtime.router
         try:
             yield
         finally:
@@ -47,18 +49,17 @@ def create_framework_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(
         title="chatbridge",
         version=__version__,
-        description="OpenAI-compatible gateway in front of K2Think and OpenAI-compatible upstreams.",
+        description="OpenAI-compatible gateway in front of web-chat AI services and OpenAI-compatible upstreams.",
         lifespan=lifespan,
     )
     app.state.runtime = runtime
-    app.state.router = runtime.router
-    app.state.started_at = runtime.started_at
 
-    app.add_api_route("/v1/models", openai_routes.list_models, methods=["GET"], tags=["openai"], summary="List models")
-    app.add_api_route("/v1/models/{model_id:path}", openai_routes.get_model, methods=["GET"], tags=["openai"],
+    app.add_api_route("/v1/models", list_models, methods=["GET"], tags=["openai"], summary="List models")
+    app.add_api_route("/v1/models/{model_id:path}", get_model, methods=["GET"], tags=["openai"],
                       summary="Retrieve a model")
     app.add_api_route("/health", health, methods=["GET"], tags=["ops"], summary="Gateway health")
     admin.install(app)
+    admin_tokens.install(app)
 
     _install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -138,7 +139,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 def create_serving_app(runtime: Runtime) -> GatewayApp:
     """The app for a serving process, whose collector is tuned once the app is built."""
-    from chatbridge.gc_policy import tune_for_serving
+    from chatbridge.api.gc_policy import tune_for_serving
 
     gateway = create_app(runtime)
     tune_for_serving()

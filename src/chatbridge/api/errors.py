@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import orjson
 
 from chatbridge.core.errors import (
+    AttemptsFailed,
     ClientError,
     FailureKind,
     PoolExhausted,
@@ -19,7 +20,6 @@ from chatbridge.core.errors import (
     UpstreamTimeout,
     UpstreamTransportError,
 )
-from chatbridge.core.pipeline import AttemptsFailed
 from chatbridge.core.secrets import redact
 
 log = logging.getLogger("chatbridge.api")
@@ -96,11 +96,6 @@ def _attempts_failed(exc: AttemptsFailed) -> ApiError:
         return ApiError(502, message + tries + "; the gateway's upstream credential was refused",
                         "upstream_error", "upstream_auth_failed")
     return ApiError(502, message + tries, "upstream_error", "upstream_error")
-
-
-def stream_error_event(exc: BaseException) -> bytes:
-    """The in-band error that ends an OpenAI stream that has already started."""
-    return b"data: " + to_api_error(exc).openai_body() + b"\n\n"
 
 
 def _midstream(exc: UpstreamError) -> ApiError:

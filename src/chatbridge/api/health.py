@@ -12,14 +12,13 @@ from chatbridge import __version__
 async def health(request: Request) -> Response:
     runtime = request.app.state.runtime
     providers: dict[str, object] = {}
-    for name, provider in runtime.providers.items():
-        pool = runtime.pools.get(name)
-        lifecycle = runtime.lifecycles.get(name)
-        refresher = lifecycle.refresher if lifecycle is not None else None
+    for name, wiring in runtime.wirings.items():
+        pool = wiring.pool
+        refresher = wiring.lifecycle.refresher if wiring.lifecycle is not None else None
         providers[name] = {
             "enabled": True,
-            "mode": getattr(provider, "mode", "api_key"),
-            "models": [m.id for m in provider.models()],
+            "mode": wiring.mode,
+            "models": [m.id for m in wiring.provider.models()],
             "credentials": pool.counts() if pool is not None else None,
             "auto_update": refresher is not None,
             "refreshing": refresher is not None and refresher.is_updating,

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from types import TracebackType
 
 from starlette.types import Receive, Send
+
+from chatbridge.core.errors import ClientDisconnected
 
 log = logging.getLogger("chatbridge.api.streaming")
 
@@ -25,17 +27,13 @@ SSE_HEADERS = [
 ]
 
 
-class ClientDisconnected(Exception):
-    """The client left while its answer was being prepared or sent; nobody is waiting."""
-
-
 class EventStreamResponse:
     """An SSE response; `headers` (raw, lower-case) are added to the SSE ones.
 
     Run it inside a `DisconnectWatch`: the watch notices a client leaving, this closes the body.
     """
 
-    def __init__(self, body: AsyncIterator[bytes], headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    def __init__(self, body: AsyncGenerator[bytes, None], headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
         self.body_iterator = body
         self.raw_headers = [*SSE_HEADERS, *headers]
 
@@ -47,9 +45,7 @@ class EventStreamResponse:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            aclose = getattr(self.body_iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await self.body_iterator.aclose()
 
 
 class DisconnectWatch:

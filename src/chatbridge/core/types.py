@@ -7,6 +7,7 @@ They are plain slotted dataclasses, not pydantic models, because they sit on the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Union
 
@@ -99,10 +100,9 @@ class ChatRequest:
     user: str | None = None
     include_usage: bool = False
     reasoning_effort: str | None = None
-    # Filled by the router: what the upstream is asked for and how the answer is shaped.
-    upstream_model: str = ""
-    thinking: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown fields, for upstreams that speak OpenAI
+    # Set on the copy the pipeline hands a provider: the route's provider-specific data.
+    route_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,3 +218,16 @@ class ModelInfo:
     id: str
     owned_by: str
     created: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Public model id → which provider serves it, as which upstream model; plain data."""
+
+    public_id: str
+    provider: str
+    upstream_model: str
+    reasoning: bool = True  # False hides reasoning (the `-nothink` variants)
+    listed: bool = True  # aliases resolve but are not listed twice
+    owned_by: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)  # provider-specific, passed on the upstream request

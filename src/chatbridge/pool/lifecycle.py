@@ -86,6 +86,14 @@ class PoolLifecycle:
     def tokens_file(self) -> Path | None:
         return self.settings.tokens_file
 
+    @property
+    def has_files(self) -> bool:
+        """Whether credentials come from a file that can be reloaded."""
+        return self.tokens_file is not None
+
+    def describe_files(self) -> str | None:
+        return str(self.tokens_file) if self.tokens_file is not None else None
+
     # -- start and stop ---------------------------------------------------------------------------
 
     async def astart(self) -> None:
@@ -214,9 +222,6 @@ class PoolLifecycle:
         ]
 
     # -- health persistence -------------------------------------------------------------------------
-
-    def mark_dirty(self) -> None:
-        self._dirty = True
 
     def snapshot(self) -> dict[str, Any]:
         state: dict[str, Any] = {"credentials": self.pool.export_health()}

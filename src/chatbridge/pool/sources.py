@@ -1,4 +1,4 @@
-"""Where K2Think-style JWT credentials come from: the environment and a tokens file."""
+"""Where JWT-style credentials come from: the environment and a tokens file of one token a line."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from chatbridge.keys import write_private_file
+from chatbridge.state.keys import write_private_file
 
 log = logging.getLogger("chatbridge.pool.store")
 

@@ -1,4 +1,4 @@
-"""The provider interface: the only thing the pipeline knows about an upstream.
+"""The provider interface: the only thing the gateway knows about an upstream.
 
 A provider translates a `ChatRequest` into its upstream's wire protocol and the upstream's
 answer into core `Event`s. It knows nothing about HTTP ingress, pools or other providers.
@@ -7,7 +7,7 @@ answer into core `Event`s. It knows nothing about HTTP ingress, pools or other p
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import (
@@ -19,34 +19,36 @@ from chatbridge.core.errors import (
     UpstreamTransportError,
     UpstreamUnreachable,
 )
-from chatbridge.core.types import ChatRequest, Event, ModelInfo
+from chatbridge.core.types import ChatRequest, Event, EventTransform, ModelInfo
 
 
 class Provider(abc.ABC):
     """Base class for upstream providers.
 
     `stream` is an async generator: the pipeline pulls the first event before it answers the
-    client, so an error raised before the first yield can still be retried elsewhere.
+    client, so an error raised before the first yield can still be retried elsewhere. The
+    request it gets is already the upstream's: `model` is the upstream model id.
     """
 
     name: str = "provider"
     native_tools: bool = False
     requires_credential: bool = True
-    # Whether `stream` yields MarkupDelta/MarkupSnapshot (reasoning mixed into text) that the
-    # pipeline must split; a provider that yields only deltas saves the splitter's pass.
-    emits_markup: bool = True
 
     @abc.abstractmethod
     def models(self) -> list[ModelInfo]:
-        """Public model ids this provider serves."""
+        """Model ids this provider serves, as the upstream names them."""
 
     @abc.abstractmethod
-    def stream(self, request: ChatRequest, credential: Credential | None) -> AsyncIterator[Event]:
+    def stream(self, request: ChatRequest, credential: Credential | None) -> AsyncGenerator[Event, None]:
         """Run one attempt upstream and yield its events."""
 
     def classify(self, error: Exception) -> Failure:
         """Default mapping of upstream errors onto failure kinds; providers refine it."""
         return classify_http_error(error)
+
+    def transforms(self) -> list[EventTransform]:
+        """Per-attempt event transforms this upstream's answers need (e.g. splitting reasoning markup)."""
+        return []
 
     async def astart(self) -> None:
         """Called once in the application lifespan (e.g. to discover models)."""
@@ -68,10 +70,6 @@ def classify_http_error(error: Exception) -> Failure:
         return Failure(FailureKind.BAD_REQUEST, error.message, status=status)
     if isinstance(error, UpstreamUnreachable):  # never reached the upstream: no credential is to blame
         return Failure(FailureKind.UPSTREAM_UNAVAILABLE, error.message)
-    if isinstance(error, UpstreamTransportError):  # timeouts, resets, a body broken off: one failure
-        return Failure(FailureKind.TRANSIENT, error.message)
-    if isinstance(error, UpstreamProtocolError):
-        return Failure(FailureKind.TRANSIENT, error.message)
-    if isinstance(error, UpstreamError):
+    if isinstance(error, (UpstreamTransportError, UpstreamProtocolError, UpstreamError)):
         return Failure(FailureKind.TRANSIENT, error.message)
     return Failure(FailureKind.TRANSIENT, f"unexpected error: {type(error).__name__}")

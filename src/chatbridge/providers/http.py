@@ -1,18 +1,22 @@
-"""Upstream HTTP: one pooled aiohttp session per provider, and errors mapped at the seam.
+"""Upstream HTTP: one pooled aiohttp session per provider, errors mapped at the seam, one stream skeleton.
 
 Every aiohttp exception, whether raised while connecting or while reading the body, leaves
 this module already translated into the `UpstreamError` tree, so no provider or pipeline code
-ever catches aiohttp types.
+ever catches aiohttp types. `stream_answer` is the loop every provider shares (open, status →
+error, body decoded into frames, frames read into events, in-band errors, the closing events);
+a provider contributes only its sans-IO `FrameDecoder` (SSE today; Connect envelopes and AWS
+event-stream frames plug in the same way) and its `AnswerReader`.
 """
 
 from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import aiohttp
 import orjson
@@ -26,6 +30,8 @@ from chatbridge.core.errors import (
     UpstreamUnreachable,
 )
 from chatbridge.core.secrets import redact
+from chatbridge.core.sse import ServerSentEvent, SSEDecoder
+from chatbridge.core.types import Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +169,7 @@ def _allow_silence(response: aiohttp.ClientResponse, seconds: float) -> None:
 
 async def iter_body(
     response: aiohttp.ClientResponse, provider: str, credential_id: str | None
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The body as it arrives, errors translated; the response is always closed."""
     try:
         with map_aiohttp_errors(provider, credential_id):
@@ -233,3 +239,131 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+# --- the stream skeleton -------------------------------------------------------------------------
+
+FrameT = TypeVar("FrameT")
+FrameT_co = TypeVar("FrameT_co", covariant=True)
+FrameT_contra = TypeVar("FrameT_contra", contravariant=True)
+
+
+class FrameDecoder(Protocol[FrameT_co]):
+    """Sans-IO: body bytes in, whole frames out, however the network chunked them."""
+
+    def decode(self, chunk: bytes) -> Iterable[FrameT_co]: ...
+
+    def flush(self) -> Iterable[FrameT_co]: ...
+
+
+class AnswerReader(Protocol[FrameT_contra]):
+    """A provider's reading of one upstream answer: frames (or a whole JSON body) in, events out.
+
+    `read` raises `UpstreamError` for an error the upstream reports in-band; `done` turns true
+    once the upstream said the answer is complete; `finish` returns the closing events and raises
+    `UpstreamProtocolError` when nothing that arrived was an answer (never an empty 200).
+    """
+
+    @property
+    def done(self) -> bool: ...
+
+    def read(self, frame: FrameT_contra) -> Iterable[Event]: ...
+
+    def read_body(self, body: bytes) -> Iterable[Event]: ...
+
+    def finish(self) -> Iterable[Event]: ...
+
+
+class SSEFrames:
+    """The SSE decoder as a `FrameDecoder` of `data` payloads."""
+
+    __slots__ = ("_decoder",)
+
+    def __init__(self) -> None:
+        self._decoder = SSEDecoder()
+
+    def decode(self, chunk: bytes) -> list[str]:
+        return _payloads(self._decoder.decode(chunk))
+
+    def flush(self) -> list[str]:
+        return _payloads(self._decoder.flush())
+
+
+def _payloads(events: list[ServerSentEvent]) -> list[str]:
+    return [event.data for event in events]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall(Generic[FrameT]):
+    """One upstream HTTP request and how to read its answer."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    json_body: Any
+    provider: str
+    credential_id: str | None
+    idle_timeout: float
+    streamed: bool = True  # False: the answer is one JSON body whatever its content type
+
+
+# Shapes a reader trips over when an upstream sends JSON of the wrong form: a protocol error.
+_SHAPE_ERRORS = (AttributeError, TypeError, ValueError, LookupError)
+
+
+async def stream_answer(
+    session: aiohttp.ClientSession,
+    call: UpstreamCall[FrameT],
+    decoder: FrameDecoder[FrameT],
+    reader: AnswerReader[FrameT],
+) -> AsyncGenerator[Event, None]:
+    """Send `call` and yield the events of its answer; the response is always closed."""
+    response = await open_response(
+        session, call.method, call.url, provider=call.provider, credential_id=call.credential_id,
+        headers=call.headers, json_body=call.json_body, idle_timeout=call.idle_timeout,
+    )
+    try:
+        if response.content_type == "text/html":  # a firewall challenge or login page served with 200
+            raise UpstreamProtocolError(
+                f"{call.provider} upstream answered with an HTML page instead of a chat answer "
+                "(a firewall challenge or a login page?)",
+                provider=call.provider, credential_id=call.credential_id,
+            )
+        if not call.streamed or response.content_type == "application/json":
+            body = await read_all(response, call.provider, call.credential_id)
+            for event in _checked(call, reader.read_body, body):
+                yield event
+            return
+        async with aclosing(iter_body(response, call.provider, call.credential_id)) as chunks:
+            async for chunk in chunks:
+                for frame in decoder.decode(chunk):
+                    for event in _checked(call, reader.read, frame):
+                        yield event
+                    if reader.done:
+                        for event in _checked(call, _finish, reader):
+                            yield event
+                        return
+            for frame in decoder.flush():
+                for event in _checked(call, reader.read, frame):
+                    yield event
+        for event in _checked(call, _finish, reader):
+            yield event
+    finally:
+        response.close()
+
+
+def _finish(reader: AnswerReader[Any]) -> Iterable[Event]:
+    return reader.finish()
+
+
+def _checked(call: UpstreamCall[Any], read: Any, item: Any) -> list[Event]:
+    """Run one reader step; JSON of an unexpected shape becomes a protocol error naming the upstream."""
+    try:
+        return list(read(item))
+    except UpstreamError:
+        raise
+    except _SHAPE_ERRORS as exc:
+        raise UpstreamProtocolError(
+            f"{call.provider} upstream sent data of an unexpected shape: {redact(str(exc))[:200]}",
+            provider=call.provider, credential_id=call.credential_id,
+        ) from exc

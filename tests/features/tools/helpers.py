@@ -126,7 +126,7 @@ def answer(
 
 
 class FakeUpstream:
-    """A scripted `call_upstream`: one event list per round; records requests and closes."""
+    """A scripted upstream: one event list per round; records requests and closes."""
 
     def __init__(self, *rounds: list[Event], error: Exception | None = None) -> None:
         self.rounds = list(rounds)
@@ -183,13 +183,29 @@ def collect(events: list[Event]) -> Collected:
     return out
 
 
+async def drive(emulator: ToolEmulator, upstream: FakeUpstream) -> AsyncIterator[Event]:
+    """The round loop the pipeline runs, without retries: each round's events fed to the emulator."""
+    while (request := emulator.next_request()) is not None:
+        stream = upstream(request)
+        try:
+            async for upstream_event in stream:
+                for event in emulator.feed(upstream_event):
+                    yield event
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        for event in emulator.end_round():
+            yield event
+    for event in emulator.finish():
+        yield event
+
+
 def run_emulator(
     request: ChatRequest, upstream: FakeUpstream, settings: ToolSettings | None = None, seed: int = 0
 ) -> Collected:
     emulator = ToolEmulator(request, settings or ToolSettings(), rng=random.Random(seed))
 
     async def main() -> list[Event]:
-        return [event async for event in emulator.run(upstream)]
+        return [event async for event in drive(emulator, upstream)]
 
     return collect(asyncio.run(main()))
 

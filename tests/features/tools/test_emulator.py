@@ -10,10 +10,10 @@ import re
 import pytest
 
 from chatbridge.core.types import (
-    RedactedReasoning,
     Event,
     Message,
     ReasoningDelta,
+    RedactedReasoning,
     TextDelta,
     ToolCall,
     ToolCallDelta,
@@ -24,6 +24,7 @@ from chatbridge.features.tools import ToolEmulator, ToolSettings, parse_reply
 from tests.features.tools.helpers import (
     FakeUpstream,
     answer,
+    drive,
     make_request,
     marker_for,
     run_emulator,
@@ -58,7 +59,7 @@ def test_text_is_streamed_as_it_arrives() -> None:
 
     async def main() -> None:
         emulator = ToolEmulator(make_request(), ToolSettings(), rng=random.Random(0))
-        async for event in emulator.run(upstream):
+        async for event in drive(emulator, upstream):
             if isinstance(event, TextDelta):
                 seen.append(upstream.closed)
 
@@ -268,7 +269,7 @@ def test_a_client_that_goes_away_closes_the_upstream() -> None:
     upstream = FakeUpstream(answer("A long answer that the client will not read to the end.", chunk=3))
 
     async def main() -> None:
-        stream = ToolEmulator(make_request(), ToolSettings(), rng=random.Random(0)).run(upstream)
+        stream = drive(ToolEmulator(make_request(), ToolSettings(), rng=random.Random(0)), upstream)
         async for _ in stream:
             break
         await stream.aclose()  # type: ignore[attr-defined]

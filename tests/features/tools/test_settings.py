@@ -30,7 +30,7 @@ def test_settings_from_env() -> None:
 
 
 def test_public_names_are_exported() -> None:
-    for name in ("ToolSettings", "UpstreamCall", "needs_emulation", "ToolEmulator"):
+    for name in ("ToolSettings", "needs_emulation", "ToolEmulator"):
         assert name in tools.__all__
     assert sorted(tools.__all__) == sorted(set(tools.__all__))
     assert all(hasattr(tools, name) for name in tools.__all__)
@@ -39,7 +39,7 @@ def test_public_names_are_exported() -> None:
 def test_environment_names_reach_the_tool_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """The documented variables, read the way `chatbridge serve` reads them."""
     from chatbridge.config import Settings
-    from chatbridge.runtime import _tool_settings
+    from chatbridge.runtime import tool_settings as _tool_settings
 
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
     assert _tool_settings(defaults) == ToolSettings(enabled=True, custom_prompt=None, repair_attempts=1)

@@ -1,6 +1,9 @@
 """Orchestration: prompt in, rounds upstream, OpenAI-shaped tool-call events out.
 
-One request may take several upstream rounds:
+Sans-IO: the pipeline runs the round loop (`next_request`, then `feed` for each event of the
+round and `end_round`, until `next_request` says None, then `finish`), so the retries and
+credential handling of every round are the pipeline's own. One request may take several
+upstream rounds:
 
 1. the answer round, with the tool prompt injected and tool history rewritten;
 2. a corrective round when `tool_choice` is `required` or a named function and the answer has
@@ -24,8 +27,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
 from chatbridge.core.types import (
@@ -50,7 +51,7 @@ from chatbridge.features.tools.prompt import (
     repair_message,
 )
 from chatbridge.features.tools.reply import ParsedReply, ReplyBuilder
-from chatbridge.features.tools.settings import ToolSettings, UpstreamCall
+from chatbridge.features.tools.settings import ToolSettings
 from chatbridge.features.tools.validate import CallValidator
 
 _FRAGMENTS = 4  # argument fragments per call (at most)
@@ -122,94 +123,99 @@ class ToolEmulator:
         forced = self.choice.name if self.choice.mode == "function" else None
         self._validator = CallValidator(request.tools, forced=forced)
         self.messages = self._base_messages()
+        self._passthrough = self.choice.mode == "none"  # nothing is parsed, tool-like text stays text
+        self._usage = _UsageTotal()
+        self._answer_round = self._new_round(live=self.choice.mode == "auto")
+        self._retry: _Round | None = None
+        self._attempts: list[_Round] = [self._answer_round]
+        self._messages = self.messages
+        self._round: _Round | None = None
+        self._next: tuple[list[Message], _Round] | None = (self.messages, self._answer_round)
 
     def upstream_request(self, messages: list[Message] | None = None) -> ChatRequest:
         """The request sent upstream: rewritten messages, no tools, default tool_choice."""
         chosen = self.messages if messages is None else messages
         return replace(self._request, messages=chosen, tools=[], tool_choice=ToolChoice())
 
-    async def run(self, call_upstream: UpstreamCall) -> AsyncIterator[Event]:
-        """Run the rounds and yield client-facing events (see the module docstring)."""
-        usage = _UsageTotal()
-        if self.choice.mode == "none":
-            async with aclosing(self._passthrough(call_upstream, usage)) as events:
-                async for event in events:
-                    yield event
-            return
-        answer = self._new_round(live=self.choice.mode == "auto")
-        async with aclosing(self._play(call_upstream, self.messages, answer, usage)) as events:
-            async for event in events:
-                yield event
-        messages = self.messages
-        if self._needs_correction(answer):
-            messages = self._followup(messages, answer, corrective_message(self.choice, self.marker))
-            retry = self._new_round(live=False)
-            async with aclosing(self._play(call_upstream, messages, retry, usage)) as events:
-                async for event in events:
-                    yield event
-            if retry.reply.attempted_call:
-                answer = retry
-        attempts = [answer]
-        while self._needs_repair(attempts):
-            current = attempts[-1]
-            messages = self._followup(messages, current, repair_message(current.problems, self.marker))
-            attempts.append(self._new_round(live=False))
-            async with aclosing(self._play(call_upstream, messages, attempts[-1], usage)) as events:
-                async for event in events:
-                    yield event
-        for event in self._answer(answer, _best(attempts)):
-            yield event
-        total = usage.event()
+    # -- the round loop (the pipeline runs it: next_request, feed..., end_round, ..., finish) --------
+
+    def next_request(self) -> ChatRequest | None:
+        """The next upstream round's request, or None once the answer is complete."""
+        if self._next is None:
+            return None
+        messages, rnd = self._next
+        self._next = None
+        self._messages, self._round = messages, rnd
+        return self.upstream_request(messages)
+
+    def feed(self, event: Event) -> list[Event]:
+        """One event of the current round: what the client may see of it now."""
+        rnd = self._round
+        assert rnd is not None, "feed() outside a round"
+        if isinstance(event, Usage):
+            self._usage.add(event)
+        elif isinstance(event, Finish):
+            rnd.finish = event.reason
+        elif isinstance(event, TextDelta) and not self._passthrough:
+            fresh = rnd.builder.add(rnd.parser.feed(event.text))
+            if rnd.live and fresh and (body := rnd.release(fresh)):
+                return [TextDelta(body)]
+        elif not isinstance(event, ToolCallDelta):
+            return [event]  # reasoning and the rest: never part of a call
+        return []
+
+    def end_round(self) -> list[Event]:
+        """The current round's upstream stream has ended: judge it and decide the next round."""
+        rnd = self._round
+        assert rnd is not None, "end_round() outside a round"
+        self._round = None
+        if self._passthrough:
+            return []
+        out: list[Event] = []
+        fresh = rnd.builder.add(rnd.parser.finish())
+        if rnd.live and fresh and (body := rnd.release(fresh)):
+            out.append(TextDelta(body))
+        self._judge(rnd)
+        if rnd is self._retry:  # the corrective round: its call, if it tried one, is the answer
+            if rnd.reply.attempted_call:
+                self._answer_round = rnd
+            self._attempts = [self._answer_round]
+        elif rnd is self._answer_round and self._needs_correction(rnd):
+            self._retry = self._new_round(live=False)
+            self._next = (self._followup(self._messages, rnd, corrective_message(self.choice, self.marker)), self._retry)
+            return out
+        elif rnd is self._answer_round:
+            self._attempts = [rnd]
+        self._next = self._repair_round()
+        return out
+
+    def finish(self) -> list[Event]:
+        """The answer: text, the chosen calls, one Usage (summed over rounds) and one Finish."""
+        events: list[Event] = []
+        if self._passthrough:
+            finish = self._answer_round.finish or "stop"
+        else:
+            chosen = _best(self._attempts)
+            events = self._answer(self._answer_round, chosen)
+            finish = self._finish_reason(self._answer_round, chosen)
+        total = self._usage.event()
         if total is not None:
-            yield total
-        yield Finish(self._finish_reason(answer, _best(attempts)))
+            events.append(total)
+        events.append(Finish(finish))
+        return events
 
     # -- rounds -------------------------------------------------------------------------------
 
     def _new_round(self, *, live: bool) -> _Round:
         return _Round(live=live, parser=ToolCallParser(self.marker))
 
-    async def _play(
-        self, call_upstream: UpstreamCall, messages: list[Message], rnd: _Round, usage: _UsageTotal
-    ) -> AsyncGenerator[Event, None]:
-        stream = call_upstream(self.upstream_request(messages))
-        try:
-            async for event in stream:
-                if isinstance(event, TextDelta):
-                    fresh = rnd.builder.add(rnd.parser.feed(event.text))
-                    if rnd.live and fresh and (body := rnd.release(fresh)):
-                        yield TextDelta(body)
-                elif isinstance(event, Usage):
-                    usage.add(event)
-                elif isinstance(event, Finish):
-                    rnd.finish = event.reason
-                elif not isinstance(event, ToolCallDelta):
-                    yield event  # reasoning, conversation refs: never part of a call
-        finally:
-            await _aclose(stream)
-        fresh = rnd.builder.add(rnd.parser.finish())
-        if rnd.live and fresh and (body := rnd.release(fresh)):
-            yield TextDelta(body)
-        self._judge(rnd)
-
-    async def _passthrough(self, call_upstream: UpstreamCall, usage: _UsageTotal) -> AsyncGenerator[Event, None]:
-        """`tool_choice: none`: nothing is parsed, tool-like text stays text."""
-        finish: FinishReason = "stop"
-        stream = call_upstream(self.upstream_request())
-        try:
-            async for event in stream:
-                if isinstance(event, Usage):
-                    usage.add(event)
-                elif isinstance(event, Finish):
-                    finish = event.reason
-                elif not isinstance(event, ToolCallDelta):
-                    yield event
-        finally:
-            await _aclose(stream)
-        total = usage.event()
-        if total is not None:
-            yield total
-        yield Finish(finish)
+    def _repair_round(self) -> tuple[list[Message], _Round] | None:
+        if not self._needs_repair(self._attempts):
+            return None
+        current = self._attempts[-1]
+        messages = self._followup(self._messages, current, repair_message(current.problems, self.marker))
+        self._attempts.append(self._new_round(live=False))
+        return messages, self._attempts[-1]
 
     def _judge(self, rnd: _Round) -> None:
         calls = rnd.reply.calls
@@ -306,9 +312,3 @@ def _fragments(arguments: str) -> list[str]:
     size = max(_MIN_FRAGMENT, math.ceil(len(arguments) / _FRAGMENTS))
     return [arguments[i : i + size] for i in range(0, len(arguments), size)] or [""]
 
-
-async def _aclose(stream: AsyncIterator[Event]) -> None:
-    """Close the upstream generator even when the client went away mid-round."""
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        await aclose()

@@ -17,6 +17,7 @@ import orjson
 
 from chatbridge.core.errors import UpstreamError
 from chatbridge.core.secrets import Secret, redact
+from chatbridge.pool.signin import SignedToken, SignInRejected
 from chatbridge.providers.http import HttpSettings, map_aiohttp_errors
 from chatbridge.providers.k2think.payload import BROWSER_USER_AGENT, K2ThinkEndpoints
 
@@ -122,3 +123,27 @@ def _read_success(text: str, cookie_token: str | None) -> SignInResult:
         float(expires_at) if isinstance(expires_at, (int, float)) and not isinstance(expires_at, bool) else None,
         user_id if isinstance(user_id, str) else None,
     )
+
+
+class K2ThinkAuthenticator:
+    """The pool's `Authenticator` for K2Think: one sign-in on a session of its own."""
+
+    def __init__(self, endpoints: K2ThinkEndpoints, http: HttpSettings) -> None:
+        self.endpoints = endpoints
+        self.http = http
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __call__(self, email: str, password: Secret) -> SignedToken:
+        if self._session is None or self._session.closed:
+            self._session = create_signin_session(self.http)
+        try:
+            result = await sign_in(self._session, self.endpoints, email, password, self.http.request_timeout)
+        except SignInError as exc:
+            if not exc.retryable:
+                raise SignInRejected(exc.message) from None
+            raise
+        return SignedToken(result.token, result.expires_at)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()

@@ -54,7 +54,7 @@ def build_body(request: ChatRequest, *, guest: bool) -> dict[str, Any]:
     """Open WebUI chat body without chat_id/id/session_id, so the upstream really streams."""
     body: dict[str, Any] = {
         "stream": True,
-        "model": request.upstream_model,
+        "model": request.model,
         "messages": [encode_message(m) for m in request.messages],
         "params": sampling_params(request),
         "features": {"image_generation": False, "code_interpreter": False, "web_search": False},

@@ -34,7 +34,7 @@ _FINISH_REASONS: dict[str, FinishReason] = {
 
 
 class K2ThinkStreamReader:
-    """Turns decoded SSE `data` payloads into events; `done` says the upstream finished.
+    """The `AnswerReader` of K2Think: SSE `data` payloads (or one JSON body) in, events out.
 
     `answered` says whether anything shaped like an answer (a snapshot, a choice, an end
     marker) arrived: a 200 that carried none of that is an upstream failure, never an empty
@@ -101,27 +101,24 @@ class K2ThinkStreamReader:
         if isinstance(reason, str):
             self.finish_reason = _FINISH_REASONS.get(reason, "stop")
 
-    def finish(self) -> Finish:
+    def finish(self) -> list[Event]:
         """The closing event; raises when the upstream sent nothing that was an answer."""
         if not self.answered:
             raise UpstreamProtocolError(
                 f"{self.provider} upstream answered without any chat content (no snapshot, choice or end marker)",
                 provider=self.provider,
             )
-        return Finish(self.finish_reason)
+        return [Finish(self.finish_reason)]
 
-
-def read_completion(body: bytes, provider: str = "k2think") -> Iterator[Event]:
-    """A non-streamed `chat.completion` body."""
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise UpstreamProtocolError(f"{provider} upstream sent a body that is not JSON", provider=provider) from None
-    if not isinstance(obj, dict):
-        raise UpstreamProtocolError(f"{provider} upstream sent an unexpected JSON body", provider=provider)
-    reader = K2ThinkStreamReader(provider)
-    yield from reader._read_object(obj)
-    yield reader.finish()
+    def read_body(self, body: bytes) -> list[Event]:
+        """A non-streamed `chat.completion` body."""
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(f"{self.provider} upstream sent a body that is not JSON", provider=self.provider) from None
+        if not isinstance(obj, dict):
+            raise UpstreamProtocolError(f"{self.provider} upstream sent an unexpected JSON body", provider=self.provider)
+        return [*self._read_object(obj), *self.finish()]
 
 
 def parse_usage(usage: dict[str, Any]) -> Usage | None:

@@ -1,4 +1,4 @@
-"""Any OpenAI-compatible `/v1/chat/completions` upstream (Ollama, vLLM, LM Studio, ...).
+"""The OpenAI chat-completions wire protocol: request bodies out, chunks and completions in.
 
 This is also the path the benchmark measures, so it stays lean: chunks are decoded with
 orjson and turned into events directly, with no per-chunk model validation.
@@ -6,17 +6,12 @@ orjson and turned into events directly, with no per-chunk model validation.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import orjson
 
-from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import UpstreamError, UpstreamProtocolError
-from chatbridge.core.secrets import Secret
-from chatbridge.core.sse import SSEDecoder
 from chatbridge.core.types import (
     ChatRequest,
     Event,
@@ -24,21 +19,11 @@ from chatbridge.core.types import (
     FinishReason,
     ImagePart,
     Message,
-    ModelInfo,
     ReasoningDelta,
     TextDelta,
     TextPart,
     ToolCallDelta,
     Usage,
-)
-from chatbridge.providers.base import Provider
-from chatbridge.providers.http import (
-    HttpSettings,
-    create_session,
-    iter_body,
-    map_aiohttp_errors,
-    open_response,
-    read_all,
 )
 
 _FINISH: dict[str, FinishReason] = {
@@ -50,98 +35,9 @@ _FINISH: dict[str, FinishReason] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class OpenAICompatConfig:
-    base_url: str
-    api_key: Secret | None
-    http: HttpSettings
-    model_ids: tuple[str, ...] = ()
-    emulate_tools: bool = False
-    name: str = "openai"
-    extra_headers: dict[str, str] = field(default_factory=dict)
-
-
-class OpenAICompatProvider(Provider):
-    requires_credential = False
-    emits_markup = False  # yields reasoning/text deltas only: no `<think>` markup events to split
-
-    def __init__(self, config: OpenAICompatConfig, session: aiohttp.ClientSession | None = None) -> None:
-        self.config = config
-        self.name = config.name
-        self.native_tools = not config.emulate_tools
-        self._model_ids = list(config.model_ids)
-        self._session = session
-        self._url = config.base_url.rstrip("/") + "/chat/completions"
-        self._headers = {"Content-Type": "application/json", **config.extra_headers}
-        if config.api_key:
-            self._headers["Authorization"] = f"Bearer {config.api_key.reveal()}"
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = create_session(self.config.http)
-        return self._session
-
-    def models(self) -> list[ModelInfo]:
-        return [ModelInfo(id=m, owned_by=self.name) for m in self._model_ids]
-
-    async def astart(self) -> None:
-        """Read the model list from the upstream when none was configured."""
-        if self._model_ids:
-            return
-        url = self.config.base_url.rstrip("/") + "/models"
-        with map_aiohttp_errors(self.name):
-            async with self.session.get(url, headers=self._headers) as response:
-                if response.status >= 400:
-                    raise UpstreamError(f"{self.name} upstream /models returned HTTP {response.status}", provider=self.name)
-                data = orjson.loads(await response.read())
-        self._model_ids = [m["id"] for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    async def stream(self, request: ChatRequest, credential: Credential | None) -> AsyncIterator[Event]:
-        body = build_body(request, native_tools=self.native_tools)
-        response = await open_response(
-            self.session, "POST", self._url,
-            provider=self.name, credential_id=None, headers=self._headers, json_body=body,
-            idle_timeout=self.config.http.idle_timeout,
-        )
-        if not request.stream or response.content_type == "application/json":
-            payload = await read_all(response, self.name, None)
-            for event in read_completion(payload, self.name):
-                yield event
-            return
-        if response.content_type == "text/html":  # a proxy's or login page served with 200
-            response.close()
-            raise UpstreamProtocolError(f"{self.name} upstream answered with an HTML page instead of a chat stream", provider=self.name)
-        chunks = iter_body(response, self.name, None)
-        decoder = SSEDecoder()
-        reader = ChunkReader(self.name)
-        seen = False
-        try:
-            async for chunk in chunks:
-                for sse in decoder.decode(chunk):
-                    seen = True
-                    if sse.data == "[DONE]":
-                        yield reader.finish()
-                        return
-                    for event in reader.read(sse.data):
-                        yield event
-            if not seen:  # a 200 with no event at all is a failure, not an empty answer
-                raise UpstreamProtocolError(f"{self.name} upstream ended its stream without sending any chunk", provider=self.name)
-            yield reader.finish()
-        except (AttributeError, TypeError, ValueError, LookupError) as exc:  # JSON of the wrong shape
-            raise UpstreamProtocolError(f"{self.name} upstream sent a chunk of an unexpected shape: {exc}", provider=self.name) from exc
-        finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
-            response.close()  # in case the body iterator never started
-
-
 def build_body(request: ChatRequest, *, native_tools: bool) -> dict[str, Any]:
     body: dict[str, Any] = dict(request.extra)
-    body["model"] = request.upstream_model
+    body["model"] = request.model
     body["messages"] = [encode_message(m) for m in request.messages]
     body["stream"] = request.stream
     if request.stream:
@@ -203,16 +99,22 @@ def encode_message(message: Message) -> dict[str, Any]:
     return out
 
 
-class ChunkReader:
-    """OpenAI `chat.completion.chunk` payloads → events."""
+class CompletionReader:
+    """The `AnswerReader` of an OpenAI-compatible upstream: `chat.completion.chunk`s, or one completion."""
 
-    __slots__ = ("finish_reason", "provider")
+    __slots__ = ("done", "finish_reason", "provider", "seen")
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
         self.finish_reason: FinishReason = "stop"
+        self.done = False
+        self.seen = False  # any chunk at all: a stream of none is a failure, not an empty answer
 
     def read(self, data: str) -> Iterator[Event]:
+        self.seen = True
+        if data == "[DONE]":
+            self.done = True
+            return
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -244,16 +146,17 @@ class ChunkReader:
         if usage:
             yield _usage(usage)
 
-    def finish(self) -> Finish:
-        return Finish(self.finish_reason)
+    def finish(self) -> list[Event]:
+        if not self.seen:
+            raise UpstreamProtocolError(f"{self.provider} upstream ended its stream without sending any chunk", provider=self.provider)
+        return [Finish(self.finish_reason)]
 
-
-def read_completion(payload: bytes, provider: str) -> Iterator[Event]:
-    """A non-streamed `chat.completion` body; any other shape is the upstream's failure."""
-    try:
-        return iter(_completion_events(orjson.loads(payload)))
-    except (ValueError, LookupError, TypeError, AttributeError):  # orjson's JSONDecodeError is a ValueError
-        raise UpstreamProtocolError(f"{provider} upstream sent an unexpected completion body", provider=provider) from None
+    def read_body(self, payload: bytes) -> list[Event]:
+        """A non-streamed `chat.completion` body; any other shape is the upstream's failure."""
+        try:
+            return _completion_events(orjson.loads(payload))
+        except (ValueError, LookupError, TypeError, AttributeError):  # orjson's JSONDecodeError is a ValueError
+            raise UpstreamProtocolError(f"{self.provider} upstream sent an unexpected completion body", provider=self.provider) from None
 
 
 def _completion_events(obj: Any) -> list[Event]:

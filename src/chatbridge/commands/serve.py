@@ -1,7 +1,8 @@
-"""The `chatbridge` command: `serve`, and (from pool/) `check-config` and `accounts`."""
+"""`chatbridge serve`: settings in, the gateway listening."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Optional
 
@@ -10,10 +11,7 @@ import typer
 from chatbridge import __version__
 from chatbridge.config import Settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="chatbridge: one OpenAI-compatible API for web-chat AI services.")
 
-
-@app.command()
 def serve(
     host: Optional[str] = typer.Option(None, help="Address to listen on (default: HOST or 0.0.0.0)."),
     port: Optional[int] = typer.Option(None, help="Port (default: PORT or 8001)."),
@@ -23,7 +21,7 @@ def serve(
     """Start the gateway."""
     import uvicorn
 
-    from chatbridge.logs import configure_logging
+    from chatbridge.core.logs import configure_logging
     from chatbridge.runtime import ConfigurationError, build_runtime, describe_keys
 
     overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
@@ -57,43 +55,17 @@ def _settings_or_exit(overrides: Mapping[str, object]) -> Settings:
     """Settings, or a readable list of what is wrong with them (no traceback)."""
     from pydantic import ValidationError
 
+    from chatbridge.commands.settings_errors import describe
     from chatbridge.config import load_settings
 
     try:
         return load_settings(**overrides)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors(include_url=False)]
-        typer.echo("chatbridge: invalid configuration:\n" + "\n".join(lines), err=True)
+        typer.echo("chatbridge: invalid configuration:\n" + describe(exc), err=True)
         raise typer.Exit(2) from None
 
 
 def _export_overrides(overrides: Mapping[str, object]) -> None:
     """Worker processes read the environment; pass command-line overrides through it."""
-    import os
-
     for key, value in overrides.items():
         os.environ[key.upper()] = str(value)
-
-
-@app.command()
-def version() -> None:
-    """Print the version."""
-    typer.echo(__version__)
-
-
-def main() -> None:
-    _register_plugins()
-    app()
-
-
-def _register_plugins() -> None:
-    """Sub-commands that live next to the code they drive (pool tooling)."""
-    try:
-        from chatbridge.pool.cli import register
-    except ImportError:
-        return
-    register(app)
-
-
-if __name__ == "__main__":
-    main()

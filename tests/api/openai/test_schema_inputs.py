@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatbridge.api.openai_schema import parse_chat_request
+from chatbridge.api.openai.schema import parse_chat_request
 from chatbridge.core.errors import InvalidRequest, ModelNotFound
 
 OK = b'"model":"m","messages":[{"role":"user","content":"hi"}]'

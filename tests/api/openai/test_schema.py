@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatbridge.api.openai_schema import parse_chat_request
+from chatbridge.api.openai.schema import parse_chat_request
 from chatbridge.core.errors import InvalidRequest
 
 OK = b'"model":"m","messages":[{"role":"user","content":"hi"}]'

@@ -12,17 +12,16 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from chatbridge.config import Settings
-from tests.gateway import _clean_environ
+from chatbridge.config import Settings, env_names
+from tests.harness import _clean_environ
 from tests.pool.helpers import assert_no_full_token, write_accounts
 from tests.upstreams import K2ThinkEmulator
 
 
 @pytest.fixture(scope="module")
 def cli() -> typer.Typer:
-    from chatbridge import cli as module
+    from chatbridge import commands as module
 
-    module._register_plugins()
     return module.app
 
 
@@ -36,7 +35,7 @@ def test_example_env_is_complete_and_valid(cli: typer.Typer, tmp_path: Path) -> 
     assert code == 0
     names = {line.split("=", 1)[0].lstrip("# ").strip() for line in output.splitlines() if "=" in line and not line.startswith("# ---")}
     names = {n for n in names if n.isupper() and " " not in n}
-    fields = {name.upper() for name in Settings.model_fields} | {"VALID_API_KEY"}
+    fields = env_names() | {"VALID_API_KEY"}
     assert names <= fields, names - fields
     assert fields - {"VALID_API_KEY"} - names <= {"K2THINK_API_URL", "TOOLIFY_CUSTOM_PROMPT", "K2THINK_TOKEN"} | {"TOKENS_FILE", "ACCOUNTS_FILE"}
     env_file = tmp_path / "example.env"
@@ -114,7 +113,7 @@ def test_accounts_login_writes_a_tokens_file(tmp_path: Path, k2emu: K2ThinkEmula
 def test_accounts_login_waits_for_a_writer_holding_the_tokens_file(
     cli: typer.Typer, tmp_path: Path, k2emu: K2ThinkEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chatbridge.pool import cli as pool_cli
+    from chatbridge.commands import accounts as pool_cli
     from chatbridge.pool.tokens_file import exclusive_lock
 
     k2emu.add_account("alice@example.com", "pw-alice-secret")

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.gateway import _clean_environ
+from tests.harness import _clean_environ
 
 
 def _serve(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

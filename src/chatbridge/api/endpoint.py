@@ -1,0 +1,161 @@
+"""The chat endpoint, dialect-neutral: one raw ASGI handler that any API dialect plugs into.
+
+It owns what every dialect shares: the method check, the bounded body read (413), the
+disconnect watch that cancels the upstream when the client leaves, the pipeline call, and
+where errors go: before the first byte an HTTP error in the dialect's envelope; after it, the
+dialect's in-stream error event, then the stream ends. A `Dialect` parses requests and
+encodes answers and errors in its own shapes (OpenAI in `api/openai/`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from typing import Protocol
+
+from starlette.types import Receive, Scope, Send
+
+from chatbridge.api.asgi import RawHeaders, overhead_header
+from chatbridge.api.auth import header
+from chatbridge.api.errors import ApiError, to_api_error
+from chatbridge.api.streaming import DisconnectWatch, EventStreamResponse
+from chatbridge.core.errors import ClientDisconnected, RequestTooLarge
+from chatbridge.core.types import ChatRequest, Event
+from chatbridge.gateway.attempt import Timing
+from chatbridge.gateway.pipeline import Pipeline, PrimedStream
+
+_JSON_HEADER = (b"content-type", b"application/json")
+
+
+class StreamEncoder(Protocol):
+    """Events → the bytes of a streamed answer; `close` ends a stream that succeeded."""
+
+    def encode(self, event: Event) -> bytes: ...
+
+    def close(self) -> bytes: ...
+
+
+class Aggregator(Protocol):
+    """Events → one non-streamed answer body."""
+
+    def add(self, event: Event) -> None: ...
+
+    def body(self) -> bytes: ...
+
+
+class Dialect(Protocol):
+    """An API's shapes: how a chat request reads and how its answers and errors are written."""
+
+    def parse(self, body: bytes, headers: RawHeaders) -> ChatRequest: ...
+
+    def stream_encoder(self, request: ChatRequest, primed: PrimedStream) -> StreamEncoder: ...
+
+    def aggregator(self, request: ChatRequest, primed: PrimedStream) -> Aggregator: ...
+
+    def error_body(self, error: ApiError, request_id: str) -> bytes: ...
+
+    def stream_error(self, error: ApiError, request_id: str) -> bytes: ...
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The request body, refusing anything over `limit` bytes before reading it all."""
+    declared = header(scope["headers"], b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def send_json(send: Send, status: int, body: bytes, headers: RawHeaders) -> None:
+    start_headers = [_JSON_HEADER, (b"content-length", b"%d" % len(body)), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def error_headers(error: ApiError) -> RawHeaders:
+    return [(k.lower().encode(), v.encode()) for k, v in error.headers().items()]
+
+
+class ChatEndpoint:
+    """`POST` a chat request in `dialect`'s shape, as a raw ASGI endpoint: the hot path, kept lean."""
+
+    def __init__(self, dialect: Dialect, pipeline: Pipeline, max_request_bytes: int) -> None:
+        self.dialect = dialect
+        self.pipeline = pipeline
+        self.max_request_bytes = max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, headers: RawHeaders) -> None:
+        if scope["method"] != "POST":
+            error = ApiError(405, f"Method {scope['method']} is not allowed on {scope['path']}",
+                             "invalid_request_error", "method_not_allowed")
+            await self._send_error(send, scope, error, [*headers, (b"allow", b"POST"), overhead_header(scope)])
+            return
+        try:
+            body = await read_body(scope, receive, self.max_request_bytes)
+            chat = self.dialect.parse(body, scope["headers"])
+        except ClientDisconnected:
+            return
+        except Exception as exc:
+            await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope)])
+            return
+        try:
+            async with DisconnectWatch(receive):  # retries, a slow first byte, a long answer
+                await self._answer(chat, scope, send, headers)
+        except ClientDisconnected:
+            return
+
+    async def _answer(self, chat: ChatRequest, scope: Scope, send: Send, headers: RawHeaders) -> None:
+        timing = Timing()
+        try:
+            primed = await self.pipeline.open(chat, timing)
+        except Exception as exc:
+            await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope, timing.upstream_wait)])
+            return
+        if chat.stream:
+            encoder = self.dialect.stream_encoder(chat, primed)
+            stream_headers = [*headers, overhead_header(scope, timing.upstream_wait)]
+            body = self._sse_body(primed, encoder, _request_id(scope))
+            await EventStreamResponse(body, stream_headers)(send)
+            return
+        aggregator = self.dialect.aggregator(chat, primed)
+        try:
+            async for event in primed:
+                aggregator.add(event)
+        except Exception as exc:
+            await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope, timing.upstream_wait)])
+            return
+        finally:
+            await primed.aclose()
+        await send_json(send, 200, aggregator.body(), [*headers, overhead_header(scope, timing.upstream_wait)])
+
+    async def _sse_body(self, primed: PrimedStream, encoder: StreamEncoder, request_id: str) -> AsyncGenerator[bytes, None]:
+        try:
+            async for event in primed:
+                chunk = encoder.encode(event)
+                if chunk:
+                    yield chunk
+        except Exception as exc:  # the stream has started: the error goes in-band, then the stream ends
+            yield self.dialect.stream_error(to_api_error(exc), request_id)
+            return
+        finally:
+            await primed.aclose()
+        yield encoder.close()
+
+    async def _send_error(self, send: Send, scope: Scope, error: ApiError, headers: RawHeaders) -> None:
+        body = self.dialect.error_body(error, _request_id(scope))
+        await send_json(send, error.status, body, [*headers, *error_headers(error)])
+
+
+def _request_id(scope: Scope) -> str:
+    state: Mapping[str, str] = scope.get("state", {})
+    return state.get("request_id", "")

@@ -1,0 +1,22 @@
+"""The OpenAI-compatible provider's settings: any `/v1/chat/completions` upstream (Ollama, vLLM, ...)."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr, field_validator
+
+from chatbridge.providers.settings import ProviderSettings, blank_is_none
+
+
+class OpenAICompatSettings(ProviderSettings):
+    openai_compat_base_url: str | None = None
+    openai_compat_api_key: SecretStr | None = None
+    openai_compat_models: str | None = None
+    openai_compat_emulate_tools: bool = False
+
+    _blank = field_validator("openai_compat_base_url", "openai_compat_models", mode="before")(blank_is_none)
+
+    @property
+    def openai_compat_model_ids(self) -> list[str]:
+        if not self.openai_compat_models:
+            return []
+        return [m.strip() for m in self.openai_compat_models.split(",") if m.strip()]

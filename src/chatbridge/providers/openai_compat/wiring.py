@@ -1,0 +1,63 @@
+"""The OpenAI-compatible provider's wiring: one upstream URL and key, models configured or discovered."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from chatbridge.core.findings import Finding
+from chatbridge.core.secrets import Secret, redact
+from chatbridge.core.types import Route
+from chatbridge.providers.openai_compat.provider import OpenAICompatConfig, OpenAICompatProvider
+from chatbridge.providers.openai_compat.settings import OpenAICompatSettings
+from chatbridge.providers.wiring import ProviderPlugin, ProviderWiring, WiringContext
+
+EXAMPLE_ENV = """\
+# --- OpenAI-compatible upstream (Ollama, vLLM, LM Studio, ...) -----------------------
+# Enables the provider, e.g. http://127.0.0.1:11434/v1
+OPENAI_COMPAT_BASE_URL=
+OPENAI_COMPAT_API_KEY=
+# Comma-separated model ids to expose; unset: read from the upstream's /models at start.
+OPENAI_COMPAT_MODELS=
+# Prompt-based tool calling instead of the upstream's native tools.
+OPENAI_COMPAT_EMULATE_TOOLS=false
+"""
+
+
+class OpenAICompatPlugin(ProviderPlugin):
+    name = "openai"
+    settings_class = OpenAICompatSettings
+    example_env = EXAMPLE_ENV
+
+    def disabled_reason(self, section: OpenAICompatSettings) -> str | None:
+        return None if section.openai_compat_base_url else "disabled (set OPENAI_COMPAT_BASE_URL to enable)"
+
+    def build(self, section: OpenAICompatSettings, context: WiringContext) -> ProviderWiring:
+        assert section.openai_compat_base_url is not None
+        key = section.openai_compat_api_key
+        provider = OpenAICompatProvider(OpenAICompatConfig(
+            base_url=section.openai_compat_base_url,
+            api_key=Secret(key.get_secret_value()) if key else None,
+            http=context.http,
+            model_ids=tuple(section.openai_compat_model_ids),
+            emulate_tools=section.openai_compat_emulate_tools,
+            name=self.name,
+        ))
+        models = ", ".join(section.openai_compat_model_ids) or "read from the upstream's /models at start"
+
+        def routes() -> list[Route]:
+            return [Route(m.id, self.name, m.id, owned_by=self.name) for m in provider.models()]
+
+        return ProviderWiring(
+            provider, mode="api_key", report=f"{redact(section.openai_compat_base_url)} (models: {models})",
+            routes=routes, no_pool_reason="uses one API key (OPENAI_COMPAT_API_KEY), not a credential pool",
+        )
+
+    def checks(self, section: OpenAICompatSettings, data_dir: Path) -> Sequence[Finding]:
+        url = section.openai_compat_base_url
+        if url is not None and not url.startswith(("http://", "https://")):
+            return [Finding("error", "OPENAI_COMPAT_BASE_URL", f"{url!r} is not a URL", "start it with http:// or https://")]
+        return []
+
+
+PLUGIN = OpenAICompatPlugin()

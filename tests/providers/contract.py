@@ -1,0 +1,136 @@
+"""What every provider's emulator-backed harness offers the contract suite (`test_contract.py`).
+
+A new provider adds a harness here (its emulator, its model id, how to script an answer, a
+tool call and a failure) and one entry in `HARNESSES`; it is registered only once the whole
+suite passes for it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol
+
+from tests.harness import GatewayServer
+from tests.upstreams import K2ThinkEmulator, OpenAICompatEmulator, Reply
+
+StartGateway = Callable[..., GatewayServer]
+
+
+class ProviderHarness(Protocol):
+    model: str
+    emulator: Any
+
+    def start(self, start_gateway: StartGateway) -> GatewayServer: ...
+
+    def answer(self, text: str) -> None:
+        """Every following request is answered with `text`."""
+
+    def call_tool(self, name: str, arguments: dict[str, Any], then: str) -> None:
+        """The model calls `name` with `arguments`; once it sees the tool's result it answers `then`."""
+
+    def fail(self, status: int, times: int = 1) -> None:
+        """The next `times` chat requests get HTTP `status`."""
+
+    def break_after(self, events: int) -> None:
+        """Streams are cut off after `events` events."""
+
+    def chat_requests(self) -> int:
+        """How many chat requests the upstream has seen."""
+
+
+class K2ThinkHarness:
+    model = "MBZUAI-IFM/K2-Think-v2"
+
+    def __init__(self) -> None:
+        self.emulator = K2ThinkEmulator()
+
+    def start(self, start_gateway: StartGateway) -> GatewayServer:
+        """Two tokens, so a failure on one is retried on the other."""
+        tokens = Path(tempfile.mkdtemp()) / "tokens.txt"
+        tokens.write_text(f"{self.emulator.mint_token()}\n{self.emulator.mint_token()}\n")
+        return start_gateway(k2think_base_url=self.emulator.base_url, tokens_file=tokens)
+
+    def answer(self, text: str) -> None:
+        self.emulator.reply = Reply(reasoning="Thinking it over.", answer=text)
+
+    def call_tool(self, name: str, arguments: dict[str, Any], then: str) -> None:
+        def respond(body: dict[str, Any]) -> Reply:
+            last = str(body["messages"][-1]["content"])
+            if re.search(r"<tool_result_[A-Za-z0-9]+ ", last):
+                return Reply(reasoning="I have the result.", answer=then)
+            system = "\n".join(str(m["content"]) for m in body["messages"] if m["role"] == "system")
+            token = re.search(r"<tool_call_([A-Za-z0-9]+)>", system)
+            assert token, "the tool prompt did not reach the upstream"
+            call = json.dumps({"name": name, "arguments": arguments})
+            tag = token.group(1)
+            return Reply(reasoning="I need the tool.", answer=f"<tool_call_{tag}>\n{call}\n</tool_call_{tag}>")
+
+        self.emulator.responder = respond
+
+    def fail(self, status: int, times: int = 1) -> None:
+        for _ in range(times):
+            self.emulator.fail_next(status)
+
+    def break_after(self, events: int) -> None:
+        self.emulator.break_mid_stream = True
+        self.emulator.interrupt_after_events = events
+
+    def chat_requests(self) -> int:
+        return len(self.emulator.chat_requests())
+
+    def __enter__(self) -> K2ThinkHarness:
+        self.emulator.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.emulator.stop()
+
+
+class OpenAICompatHarness:
+    model = "fake-model"
+
+    def __init__(self) -> None:
+        self.emulator = OpenAICompatEmulator()
+
+    def start(self, start_gateway: StartGateway) -> GatewayServer:
+        return start_gateway(k2think_enabled=False, openai_compat_base_url=self.emulator.base_url + "/v1")
+
+    def answer(self, text: str) -> None:
+        self.emulator.answer = text
+
+    def call_tool(self, name: str, arguments: dict[str, Any], then: str) -> None:
+        def respond(body: dict[str, Any]) -> Reply:
+            if body["messages"][-1]["role"] == "tool":
+                return Reply(answer=then)
+            return Reply(tool_calls=[{"name": name, "arguments": arguments}])
+
+        self.emulator.responder = respond
+
+    def fail(self, status: int, times: int = 1) -> None:
+        for _ in range(times):
+            self.emulator.fail_next(status)
+
+    def break_after(self, events: int) -> None:
+        self.emulator.break_mid_stream = True
+        self.emulator.interrupt_after_events = events
+
+    def chat_requests(self) -> int:
+        return len(self.emulator.requests_to("/v1/chat/completions"))
+
+    def __enter__(self) -> OpenAICompatHarness:
+        self.emulator.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.emulator.stop()
+
+
+HARNESSES: dict[str, Callable[[], AbstractContextManager[Any]]] = {
+    "k2think": K2ThinkHarness,
+    "openai": OpenAICompatHarness,
+}
