@@ -39,11 +39,11 @@ def test_round_robin_and_exclusion() -> None:
     pool, _ = make(3)
     picked = []
     for _ in range(6):
-        lease = pool.acquire()
+        lease = pool.acquire_now()
         picked.append(lease.credential.id)
         lease.succeed()
     assert picked == ["c0", "c1", "c2", "c0", "c1", "c2"]
-    lease = pool.acquire(frozenset({"c0"}))
+    lease = pool.acquire_now(frozenset({"c0"}))
     assert lease.credential.id != "c0"
 
 
@@ -52,35 +52,35 @@ def test_auth_disables_at_once_and_success_resets_failures() -> None:
     c0 = pool.find("c0")
     assert c0 is not None
     for _ in range(2):
-        lease = pool.acquire(frozenset({"c1"}))
+        lease = pool.acquire_now(frozenset({"c1"}))
         lease.fail(TRANSIENT)
     assert c0.failures == 2 and not c0.disabled
-    pool.acquire(frozenset({"c1"})).succeed()
+    pool.acquire_now(frozenset({"c1"})).succeed()
     assert c0.failures == 0
     for _ in range(3):
-        pool.acquire(frozenset({"c1"})).fail(TRANSIENT)
+        pool.acquire_now(frozenset({"c1"})).fail(TRANSIENT)
     assert c0.disabled and "3 consecutive failures" in (c0.disabled_reason or "")
-    lease = pool.acquire()
+    lease = pool.acquire_now()
     assert lease.credential.id == "c1"
     lease.fail(AUTH)
     assert pool.find("c1").disabled  # type: ignore[union-attr]
     with pytest.raises(PoolExhausted) as caught:
-        pool.acquire()
+        pool.acquire_now()
     assert "2 disabled" in caught.value.message
 
 
 def test_rate_limit_cools_down_and_comes_back_without_counting() -> None:
     pool, clock = make(1)
-    pool.acquire().fail(Failure(FailureKind.RATE_LIMITED, "429", 429, retry_after=30))
+    pool.acquire_now().fail(Failure(FailureKind.RATE_LIMITED, "429", 429, retry_after=30))
     entry = pool.find("c0")
     assert entry is not None and entry.failures == 0
     assert entry.state(clock.now) is CredentialState.COOLING
     with pytest.raises(PoolExhausted) as caught:
-        pool.acquire()
+        pool.acquire_now()
     assert caught.value.retry_after == pytest.approx(30)
     clock.now += 31
-    pool.acquire().succeed()
-    pool.acquire().fail(Failure(FailureKind.RATE_LIMITED, "429", 429))  # no Retry-After: the default
+    pool.acquire_now().succeed()
+    pool.acquire_now().fail(Failure(FailureKind.RATE_LIMITED, "429", 429))  # no Retry-After: the default
     assert entry.cooldown_until == pytest.approx(clock.now + pool.default_cooldown)
 
 
@@ -88,7 +88,7 @@ def test_bad_request_is_no_penalty_and_expired_is_skipped() -> None:
     clock = Clock()
     pool = CredentialPool("p", [cred("old", expires_at=clock.now - 1), cred("new", expires_at=clock.now + 100)], clock=clock)
     for _ in range(5):
-        lease = pool.acquire()
+        lease = pool.acquire_now()
         assert lease.credential.id == "new"
         lease.fail(BAD)
     assert pool.find("new").failures == 0  # type: ignore[union-attr]
@@ -98,10 +98,10 @@ def test_bad_request_is_no_penalty_and_expired_is_skipped() -> None:
 
 def test_consecutive_counters_across_credentials() -> None:
     pool, _ = make(3)
-    pool.acquire().fail(TRANSIENT)
-    pool.acquire().fail(AUTH)
+    pool.acquire_now().fail(TRANSIENT)
+    pool.acquire_now().fail(AUTH)
     assert pool.consecutive_failures == 2 and pool.consecutive_auth_failures == 1
-    pool.acquire().succeed()
+    pool.acquire_now().succeed()
     assert pool.consecutive_failures == 0 and pool.consecutive_auth_failures == 0
 
 
@@ -109,14 +109,14 @@ def test_exhausted_hooks_add_a_note_and_a_retry_hint() -> None:
     pool, _ = make(0)
     pool.exhausted_hooks.append(lambda: ("a refresh is running", 10.0))
     with pytest.raises(PoolExhausted) as caught:
-        pool.acquire()
+        pool.acquire_now()
     assert "no credentials are loaded" in caught.value.message and "a refresh is running" in caught.value.message
     assert caught.value.retry_after == 10.0
 
 
 def test_replace_keeps_health_and_manual_controls() -> None:
     pool, _ = make(2)
-    pool.acquire().fail(AUTH)
+    pool.acquire_now().fail(AUTH)
     pool.replace([cred("c0"), cred("c9")])
     assert pool.find("c0").disabled  # type: ignore[union-attr]
     entry = pool.find("c0")
@@ -133,9 +133,9 @@ def test_replace_keeps_health_and_manual_controls() -> None:
 def test_health_round_trips_through_a_store(store_kind: str, tmp_path: Path) -> None:
     store = MemoryStore() if store_kind == "memory" else JsonFileStore(tmp_path / "state.json")
     pool, clock = make(3)
-    pool.acquire().fail(AUTH)
-    pool.acquire().fail(Failure(FailureKind.RATE_LIMITED, "429", 429, retry_after=100))
-    pool.acquire().succeed()
+    pool.acquire_now().fail(AUTH)
+    pool.acquire_now().fail(Failure(FailureKind.RATE_LIMITED, "429", 429, retry_after=100))
+    pool.acquire_now().succeed()
     pool.find("c2").credential.account = "someone@example.com"  # type: ignore[union-attr]
     store.save("p", {"credentials": pool.export_health()})
     if store_kind == "file":

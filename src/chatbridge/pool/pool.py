@@ -1,8 +1,13 @@
-"""A provider's credentials and their health, with round-robin selection.
+"""A provider's credentials and their health, with round-robin selection and stream slots.
 
 The pipeline asks for a `Lease`, runs one attempt with its credential, and reports the
 outcome on the lease; the pool turns outcomes into state (failure counts, cooldowns,
 disabling) and never hands out a credential that is disabled, cooling or expired.
+
+A credential may also be *busy*: at its cap of concurrent leases (`max_streams`) or being
+refreshed. Busy is not a failure. `acquire_now` raises `PoolBusy` at once; `await acquire(...,
+timeout=...)` queues the caller and a freed slot is handed straight to the oldest waiter that
+can use it, so newcomers cannot overtake the queue and nobody polls.
 
 Everything here runs on the event loop thread and never blocks; persistence, refresh and
 file watching live in `lifecycle.py` and subscribe through `listeners` and `exhausted_hooks`.
@@ -10,15 +15,16 @@ file watching live in `lifecycle.py` and subscribe through `listeners` and `exha
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from chatbridge.core.credentials import Credential
-from chatbridge.core.errors import Failure, FailureKind, PoolExhausted
+from chatbridge.core.errors import Failure, FailureKind, PoolBusy, PoolExhausted
 
 
 class CredentialState(str, enum.Enum):
@@ -49,7 +55,9 @@ class CredentialHealth:
     last_error: str | None = None
     last_used: float = 0.0
     requests_served: int = 0
-    in_flight: int = 0
+    in_flight: int = 0  # leases out now; each frees its slot when it settles
+    max_streams: int | None = None  # this credential's cap on `in_flight` (None: unlimited), set by the pool
+    refreshing: bool = False  # a token refresh is running: not handed out meanwhile (not persisted)
 
     def state(self, now: float) -> CredentialState:
         if self.disabled:
@@ -112,7 +120,16 @@ class Lease:
         """Give the credential back without judging it (e.g. the client went away)."""
         if not self._settled:
             self._settled = True
-            self.health.in_flight -= 1
+            self.pool._on_release(self.health)
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """One `acquire` call queued for a slot; its future gets a Lease or the error to raise."""
+
+    future: asyncio.Future[Lease]
+    exclude: frozenset[str]
+    prefer: str | None
 
 
 Listener = Callable[[CredentialHealth, "Failure | None"], None]
@@ -121,7 +138,13 @@ ExhaustedHook = Callable[[], "tuple[str | None, float | None]"]
 
 
 class CredentialPool:
-    """Round robin over healthy credentials of one provider."""
+    """Round robin over healthy credentials of one provider, each with a cap on concurrent leases.
+
+    `max_streams` caps the leases out at once on each credential (None: unlimited), e.g. an
+    upstream that streams one reply per account at a time. A credential overrides it with an
+    int >= 1 in `credential.extra["max_streams"]`; any other value there is ignored. The cap
+    is read when the credential enters the pool and again on every `replace()`.
+    """
 
     def __init__(
         self,
@@ -130,13 +153,22 @@ class CredentialPool:
         *,
         max_failures: int = 3,
         default_cooldown: float = 60.0,
+        max_streams: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if max_streams is not None and (isinstance(max_streams, bool) or max_streams < 1):
+            raise ValueError(f"max_streams must be None or at least 1, not {max_streams!r}")
         self.provider = provider
+        self._max_streams = max_streams
         self.max_failures = max_failures
         self.default_cooldown = default_cooldown
         self._clock = clock
         self._entries: list[CredentialHealth] = []
+        self._by_id: dict[str, CredentialHealth] = {}
+        # Entries that left the pool with leases still out; one coming back reuses its entry, so
+        # its slots stay counted. Pruned at the next replace().
+        self._draining: dict[str, CredentialHealth] = {}
+        self._waiters: deque[_Waiter] = deque()  # oldest first
         self._cursor = 0
         # Failed attempts in a row across all credentials (any penalising failure), and the
         # auth failures among them; a success anywhere resets both.
@@ -152,14 +184,16 @@ class CredentialPool:
 
     def replace(self, credentials: Iterable[Credential]) -> None:
         """Swap in a new credential list, keeping the health of credentials that stay or come back."""
-        known = {entry.credential.id: entry for entry in self._entries}
+        known = self._by_id
+        draining = {cid: entry for cid, entry in self._draining.items() if entry.in_flight > 0}
         entries: list[CredentialHealth] = []
-        seen: set[str] = set()
+        by_id: dict[str, CredentialHealth] = {}
         for credential in credentials:
-            if credential.id in seen:
+            if credential.id in by_id:
                 continue
-            seen.add(credential.id)
             entry = known.get(credential.id)
+            if entry is None and (entry := draining.pop(credential.id, None)) is not None:
+                self._retired.pop(credential.id, None)  # its entry is newer than the record
             if entry is None:
                 entry = CredentialHealth(credential)
                 record = self._retired.pop(credential.id, None)
@@ -169,11 +203,24 @@ class CredentialPool:
                 if credential.account is None:
                     credential.account = entry.credential.account
                 entry.credential = credential
+            entry.max_streams = self._stream_cap(credential)
             entries.append(entry)
+            by_id[credential.id] = entry
         for credential_id, entry in known.items():
-            if credential_id not in seen:
+            if credential_id not in by_id:
                 self._retire(credential_id, entry.to_record())
+                if entry.in_flight > 0:
+                    draining[credential_id] = entry
         self._entries = entries
+        self._by_id = by_id
+        self._draining = draining
+        self._dispatch()  # new credentials may serve waiters; removed ones may leave them nothing
+
+    def _stream_cap(self, credential: Credential) -> int | None:
+        own = credential.extra.get("max_streams")
+        if isinstance(own, int) and not isinstance(own, bool) and own >= 1:
+            return own
+        return self._max_streams
 
     def _retire(self, credential_id: str, record: dict[str, Any]) -> None:
         self._retired[credential_id] = record
@@ -189,7 +236,17 @@ class CredentialPool:
         return len(self._entries)
 
     def find(self, credential_id: str) -> CredentialHealth | None:
-        return next((e for e in self._entries if e.credential.id == credential_id), None)
+        return self._by_id.get(credential_id)
+
+    @property
+    def max_streams(self) -> int | None:
+        """The pool-wide cap on concurrent leases per credential (None: unlimited)."""
+        return self._max_streams
+
+    @property
+    def waiting(self) -> int:
+        """How many `acquire` calls are queued for a slot."""
+        return len(self._waiters)
 
     def counts(self) -> dict[str, int]:
         now = self._clock()
@@ -207,22 +264,175 @@ class CredentialPool:
 
     # -- selection --------------------------------------------------------------------------
 
-    def acquire(self, exclude: frozenset[str] = frozenset()) -> Lease:
-        """The next healthy credential after the last one handed out, skipping `exclude`."""
-        entries = self._entries
+    def acquire_now(self, exclude: frozenset[str] = frozenset(), prefer: str | None = None) -> Lease:
+        """A usable credential with a free slot, without waiting.
+
+        `prefer` (a credential id, e.g. the account a conversation lives on) wins when it is
+        usable, not excluded and has a free slot; otherwise the next one after the last handed
+        out, skipping `exclude`. Raises `PoolBusy` when usable credentials remain but all are
+        at their cap or being refreshed, `PoolExhausted` when none is usable.
+        """
         now = self._clock()
-        if entries:
+        picked = self._claim(exclude, prefer, now) if self._waiters else self._select(exclude, prefer, now)
+        if isinstance(picked, int):
+            raise self._unavailable(picked, now, exclude)
+        picked.in_flight += 1  # `_lease`, inlined on the hot path
+        picked.last_used = now
+        return Lease(self, picked)
+
+    async def acquire(
+        self, exclude: frozenset[str] = frozenset(), prefer: str | None = None, timeout: float = 0.0
+    ) -> Lease:
+        """Like `acquire_now`, but when every usable credential is busy, wait up to `timeout` seconds.
+
+        Waiters are served first come, first served, each as soon as a slot it may use frees
+        up (a lease settles, a refresh ends, a credential is enabled or loaded); a newcomer
+        never overtakes them. Never waits when nothing is usable: a pool that is exhausted,
+        or becomes exhausted meanwhile, raises `PoolExhausted` at once. After `timeout`,
+        `PoolBusy` (retry after about 1 s). Cancelling the caller leaves nothing behind.
+        Only a caller that waits costs more than `acquire_now`: one future and one timer.
+        """
+        now = self._clock()
+        picked = self._claim(exclude, prefer, now) if self._waiters else self._select(exclude, prefer, now)
+        if not isinstance(picked, int):
+            return self._lease(picked, now)
+        if not picked or timeout <= 0:
+            raise self._unavailable(picked, now, exclude)
+        return await self._wait(exclude, prefer, timeout)
+
+    async def _wait(self, exclude: frozenset[str], prefer: str | None, timeout: float) -> Lease:
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop.create_future(), exclude, prefer)
+        self._waiters.append(waiter)
+        timer = loop.call_later(timeout, self._expire, waiter, timeout)
+        try:
+            return await waiter.future
+        except BaseException:  # cancelled (or closed) while queued, or the error it was handed
+            self._abandon(waiter)
+            raise
+        finally:
+            timer.cancel()
+
+    def set_refreshing(self, entry: CredentialHealth, refreshing: bool) -> None:
+        """Hold a credential back while its token is refreshed; waiters get it once it is cleared.
+
+        Meanwhile it counts as busy, not failed: `acquire` may wait for it. Leases already out
+        on it are not recalled. A credential that is expired while it refreshes counts as
+        expired (`PoolExhausted` at once if it is the last one), as it always has.
+        """
+        entry.refreshing = refreshing
+        if not refreshing:
+            self._refill(entry)
+
+    def _select(self, exclude: frozenset[str], prefer: str | None, now: float) -> CredentialHealth | int:
+        """A usable credential with a free slot, or how many usable ones are busy (0: none usable)."""
+        if prefer is not None and prefer not in exclude:
+            entry = self._by_id.get(prefer)
+            if entry is not None and _is_free(entry, now):
+                return entry
+        entries = self._entries
+        size = len(entries)
+        busy = 0
+        if size:
             start = self._cursor
-            self._cursor += 1
-            size = len(entries)
-            for offset in range(size):
+            self._cursor = start + 1
+            offset = 0
+            while offset < size:
                 entry = entries[(start + offset) % size]
+                offset += 1
                 if entry.credential.id in exclude or entry.state(now) is not CredentialState.ACTIVE:
                     continue
-                entry.in_flight += 1
-                entry.last_used = now
-                return Lease(self, entry)
-        raise self._exhausted(now, bool(exclude))
+                cap = entry.max_streams
+                if entry.refreshing or (cap is not None and entry.in_flight >= cap):
+                    busy += 1
+                    continue
+                return entry
+        return busy
+
+    def _claim(self, exclude: frozenset[str], prefer: str | None, now: float) -> CredentialHealth | int:
+        """`_select` for a newcomer, after the waiters queued before it took what they can use."""
+        while True:
+            picked = self._select(exclude, prefer, now)
+            if isinstance(picked, int) or not self._waiters or not self._hand_off(picked, now):
+                return picked
+
+    def _lease(self, entry: CredentialHealth, now: float) -> Lease:
+        entry.in_flight += 1
+        entry.last_used = now
+        return Lease(self, entry)
+
+    def _unavailable(
+        self, busy: int, now: float, exclude: frozenset[str], waited: float | None = None
+    ) -> PoolExhausted:
+        """`PoolBusy` when `busy` usable credentials are all busy, else `PoolExhausted`."""
+        return self._busy(busy, waited) if busy else self._exhausted(now, bool(exclude))
+
+    def _busy(self, busy: int, waited: float | None = None) -> PoolBusy:
+        message = f"{self.provider}: all {busy} usable credentials are busy (at their stream cap or being refreshed)"
+        if waited is not None:
+            message += f"; none freed up within {waited:g} s"
+        return PoolBusy(self.provider, message, retry_after=1.0)
+
+    # -- waiters ------------------------------------------------------------------------------
+
+    def _hand_off(self, entry: CredentialHealth, now: float) -> bool:
+        """Give one free slot of `entry` to the oldest waiter that may use it; False if none."""
+        if self._by_id.get(entry.credential.id) is not entry or not _is_free(entry, now):
+            return False
+        waiters = self._waiters
+        for index, waiter in enumerate(waiters):
+            if waiter.future.done() or entry.credential.id in waiter.exclude:
+                continue  # a cancelled waiter removes itself when its task runs
+            del waiters[index]
+            waiter.future.set_result(self._lease(entry, now))
+            return True
+        return False
+
+    def _refill(self, entry: CredentialHealth) -> None:
+        """`entry` may have free slots again: hand out as many as waiters can take."""
+        if self._waiters:
+            now = self._clock()
+            while self._waiters and self._hand_off(entry, now):
+                pass
+
+    def _dispatch(self) -> None:
+        """Re-examine every waiter: serve those that can be, fail those left with nothing usable."""
+        if not self._waiters:
+            return
+        now = self._clock()
+        for waiter in list(self._waiters):
+            if waiter.future.done():
+                continue
+            picked = self._select(waiter.exclude, waiter.prefer, now)
+            if isinstance(picked, int):
+                if picked:
+                    continue  # still busy: keep waiting
+                waiter.future.set_exception(self._exhausted(now, bool(waiter.exclude)))
+            else:
+                waiter.future.set_result(self._lease(picked, now))
+            self._waiters.remove(waiter)
+
+    def _expire(self, waiter: _Waiter, timeout: float) -> None:
+        """The waiter's time is up: one last try, then `PoolBusy`."""
+        future = waiter.future
+        if future.done():
+            return
+        self._waiters.remove(waiter)
+        now = self._clock()
+        picked = self._claim(waiter.exclude, waiter.prefer, now)
+        if isinstance(picked, int):
+            future.set_exception(self._unavailable(picked, now, waiter.exclude, waited=timeout))
+        else:
+            future.set_result(self._lease(picked, now))
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        """The waiting task gave up: leave the queue, or pass on a slot it was handed meanwhile."""
+        future = waiter.future
+        if not future.done() or future.cancelled():
+            self._waiters.remove(waiter)  # still queued: nothing serves a done future
+            future.cancel()
+        elif future.exception() is None:
+            future.result().release()  # settles it, so the slot goes to the next waiter
 
     def _exhausted(self, now: float, some_excluded: bool) -> PoolExhausted:
         counts = self.counts()
@@ -258,11 +468,29 @@ class CredentialPool:
         self.consecutive_failures = 0
         self.consecutive_auth_failures = 0
         self._notify(entry, None)
+        if self._waiters:
+            self._slot_freed(entry)
+
+    def _on_release(self, entry: CredentialHealth) -> None:
+        entry.in_flight -= 1
+        if self._waiters:
+            self._slot_freed(entry)
 
     def _on_failure(self, entry: CredentialHealth, failure: Failure) -> None:
         entry.in_flight -= 1
-        if failure.scope != "credential":
-            return
+        if failure.scope == "credential":
+            self._judge(entry, failure)
+        if self._waiters:
+            self._slot_freed(entry)
+
+    def _slot_freed(self, entry: CredentialHealth) -> None:
+        now = self._clock()
+        if entry.state(now) is CredentialState.ACTIVE:
+            self._hand_off(entry, now)
+        else:
+            self._dispatch()  # it just left service: its waiters may have nothing left to wait for
+
+    def _judge(self, entry: CredentialHealth, failure: Failure) -> None:
         message = _without_secret(failure.message, entry.credential)
         entry.last_error = message
         if failure.kind is FailureKind.AUTH:
@@ -296,17 +524,20 @@ class CredentialPool:
         entry.cooldown_until = 0.0
         entry.last_error = None
         self._notify(entry, None)
+        self._refill(entry)
 
     def enable(self, entry: CredentialHealth) -> None:
         entry.disabled = False
         entry.disabled_reason = None
         entry.failures = 0
         self._notify(entry, None)
+        self._refill(entry)
 
     def disable(self, entry: CredentialHealth, reason: str = "disabled by an administrator") -> None:
         entry.disabled = True
         entry.disabled_reason = reason
         self._notify(entry, None)
+        self._dispatch()
 
     def reset_all(self) -> None:
         for entry in self._entries:
@@ -345,6 +576,13 @@ class CredentialPool:
                 entry.apply_record(record)
                 matched += 1
         return matched
+
+
+def _is_free(entry: CredentialHealth, now: float) -> bool:
+    cap = entry.max_streams
+    return (
+        not entry.refreshing and (cap is None or entry.in_flight < cap) and entry.state(now) is CredentialState.ACTIVE
+    )
 
 
 def _without_secret(message: str, credential: Credential) -> str:
