@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.harness import _LEAKY_VARS, GatewayServer, make_settings
+from tests.upstreams import K2ThinkEmulator, OpenAICompatEmulator
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +34,18 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def k2emu() -> Iterator[K2ThinkEmulator]:
+    with K2ThinkEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def compat_emu() -> Iterator[OpenAICompatEmulator]:
+    with OpenAICompatEmulator() as emulator:
+        yield emulator
 
 
 def pytest_configure(config: pytest.Config) -> None:

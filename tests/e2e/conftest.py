@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.harness import GatewayServer
-from tests.upstreams import K2ThinkEmulator, OpenAICompatEmulator
-
-
-@pytest.fixture
-def k2emu() -> Iterator[K2ThinkEmulator]:
-    with K2ThinkEmulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def compat_emu() -> Iterator[OpenAICompatEmulator]:
-    with OpenAICompatEmulator() as emulator:
-        yield emulator
+from tests.upstreams import K2ThinkEmulator
 
 
 @pytest.fixture

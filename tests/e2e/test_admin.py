@@ -40,7 +40,7 @@ def gw(k2emu: K2ThinkEmulator, start_gateway: Callable[..., GatewayServer], tmp_
 
 def test_every_admin_route_refuses_a_missing_wrong_or_client_key(gw: GatewayServer) -> None:
     routes = _admin_routes(gw)
-    assert len(routes) == 10
+    assert len(routes) == 15  # the original 10, and the per-provider credentials routes
     ids = [e.credential.id for e in gw.runtime.pools["k2think"].entries]
     attempts = [{}, {"Authorization": f"Bearer {API_KEY}"}, {"x-api-key": API_KEY}, {"Authorization": "Bearer sk-admin-guess"}]
     with httpx.Client(base_url=gw.base_url) as http:

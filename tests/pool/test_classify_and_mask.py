@@ -73,19 +73,19 @@ def test_resets_and_timeouts_disable_after_max_failures_but_unreachable_never_do
     credential = Credential(id="c", secret=Secret("secret-token-value-0123456789"), provider="p")
     pool = CredentialPool("p", [credential], max_failures=3)
     for _ in range(5):
-        pool.acquire().fail(classify_http_error(UpstreamUnreachable("down", provider="p")))
+        pool.acquire_now().fail(classify_http_error(UpstreamUnreachable("down", provider="p")))
     assert pool.find("c").failures == 0 and pool.counts()["active"] == 1  # type: ignore[union-attr]
-    pool.acquire().fail(classify_http_error(UpstreamTransportError("reset", provider="p")))
-    pool.acquire().fail(classify_http_error(UpstreamTimeout("slow", provider="p")))
+    pool.acquire_now().fail(classify_http_error(UpstreamTransportError("reset", provider="p")))
+    pool.acquire_now().fail(classify_http_error(UpstreamTimeout("slow", provider="p")))
     assert pool.counts()["active"] == 1
-    pool.acquire().fail(classify_http_error(UpstreamTransportError("reset", provider="p")))
+    pool.acquire_now().fail(classify_http_error(UpstreamTransportError("reset", provider="p")))
     assert pool.find("c").disabled  # type: ignore[union-attr]
 
 
 def test_an_upstream_echoing_the_credential_never_stores_it_in_full() -> None:
     token = "opaque-api-key-not-a-jwt-0123456789abcdef"
     pool = CredentialPool("p", [Credential(id="c", secret=Secret(token), provider="p")])
-    pool.acquire().fail(Failure(FailureKind.AUTH, f"upstream said: key {token} is revoked", 401))
+    pool.acquire_now().fail(Failure(FailureKind.AUTH, f"upstream said: key {token} is revoked", 401))
     entry = pool.find("c")
     assert entry is not None
     assert token not in (entry.last_error or "") and token not in (entry.disabled_reason or "")

@@ -271,10 +271,10 @@ def test_the_last_flush_at_shutdown_is_the_newest_state(tmp_path: Path) -> None:
     async def run() -> None:
         await lifecycle.astart()
         pool = lifecycle.pool
-        pool.acquire().succeed()
+        pool.acquire_now().succeed()
         while not store.first.is_set():
             await asyncio.sleep(0.005)
-        pool.acquire().succeed()  # newer than what the slow save is writing
+        pool.acquire_now().succeed()  # newer than what the slow save is writing
         await lifecycle.aclose()
 
     asyncio.run(run())

@@ -136,22 +136,22 @@ def test_triggers_auth_consecutive_exhausted_and_spacing(tmp_path: Path) -> None
     assert refresher is not None
 
     async def run() -> None:
-        pool.acquire().fail(Failure(FailureKind.AUTH, "401"))
+        pool.acquire_now().fail(Failure(FailureKind.AUTH, "401"))
         assert refresher.is_updating
         await refresher.current  # type: ignore[misc]
         assert refresher.trigger("too soon") is None  # spaced by min_interval
         refresher.last_attempt = 0
         pool.reset_all()
-        pool.acquire().fail(Failure(FailureKind.TRANSIENT, "500"))
+        pool.acquire_now().fail(Failure(FailureKind.TRANSIENT, "500"))
         assert not refresher.is_updating
-        pool.acquire().fail(Failure(FailureKind.TRANSIENT, "500"))
+        pool.acquire_now().fail(Failure(FailureKind.TRANSIENT, "500"))
         assert refresher.is_updating  # two consecutive failures, pool > 2
         await refresher.current  # type: ignore[misc]
         refresher.last_attempt = 0
         for entry in pool.entries:
             pool.disable(entry)
         try:
-            pool.acquire()
+            pool.acquire_now()
         except PoolExhausted as exc:
             assert "a token refresh from ACCOUNTS_FILE is running" in exc.message and exc.retry_after == 10
         else:
@@ -290,21 +290,21 @@ def test_consecutive_failure_trigger_needs_two_penalised_failures_in_a_row_and_a
 
     async def run() -> None:
         two = lifecycle_with(2)  # a pool of two: never
-        two.pool.acquire().fail(transient)
-        two.pool.acquire().fail(transient)
+        two.pool.acquire_now().fail(transient)
+        two.pool.acquire_now().fail(transient)
         assert two.refresher is not None and not two.refresher.is_updating
 
         three = lifecycle_with(3)
         pool, refresher = three.pool, three.refresher
         assert refresher is not None
-        pool.acquire().fail(rate_limited)  # 429s cool down; they do not count
-        pool.acquire().fail(rate_limited)
+        pool.acquire_now().fail(rate_limited)  # 429s cool down; they do not count
+        pool.acquire_now().fail(rate_limited)
         assert not refresher.is_updating
-        pool.acquire().fail(transient)
-        pool.acquire().succeed()  # a success in between resets the run
-        pool.acquire().fail(transient)
+        pool.acquire_now().fail(transient)
+        pool.acquire_now().succeed()  # a success in between resets the run
+        pool.acquire_now().fail(transient)
         assert not refresher.is_updating
-        pool.acquire().fail(transient)  # two in a row, pool of three
+        pool.acquire_now().fail(transient)  # two in a row, pool of three
         assert refresher.is_updating
         result = await refresher.current  # type: ignore[misc]
         assert "2 consecutive failed attempts" in result.reason

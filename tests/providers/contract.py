@@ -36,8 +36,8 @@ class ProviderHarness(Protocol):
     def fail(self, status: int, times: int = 1) -> None:
         """The next `times` chat requests get HTTP `status`."""
 
-    def break_after(self, events: int) -> None:
-        """Streams are cut off after `events` events."""
+    def break_midway(self) -> None:
+        """Streams are cut off after some of the answer has been sent."""
 
     def chat_requests(self) -> int:
         """How many chat requests the upstream has seen."""
@@ -73,15 +73,14 @@ class K2ThinkHarness:
         self.emulator.responder = respond
 
     def fail(self, status: int, times: int = 1) -> None:
-        for _ in range(times):
-            self.emulator.fail_next(status)
+        self.emulator.fail_next(times, status)
 
-    def break_after(self, events: int) -> None:
+    def break_midway(self) -> None:
         self.emulator.break_mid_stream = True
-        self.emulator.interrupt_after_events = events
+        self.emulator.interrupt_after_events = 7  # reasoning and a first piece of the answer are out
 
     def chat_requests(self) -> int:
-        return len(self.emulator.chat_requests())
+        return len(self.emulator.chat_requests)
 
     def __enter__(self) -> K2ThinkHarness:
         self.emulator.start()
@@ -112,12 +111,11 @@ class OpenAICompatHarness:
         self.emulator.responder = respond
 
     def fail(self, status: int, times: int = 1) -> None:
-        for _ in range(times):
-            self.emulator.fail_next(status)
+        self.emulator.fail_next(times, status)
 
-    def break_after(self, events: int) -> None:
+    def break_midway(self) -> None:
         self.emulator.break_mid_stream = True
-        self.emulator.interrupt_after_events = events
+        self.emulator.interrupt_after_events = 2
 
     def chat_requests(self) -> int:
         return len(self.emulator.requests_to("/v1/chat/completions"))

@@ -75,7 +75,7 @@ def test_an_upstream_that_keeps_failing_is_a_502_in_the_openai_envelope(harness:
 def test_a_stream_broken_midway_ends_with_an_in_band_error(harness: ProviderHarness, start_gateway: StartGateway) -> None:
     harness.answer("A long answer " * 20)
     gateway = harness.start(start_gateway)
-    harness.break_after(2)
+    harness.break_midway()
     with httpx.Client(base_url=gateway.base_url, headers={"Authorization": f"Bearer {gateway.api_key}"}, timeout=30) as http:
         response = http.post("/v1/chat/completions", json={"model": harness.model, "messages": HI, "stream": True})
     assert response.status_code == 200
