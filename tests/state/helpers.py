@@ -1,0 +1,79 @@
+"""A fake wall clock, a runner for store scenarios, and a real SIGKILL inside fsync."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from chatbridge.state import StateStore
+
+REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+S = TypeVar("S", bound=StateStore)
+
+
+class FakeClock:
+    """Wall-clock seconds that move only when told to."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def run(store: S, scenario: Callable[[S], Awaitable[T]]) -> T:
+    """Run `scenario(store)` on a fresh event loop, with the store opened and closed around it."""
+
+    async def main() -> T:
+        async with store:
+            return await scenario(store)
+
+    return asyncio.run(main())
+
+
+def child_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO / "src")}
+
+
+# Runs `code` in a child whose n-th fsync announces itself and then hangs until killed.
+_CHILD = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    marker, nth = Path(sys.argv[1]), int(sys.argv[2])
+    real_fsync, calls = os.fsync, [0]
+    def fsync(fd):
+        calls[0] += 1
+        if calls[0] == nth:
+            marker.write_text("inside fsync")
+            time.sleep(60)
+        real_fsync(fd)
+    os.fsync = fsync
+    exec(sys.argv[3])
+""")
+
+
+def kill_inside_fsync(tmp_path: Path, nth: int, code: str) -> None:
+    marker = tmp_path / "marker"
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(marker), str(nth), code], env=child_env())
+    try:
+        deadline = time.monotonic() + 20
+        while not marker.exists():
+            assert child.poll() is None, "the child finished without reaching fsync"
+            assert time.monotonic() < deadline, "the child never reached fsync"
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=10)
+    marker.unlink()
