@@ -20,10 +20,10 @@ from chatbridge.gateway.pipeline import Pipeline, PipelineSettings
 from chatbridge.gateway.router import Router
 from chatbridge.pool.lifecycle import PoolLifecycle
 from chatbridge.pool.pool import CredentialPool
-from chatbridge.pool.store import STATE_FILE_NAME, JsonFileStore
 from chatbridge.providers import registry
 from chatbridge.providers.base import Provider
 from chatbridge.providers.wiring import Closable, ProviderWiring, WiringContext
+from chatbridge.state import STATE_FILE_NAME, EmbeddedStore, StateStore
 from chatbridge.state.keys import StoredKey, load_or_create_key
 
 log = logging.getLogger("chatbridge")
@@ -50,6 +50,7 @@ class Runtime:
     pools: dict[str, CredentialPool] = field(default_factory=dict)
     lifecycles: dict[str, PoolLifecycle] = field(default_factory=dict)
     closers: list[Closable] = field(default_factory=list)
+    store: StateStore | None = None
 
     def __post_init__(self) -> None:
         self.providers = {name: w.provider for name, w in self.wirings.items()}
@@ -82,10 +83,12 @@ class Runtime:
             await closer.aclose()
         for provider in self.providers.values():
             await provider.aclose()
+        if self.store is not None:
+            await self.store.aclose()  # after the lifecycles' last flush
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    store = JsonFileStore(Path(settings.data_dir) / STATE_FILE_NAME)
+    store = EmbeddedStore(Path(settings.data_dir) / STATE_FILE_NAME)
     context = WiringContext(http=settings.http_settings(), pool=settings.pool_defaults(), store=store,
                             data_dir=Path(settings.data_dir))
     wirings, disabled, report = build_wirings(settings, context)
@@ -104,7 +107,7 @@ def build_runtime(settings: Settings) -> Runtime:
     keys, stored = client_keys(settings)
     admin, admin_stored = admin_keys(settings, keys)
     return Runtime(settings, wirings, router, pipeline, keys, stored, report,
-                   admin_keys=admin, admin_key_source=admin_stored, disabled=disabled)
+                   admin_keys=admin, admin_key_source=admin_stored, disabled=disabled, store=store)
 
 
 def build_wirings(settings: Settings, context: WiringContext) -> tuple[dict[str, ProviderWiring], dict[str, str], list[str]]:

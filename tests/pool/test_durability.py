@@ -22,7 +22,6 @@ from chatbridge.core.secrets import Secret
 from chatbridge.pool.lifecycle import LifecycleSettings, PoolLifecycle
 from chatbridge.pool.pool import CredentialPool
 from chatbridge.pool.sources import read_tokens_file
-from chatbridge.pool.store import STATE_FILE_NAME, JsonFileStore, MemoryStore
 from chatbridge.pool.tokens_file import (
     TokensFileChanged,
     backup_path,
@@ -30,6 +29,7 @@ from chatbridge.pool.tokens_file import (
     replace_tokens_file,
     signature,
 )
+from chatbridge.state import MemoryStore
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -102,41 +102,6 @@ def test_leftovers_are_not_cleaned_while_another_writer_holds_the_lock(tmp_path:
     assert in_flight.exists()
     lifecycle._clean_leftovers(path)
     assert not in_flight.exists()
-
-
-def test_a_crash_mid_save_leaves_the_pool_state_and_old_leftovers_are_cleaned(tmp_path: Path) -> None:
-    state = tmp_path / STATE_FILE_NAME
-    JsonFileStore(state).save("p", {"credentials": {"abc": {"disabled": True, "failures": 0}}})
-    before = state.read_bytes()
-    code = (f"from chatbridge.pool.store import JsonFileStore; "
-            f"JsonFileStore(Path({str(state)!r})).save('p', {{'credentials': {{}}}})")
-    _kill_inside_fsync(tmp_path, 1, code)
-
-    assert state.read_bytes() == before
-    [leftover] = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    JsonFileStore(state)  # a fresh leftover may belong to another worker saving right now: kept
-    assert leftover.exists()
-    old = time.time() - 3600
-    os.utime(leftover, (old, old))
-    store = JsonFileStore(state)
-    assert not leftover.exists()
-    assert store.load("p")["credentials"]["abc"]["disabled"] is True
-
-
-def test_a_failed_save_keeps_the_previous_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    state = tmp_path / STATE_FILE_NAME
-    store = JsonFileStore(state)
-    store.save("p", {"credentials": {"abc": {"failures": 2}}})
-    before = state.read_bytes()
-
-    def full_disk(fd: int) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "fsync", full_disk)
-    with pytest.raises(OSError, match="No space left"):
-        store.save("p", {"credentials": {}})
-    assert state.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_FILE_NAME]
 
 
 _WRITER = textwrap.dedent("""
@@ -242,40 +207,3 @@ def test_a_token_that_leaves_and_comes_back_keeps_its_health(tmp_path: Path) -> 
     assert fresh.export_health()["id-a"]["disabled"] is True
     fresh.replace([_credential("a", "tokens_file", None)])
     assert fresh.find("id-a").disabled  # type: ignore[union-attr]
-
-
-def test_the_last_flush_at_shutdown_is_the_newest_state(tmp_path: Path) -> None:
-    """A save still running in a thread at shutdown never lands after (over) the final one."""
-    import threading
-
-    class SlowStore(MemoryStore):
-        def __init__(self) -> None:
-            super().__init__()
-            self.first = threading.Event()
-            self.lock = threading.Lock()
-            self.order: list[int] = []
-
-        def save(self, provider: str, state: dict[str, object]) -> None:
-            served = state["credentials"]["id-a"]["requests_served"]  # type: ignore[index]
-            if not self.first.is_set():
-                self.first.set()
-                time.sleep(0.3)  # the flush loop's save is slow
-            with self.lock:
-                self.order.append(served)  # type: ignore[arg-type]
-                super().save(provider, state)
-
-    store = SlowStore()
-    lifecycle = PoolLifecycle(CredentialPool("p", [_credential("a", "env", None)]), _credential,
-                              static=[_credential("a", "env", None)], settings=LifecycleSettings(flush_interval=0.01), store=store)
-
-    async def run() -> None:
-        await lifecycle.astart()
-        pool = lifecycle.pool
-        pool.acquire_now().succeed()
-        while not store.first.is_set():
-            await asyncio.sleep(0.005)
-        pool.acquire_now().succeed()  # newer than what the slow save is writing
-        await lifecycle.aclose()
-
-    asyncio.run(run())
-    assert store.order[-1] == 2 and store.load("p")["credentials"]["id-a"]["requests_served"] == 2

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import Failure, FailureKind, PoolExhausted
 from chatbridge.core.secrets import Secret
 from chatbridge.pool.pool import CredentialPool, CredentialState
-from chatbridge.pool.store import JsonFileStore, MemoryStore
 
 
 class Clock:
@@ -127,28 +124,3 @@ def test_replace_keeps_health_and_manual_controls() -> None:
     assert entry.disabled_reason == "disabled by an administrator"
     pool.reset_all()
     assert pool.counts()["active"] == 2
-
-
-@pytest.mark.parametrize("store_kind", ["memory", "file"])
-def test_health_round_trips_through_a_store(store_kind: str, tmp_path: Path) -> None:
-    store = MemoryStore() if store_kind == "memory" else JsonFileStore(tmp_path / "state.json")
-    pool, clock = make(3)
-    pool.acquire_now().fail(AUTH)
-    pool.acquire_now().fail(Failure(FailureKind.RATE_LIMITED, "429", 429, retry_after=100))
-    pool.acquire_now().succeed()
-    pool.find("c2").credential.account = "someone@example.com"  # type: ignore[union-attr]
-    store.save("p", {"credentials": pool.export_health()})
-    if store_kind == "file":
-        store = JsonFileStore(tmp_path / "state.json")  # a new process reads it back
-        assert oct((tmp_path / "state.json").stat().st_mode & 0o777) == "0o600"
-        assert "secret-token" not in (tmp_path / "state.json").read_text()
-    fresh = CredentialPool("p", [cred("c0"), cred("c1"), cred("c2")], clock=clock)
-    assert fresh.import_health(store.load("p")["credentials"]) == 3
-    assert fresh.counts() == {"total": 3, "active": 1, "cooling": 1, "disabled": 1, "expired": 0}
-    assert fresh.find("c2").requests_served == 1 and fresh.find("c2").credential.account == "someone@example.com"  # type: ignore[union-attr]
-
-
-def test_corrupt_state_file_is_not_fatal(tmp_path: Path) -> None:
-    path = tmp_path / "state.json"
-    path.write_text("{not json")
-    assert JsonFileStore(path).load("p") == {}

@@ -15,8 +15,8 @@ from chatbridge.pool.pool import CredentialPool
 from chatbridge.pool.refresher import RefreshSettings, TokenRefresher
 from chatbridge.pool.signin import SignedToken, SignInPolicy, SignInRejected
 from chatbridge.pool.sources import read_tokens_file
-from chatbridge.pool.store import MemoryStore
 from chatbridge.pool.tokens_file import backup_path
+from chatbridge.state import MemoryStore
 
 FAST = SignInPolicy(concurrency=2, attempts=3, backoff=0.0, timeout=5)
 

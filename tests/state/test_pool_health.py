@@ -19,9 +19,9 @@ def cred(name: str) -> Credential:
 def test_health_round_trips_through_a_store(store: StateStore, tmp_path: Path) -> None:
     clock = FakeClock(1_000_000.0)
     pool = CredentialPool("p", [cred(f"c{i}") for i in range(3)], clock=clock)
-    pool.acquire().fail(Failure(FailureKind.AUTH, "401"))
-    pool.acquire().fail(Failure(FailureKind.RATE_LIMITED, "429", 429, retry_after=100))
-    pool.acquire().succeed()
+    pool.acquire_now().fail(Failure(FailureKind.AUTH, "401"))
+    pool.acquire_now().fail(Failure(FailureKind.RATE_LIMITED, "429", 429, retry_after=100))
+    pool.acquire_now().succeed()
     pool.find("c2").credential.account = "someone@example.com"  # type: ignore[union-attr]
 
     async def scenario(store: StateStore) -> None:

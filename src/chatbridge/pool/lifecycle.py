@@ -27,8 +27,8 @@ from chatbridge.core.errors import Failure, FailureKind
 from chatbridge.pool.pool import CredentialHealth, CredentialPool, CredentialState
 from chatbridge.pool.refresher import KnownToken, TokenRefresher
 from chatbridge.pool.sources import read_tokens_file
-from chatbridge.pool.store import StateStore
 from chatbridge.pool.tokens_file import FileSignature, cleanup_temp_files, exclusive_lock, has_tokens, signature
+from chatbridge.state import StateStore
 
 log = logging.getLogger("chatbridge.pool.lifecycle")
 
@@ -74,7 +74,6 @@ class PoolLifecycle:
         self._accounts: dict[str, str] = {}  # credential id → account e-mail
         self._signature: FileSignature | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._saving: asyncio.Future[None] | None = None  # the flush loop's save, running in a thread
         self._dirty = False
         self.state = LifecycleState.NEW
         self.last_reload_error: str | None = None
@@ -100,8 +99,8 @@ class PoolLifecycle:
         if self.state is not LifecycleState.NEW:
             raise RuntimeError(f"the {self.provider} pool lifecycle cannot be started twice")
         self.state = LifecycleState.RUNNING
-        saved = self.store.load(self.provider)
-        credentials = saved.get("credentials")
+        saved = await self.store.get(self.state_key) or {}
+        credentials = saved.get("credentials") if isinstance(saved, dict) else None
         records = credentials if isinstance(credentials, dict) else {}
         self._accounts = {cid: r["account"] for cid, r in records.items() if isinstance(r, dict) and isinstance(r.get("account"), str)}
         path = self.tokens_file
@@ -112,7 +111,7 @@ class PoolLifecycle:
         if restored:
             log.info("%s pool: health of %d credential(s) restored from the last run", self.provider, restored)
         if self.refresher is not None:
-            refresh = saved.get("refresh")
+            refresh = saved.get("refresh") if isinstance(saved, dict) else None
             self.refresher.import_state(refresh if isinstance(refresh, dict) else {})
         self._spawn(self._flush_loop(), "pool-state-flush")
         if path is not None:
@@ -160,13 +159,10 @@ class PoolLifecycle:
             with contextlib.suppress(BaseException):
                 await task
         self._tasks.clear()
-        if self._saving is not None:  # a save already in a thread must land before the final one
-            with contextlib.suppress(BaseException):
-                await self._saving
         if self.refresher is not None:
             self.refresher.scheduler_running = False
             await self.refresher.aclose()
-        self.flush()
+        await self.flush()
 
     # -- tokens file ------------------------------------------------------------------------------
 
@@ -229,25 +225,21 @@ class PoolLifecycle:
             state["refresh"] = self.refresher.export_state()
         return state
 
-    def flush(self) -> None:
-        try:
-            self.store.save(self.provider, self.snapshot())
-            self._dirty = False
-        except OSError as exc:
-            log.error("could not save %s pool health: %s", self.provider, exc)
+    @property
+    def state_key(self) -> str:
+        """Where this pool's health lives in the state store."""
+        return f"pool:{self.provider}"
+
+    async def flush(self) -> None:
+        """Hand the current health to the state store (which makes it durable in its own time)."""
+        self._dirty = False
+        await self.store.set(self.state_key, self.snapshot())
 
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.flush_interval)
             if self._dirty:
-                self._dirty = False
-                snapshot = self.snapshot()
-                self._saving = asyncio.ensure_future(asyncio.to_thread(self.store.save, self.provider, snapshot))
-                try:
-                    await asyncio.shield(self._saving)
-                except OSError as exc:
-                    self._dirty = True
-                    log.error("could not save %s pool health: %s", self.provider, exc)
+                await self.flush()
 
     # -- refresh triggers ---------------------------------------------------------------------------
 

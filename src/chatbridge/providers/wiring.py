@@ -19,10 +19,10 @@ from chatbridge.core.types import Route
 from chatbridge.pool.lifecycle import PoolLifecycle
 from chatbridge.pool.pool import CredentialPool
 from chatbridge.pool.signin import Authenticator, SignInPolicy
-from chatbridge.pool.store import StateStore
 from chatbridge.providers.base import Provider
 from chatbridge.providers.http import HttpSettings
 from chatbridge.providers.settings import ProviderSettings
+from chatbridge.state import StateStore
 
 
 class Closable(Protocol):
