@@ -138,3 +138,25 @@ def test_the_start_report_explains_an_accounts_file_that_is_not_used(tmp_path: P
     assert "guest mode" in k2 and "accounts.txt is not signed in: ENABLE_TOKEN_AUTO_UPDATE=false" in k2
     report = build_runtime(make_settings(tmp_path, enable_token_auto_update=True, k2think_token="tok-" + "x" * 20)).report
     assert any("ENABLE_TOKEN_AUTO_UPDATE=true does nothing without ACCOUNTS_FILE" in line for line in report)
+
+
+def test_every_pooled_provider_has_its_credentials_routes(gw: GatewayServer) -> None:
+    """`/admin/providers/{name}/credentials`: the same data as the original tool's aliases, by id or index."""
+    ids = [e.credential.id for e in gw.runtime.pools["k2think"].entries]
+    with admin(gw) as http:
+        listed = http.get("/admin/providers/k2think/credentials").json()
+        assert listed["status"] == "success" and listed["data"] == http.get("/admin/tokens/stats").json()["data"]
+        gw.runtime.pools["k2think"].disable(gw.runtime.pools["k2think"].entries[2])
+        by_id = http.post(f"/admin/providers/k2think/credentials/{ids[2]}/reset").json()
+        assert by_id["message"] == f"Credential {ids[2]} reset" and by_id["data"]["state"] == "active"
+        assert http.post("/admin/providers/k2think/credentials/1/reset").json()["data"]["id"] == ids[1]
+        missing = http.post("/admin/providers/k2think/credentials/nope/reset")
+        assert missing.status_code == 404 and "nope" in missing.json()["message"]
+        assert http.post("/admin/providers/k2think/credentials/reset-all").json()["data"]["active_tokens"] == 3
+        assert http.post("/admin/providers/k2think/credentials/reload").json()["data"]["total_tokens"] == 3
+        refresh = http.post("/admin/providers/k2think/credentials/force-refresh")
+        assert refresh.status_code == 400 and "ENABLE_TOKEN_AUTO_UPDATE" in refresh.json()["message"]
+        unknown = http.get("/admin/providers/nobody/credentials")
+        assert unknown.status_code == 404 and unknown.json() == {"status": "error", "message": "Unknown provider 'nobody'"}
+        no_pool = http.get("/admin/providers/openai/credentials")
+        assert no_pool.status_code == 409 and "OPENAI_COMPAT_BASE_URL" in no_pool.json()["message"]

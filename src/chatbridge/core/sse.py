@@ -1,4 +1,4 @@
-"""Server-sent events: a sans-IO incremental decoder and the encoder for our own streams.
+"""Server-sent events: a sans-IO incremental decoder.
 
 The decoder splits only on CR, LF and CRLF (as the SSE spec says), carries a trailing CR into
 the next chunk, and never limits line length, unlike aiohttp's line iterator.
@@ -97,13 +97,3 @@ class SSEDecoder:
         elif name == "id":
             self._id = value
         return None
-
-
-
-
-def encode_data(payload: bytes) -> bytes:
-    """One `data:` event around an already-serialised JSON payload."""
-    return b"data: " + payload + b"\n\n"
-
-
-DONE = b"data: [DONE]\n\n"

@@ -35,9 +35,6 @@ class AccountsFile:
     accounts: list[Account] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # "line 3: ..." (never a password)
 
-    def by_email(self) -> dict[str, Account]:
-        return {a.email.lower(): a for a in self.accounts}
-
 
 def mask_email(email: str) -> str:
     """`al***@example.com`: enough to recognise an account in a table, not to harvest it."""

@@ -1,6 +1,6 @@
-"""Issue 3's must-show as a user runs it: `python -m chatbridge serve`, its own stdout/stderr.
+"""The pool as an operator runs it: `python -m chatbridge serve`, its own stdout/stderr, tokens never printed.
 
-The in-process test (test_pool_must_show.py) greps log records without the redacting filter;
+The in-process test (test_pool_revoked_tokens_under_load.py) greps log records without the redacting filter;
 these run the real command with LOG_FORMAT text and json and grep everything the process
 printed, the way an operator's log collector would see it.
 """

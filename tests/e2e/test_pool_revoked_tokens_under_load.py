@@ -1,4 +1,4 @@
-"""Issue 3's must-show: 5 tokens, 2 revoked, 200 concurrent requests, all succeed, no token in the logs."""
+"""Revoked tokens under load: 5 tokens, 2 revoked, 200 concurrent requests, all succeed, no token in the logs."""
 
 from __future__ import annotations
 
