@@ -7,8 +7,9 @@ They are plain slotted dataclasses, not pydantic models, because they sit on the
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol, Union
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
@@ -103,6 +104,20 @@ class ChatRequest:
     extra: dict[str, Any] = field(default_factory=dict)  # unknown fields, for upstreams that speak OpenAI
     # Set on the copy the pipeline hands a provider: the route's provider-specific data.
     route_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def for_upstream(self, model: str, options: Mapping[str, Any]) -> ChatRequest:
+        """A copy naming the upstream's model: the client's request itself is never rewritten.
+
+        Built positionally from every field, since `dataclasses.replace` costs four times as
+        much and this runs on every request.
+        """
+        copy = ChatRequest(*_CHAT_REQUEST_FIELDS(self))
+        copy.model = model
+        copy.route_options = options
+        return copy
+
+
+_CHAT_REQUEST_FIELDS = operator.attrgetter(*(f.name for f in fields(ChatRequest)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ def estimate_tokens(text: str) -> int:
     """About 4 characters a token for Latin text, about 1 for CJK and other wide scripts."""
     if not text:
         return 0
-    wide = _wide_chars(text)
+    wide = wide_chars(text)
     return math.ceil((len(text) - wide) / 4 + wide)
 
 
@@ -28,34 +28,12 @@ def estimate_prompt_tokens(request: ChatRequest) -> int:
     return total
 
 
-def _wide_chars(text: str) -> int:
+
+def wide_chars(text: str) -> int:
+    """Characters of wide scripts (CJK, ...), which count about one token each."""
     return 0 if text.isascii() else sum(1 for ch in text if ord(ch) > 0x2E7F)
 
 
-class OutputCounter:
-    """Counts an answer as it streams, for `estimate_tokens` of the whole without keeping it.
-
-    Memory per stream stays flat however long the answer: only two counters are kept.
-    """
-
-    __slots__ = ("_narrow", "_reasoning", "_wide")
-
-    def __init__(self) -> None:
-        self._narrow = 0
-        self._wide = 0
-        self._reasoning = 0
-
-    def add(self, text: str, *, reasoning: bool = False) -> None:
-        wide = _wide_chars(text)
-        self._narrow += len(text) - wide
-        self._wide += wide
-        if reasoning:
-            self._reasoning += len(text)
-
-    @property
-    def tokens(self) -> int:
-        return math.ceil(self._narrow / 4 + self._wide) if self._narrow or self._wide else 0
-
-    @property
-    def reasoning_tokens(self) -> int | None:
-        return math.ceil(self._reasoning / 4) if self._reasoning else None
+def tokens_from_counts(narrow: int, wide: int) -> int:
+    """`estimate_tokens` of a text from its counts of narrow and wide characters."""
+    return math.ceil(narrow / 4 + wide) if narrow or wide else 0

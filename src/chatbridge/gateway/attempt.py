@@ -10,13 +10,14 @@ retries: the pipeline decides that from the first event.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Sequence
 
 from chatbridge.core.errors import Failure, UpstreamError
 from chatbridge.core.types import ChatRequest, Event, EventTransform, ReasoningDelta, TextDelta, ToolCallDelta, Usage
-from chatbridge.core.usage import OutputCounter, estimate_prompt_tokens
+from chatbridge.core.usage import estimate_prompt_tokens, tokens_from_counts, wide_chars
 from chatbridge.pool.pool import Lease
 
 log = logging.getLogger("chatbridge.pipeline")
@@ -46,8 +47,8 @@ class Attempt:
     """
 
     __slots__ = (
-        "_classify", "_counter", "_ended", "_events", "_lease", "_pending", "_request", "_timing",
-        "_transforms", "_usage_seen", "failure",
+        "_classify", "_ended", "_events", "_lease", "_narrow", "_pending", "_reasoning", "_request", "_timing",
+        "_transforms", "_usage_seen", "_wide", "failure",
     )
 
     def __init__(
@@ -67,7 +68,8 @@ class Attempt:
         self._timing = timing
         self._transforms = tuple(transforms)
         self._pending: deque[Event] = deque()
-        self._counter = OutputCounter()
+        # What the answer has said so far, counted for the estimate (memory stays flat however long).
+        self._narrow = self._wide = self._reasoning = 0
         self._usage_seen = False
         self._ended = False
         self.failure: Failure | None = None
@@ -102,7 +104,8 @@ class Attempt:
         except StopAsyncIteration:
             self._timing.upstream_wait += clock() - started
             self._ended = True
-            self._pending.extend(end(self._transforms))
+            if self._transforms:
+                self._pending.extend(end(self._transforms))
             if self._lease is not None:
                 self._lease.succeed()
             return None
@@ -125,20 +128,29 @@ class Attempt:
 
     def _count(self, event: Event) -> None:
         if isinstance(event, TextDelta):
-            self._counter.add(event.text)
+            text = event.text
         elif isinstance(event, ReasoningDelta):
-            self._counter.add(event.text, reasoning=True)
+            text = event.text
+            self._reasoning += len(text)
         elif isinstance(event, ToolCallDelta):
-            self._counter.add((event.name or "") + event.arguments)
-        elif isinstance(event, Usage):
-            self._usage_seen = True
+            text = (event.name or "") + event.arguments
+        else:
+            if isinstance(event, Usage):
+                self._usage_seen = True
+            return
+        if text.isascii():
+            self._narrow += len(text)
+        else:
+            wide = wide_chars(text)
+            self._wide += wide
+            self._narrow += len(text) - wide
 
     def _estimate(self) -> Usage:
         return Usage(
             prompt_tokens=estimate_prompt_tokens(self._request),
-            completion_tokens=self._counter.tokens,
+            completion_tokens=tokens_from_counts(self._narrow, self._wide),
             estimated=True,
-            reasoning_tokens=self._counter.reasoning_tokens,
+            reasoning_tokens=math.ceil(self._reasoning / 4) if self._reasoning else None,
         )
 
     async def aclose(self) -> None:

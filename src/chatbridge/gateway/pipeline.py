@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 from chatbridge.core.credentials import Credential
@@ -113,21 +113,25 @@ class Pipeline:
         self.settings = settings
         self.tool_settings = tool_settings
         self.planner = planner
+        # Providers whose answers need no per-attempt transform: their attempts skip the machinery.
+        self._plain = {name for name, p in providers.items() if type(p).transforms is Provider.transforms}
 
     async def open(self, request: ChatRequest, timing: Timing | None = None) -> PrimedStream:
         """Route, run features and attempts, and wait for the first event (or an error)."""
         timing = timing or Timing()
         route = self.router.resolve(request.model)
         provider = self.providers[route.provider]
-        upstream = replace(request, model=route.upstream_model, route_options=route.options)
-        plan = self.planner(upstream, route, provider) if self.planner is not None else SameRequest(upstream)
+        # The provider gets the upstream's model id; the client's request is never rewritten.
+        same = request.model == route.upstream_model and not route.options
+        upstream = request if same else request.for_upstream(route.upstream_model, route.options)
+        plan = self.planner(upstream, route, provider) if self.planner is not None else upstream
         mode = self._reasoning_mode(route)
         emulator = self._tool_emulator(upstream, provider)
         if emulator is None:  # the common case: one flat iterator
-            policy = [ReasoningPolicy(mode)] if mode != "reasoning_content" else []
-
-            def transforms() -> list[EventTransform]:
-                return [*provider.transforms(), *policy]
+            transforms: TransformsFactory | None = None if provider.name in self._plain else provider.transforms
+            if mode != "reasoning_content":
+                def transforms() -> list[EventTransform]:
+                    return [*provider.transforms(), ReasoningPolicy(mode)]
 
             first, attempt = await self._start(plan, provider, timing, transforms)
             return PrimedStream(first, attempt, request)
@@ -157,7 +161,7 @@ class Pipeline:
     async def _rounds(self, emulator: ToolEmulator, provider: Provider, timing: Timing) -> AsyncGenerator[Event, None]:
         """Tool emulation: one upstream round after another until the emulator has its answer."""
         while (request := emulator.next_request()) is not None:
-            first, attempt = await self._start(SameRequest(request), provider, timing, provider.transforms)
+            first, attempt = await self._start(request, provider, timing, provider.transforms)
             try:
                 if first is not None:
                     for event in emulator.feed(first):
@@ -173,20 +177,21 @@ class Pipeline:
             yield event
 
     async def _start(
-        self, plan: AttemptPlan, provider: Provider, timing: Timing, transforms: TransformsFactory,
+        self, plan: AttemptPlan | ChatRequest, provider: Provider, timing: Timing, transforms: TransformsFactory | None,
     ) -> tuple[Event | None, Attempt]:
-        """Try credentials in turn until one attempt produces its first event."""
+        """Try credentials in turn until one attempt produces its first event (a bare request: sent unchanged)."""
+        prefer = None if isinstance(plan, ChatRequest) else plan.prefer
         pool = self.pools.get(provider.name) if provider.requires_credential else None
         tried: set[str] = set()
         last: tuple[UpstreamError, Failure] | None = None
         for attempt_no in range(self.settings.max_retries + 1):
-            lease = await self._lease(pool, tried, last, attempt_no, plan.prefer)
+            lease = await self._lease(pool, tried, last, attempt_no, prefer) if pool is not None else None
             if lease is None and attempt_no and last is not None:
                 await asyncio.sleep(self.settings.retry_backoff * (2 ** (attempt_no - 1)))
             credential = lease.credential if lease is not None else None
-            request = plan.request_for(credential, failover=attempt_no > 0)
+            request = plan if isinstance(plan, ChatRequest) else plan.request_for(credential, failover=attempt_no > 0)
             attempt = Attempt(provider.stream(request, credential), request, lease=lease,
-                              classify=provider.classify, timing=timing, transforms=transforms())
+                              classify=provider.classify, timing=timing, transforms=transforms() if transforms else ())
             try:
                 first = await attempt.__anext__()
             except StopAsyncIteration:
@@ -210,14 +215,12 @@ class Pipeline:
 
     async def _lease(
         self,
-        pool: CredentialPool | None,
+        pool: CredentialPool,
         tried: set[str],
         last: tuple[UpstreamError, Failure] | None,
         attempts: int,
         prefer: str | None,
-    ) -> Lease | None:
-        if pool is None:
-            return None
+    ) -> Lease:
         try:
             return await pool.acquire(frozenset(tried), prefer=prefer, timeout=self.settings.busy_wait)
         except PoolExhausted as exhausted:

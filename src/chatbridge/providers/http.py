@@ -5,18 +5,18 @@ this module already translated into the `UpstreamError` tree, so no provider or 
 ever catches aiohttp types. `stream_answer` is the loop every provider shares (open, status →
 error, body decoded into frames, frames read into events, in-band errors, the closing events);
 a provider contributes only its sans-IO `FrameDecoder` (SSE today; Connect envelopes and AWS
-event-stream frames plug in the same way) and its `AnswerReader`.
+event-stream frames plug in the same way; `core.sse.SSEDecoder` is one) and its `AnswerReader`.
 """
 
 from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import aiohttp
 import orjson
@@ -30,7 +30,6 @@ from chatbridge.core.errors import (
     UpstreamUnreachable,
 )
 from chatbridge.core.secrets import redact
-from chatbridge.core.sse import ServerSentEvent, SSEDecoder
 from chatbridge.core.types import Event
 
 
@@ -274,28 +273,9 @@ class AnswerReader(Protocol[FrameT_contra]):
     def finish(self) -> Iterable[Event]: ...
 
 
-class SSEFrames:
-    """The SSE decoder as a `FrameDecoder` of `data` payloads."""
-
-    __slots__ = ("_decoder",)
-
-    def __init__(self) -> None:
-        self._decoder = SSEDecoder()
-
-    def decode(self, chunk: bytes) -> list[str]:
-        return _payloads(self._decoder.decode(chunk))
-
-    def flush(self) -> list[str]:
-        return _payloads(self._decoder.flush())
-
-
-def _payloads(events: list[ServerSentEvent]) -> list[str]:
-    return [event.data for event in events]
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamCall(Generic[FrameT]):
-    """One upstream HTTP request and how to read its answer."""
+@dataclass(slots=True)
+class UpstreamCall:
+    """One upstream HTTP request (not frozen: made on every request, and frozen costs 6x)."""
 
     method: str
     url: str
@@ -313,57 +293,63 @@ _SHAPE_ERRORS = (AttributeError, TypeError, ValueError, LookupError)
 
 async def stream_answer(
     session: aiohttp.ClientSession,
-    call: UpstreamCall[FrameT],
-    decoder: FrameDecoder[FrameT],
+    call: UpstreamCall,
+    decoder: Callable[[], FrameDecoder[FrameT]],
     reader: AnswerReader[FrameT],
 ) -> AsyncGenerator[Event, None]:
-    """Send `call` and yield the events of its answer; the response is always closed."""
+    """Send `call` and yield the events of its answer; the response is always closed.
+
+    `decoder` makes the frame decoder, only for an answer that is a stream; `reader` reads the
+    frames, or the whole body of an answer that is not. One generator for the whole loop: every
+    event of every stream passes through it, so it adds no layer of its own.
+    """
     response = await open_response(
         session, call.method, call.url, provider=call.provider, credential_id=call.credential_id,
         headers=call.headers, json_body=call.json_body, idle_timeout=call.idle_timeout,
     )
     try:
-        if response.content_type == "text/html":  # a firewall challenge or login page served with 200
+        media_type = _media_type(response) if call.streamed else ""
+        if not call.streamed or media_type == "application/json":
+            body = await read_all(response, call.provider, call.credential_id)
+            for event in list(reader.read_body(body)):
+                yield event
+            return
+        if media_type == "text/html":  # a firewall challenge or login page served with 200
             raise UpstreamProtocolError(
                 f"{call.provider} upstream answered with an HTML page instead of a chat answer "
                 "(a firewall challenge or a login page?)",
                 provider=call.provider, credential_id=call.credential_id,
             )
-        if not call.streamed or response.content_type == "application/json":
-            body = await read_all(response, call.provider, call.credential_id)
-            for event in _checked(call, reader.read_body, body):
-                yield event
-            return
+        frames = decoder()
         async with aclosing(iter_body(response, call.provider, call.credential_id)) as chunks:
             async for chunk in chunks:
-                for frame in decoder.decode(chunk):
-                    for event in _checked(call, reader.read, frame):
+                for frame in frames.decode(chunk):
+                    for event in reader.read(frame):
                         yield event
                     if reader.done:
-                        for event in _checked(call, _finish, reader):
+                        for event in reader.finish():
                             yield event
                         return
-            for frame in decoder.flush():
-                for event in _checked(call, reader.read, frame):
+            for frame in frames.flush():
+                for event in reader.read(frame):
                     yield event
-        for event in _checked(call, _finish, reader):
+        for event in reader.finish():
             yield event
-    finally:
-        response.close()
-
-
-def _finish(reader: AnswerReader[Any]) -> Iterable[Event]:
-    return reader.finish()
-
-
-def _checked(call: UpstreamCall[Any], read: Any, item: Any) -> list[Event]:
-    """Run one reader step; JSON of an unexpected shape becomes a protocol error naming the upstream."""
-    try:
-        return list(read(item))
-    except UpstreamError:
-        raise
     except _SHAPE_ERRORS as exc:
-        raise UpstreamProtocolError(
-            f"{call.provider} upstream sent data of an unexpected shape: {redact(str(exc))[:200]}",
-            provider=call.provider, credential_id=call.credential_id,
-        ) from exc
+        raise _shape_error(call, exc) from exc
+    finally:
+        if not response.closed:  # reading to the end has closed (released) it already
+            response.close()
+
+
+def _media_type(response: aiohttp.ClientResponse) -> str:
+    """The Content-Type without parameters, read from the raw header (aiohttp's parse is slow)."""
+    return response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+
+
+def _shape_error(call: UpstreamCall, exc: Exception) -> UpstreamProtocolError:
+    """JSON of an unexpected shape: a protocol error naming the upstream, never a traceback."""
+    return UpstreamProtocolError(
+        f"{call.provider} upstream sent data of an unexpected shape: {redact(str(exc))[:200]}",
+        provider=call.provider, credential_id=call.credential_id,
+    )

@@ -117,11 +117,13 @@ class _ToolCallAccumulator:
 
 
 class CompletionAggregator:
-    """Collects a whole answer for a non-streamed response."""
+    """Collects a whole answer for a non-streamed response, with the ids it is sent under."""
 
-    __slots__ = ("finish", "reasoning", "text", "tools", "usage")
+    __slots__ = ("chat_id", "created", "finish", "model", "reasoning", "text", "tools", "usage")
 
-    def __init__(self) -> None:
+    def __init__(self, model: str = "") -> None:
+        self.model = model
+        self.chat_id, self.created = completion_id(), now()
         self.text: list[str] = []
         self.reasoning: list[str] = []
         self.tools: dict[int, _ToolCallAccumulator] = {}
@@ -145,7 +147,7 @@ class CompletionAggregator:
         elif isinstance(event, Finish):
             self.finish = event.reason
 
-    def body(self, chat_id: str, created: int, model: str) -> bytes:
+    def body(self) -> bytes:
         text = "".join(self.text)
         message: dict[str, Any] = {"role": "assistant", "content": text if text or not self.tools else None}
         if self.reasoning:
@@ -157,7 +159,7 @@ class CompletionAggregator:
             ]
         message["refusal"] = None
         return orjson.dumps({
-            "id": chat_id, "object": "chat.completion", "created": created, "model": model,
+            "id": self.chat_id, "object": "chat.completion", "created": self.created, "model": self.model,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": self.finish}],
             "usage": usage_json(self.usage),
         })

@@ -127,8 +127,8 @@ class ChatCompletionRequestIn(_Lenient):
 _MODELLED = frozenset(ChatCompletionRequestIn.model_fields)
 
 
-def parse_chat_request(body: bytes) -> ChatRequest:
-    """Validate raw JSON bytes; every problem becomes a 400 naming the field."""
+def parse_chat_request(body: bytes, headers: object = None) -> ChatRequest:
+    """Validate raw JSON bytes; every problem becomes a 400 naming the field (headers are not needed)."""
     if not body.strip():
         raise InvalidRequest("The request body is empty; expected a JSON object.", code="invalid_json")
     try:

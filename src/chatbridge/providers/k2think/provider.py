@@ -9,10 +9,11 @@ import aiohttp
 
 from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import Failure, FailureKind, UpstreamStatusError
+from chatbridge.core.sse import SSEDecoder
 from chatbridge.core.types import ChatRequest, Event, EventTransform, ModelInfo
 from chatbridge.features.thinking import ReasoningSplitter
 from chatbridge.providers.base import Provider, classify_http_error
-from chatbridge.providers.http import HttpSettings, SSEFrames, UpstreamCall, create_session, stream_answer
+from chatbridge.providers.http import HttpSettings, UpstreamCall, create_session, stream_answer
 from chatbridge.providers.k2think.payload import K2ThinkEndpoints, build_body, guest_headers, token_headers
 from chatbridge.providers.k2think.stream import K2ThinkStreamReader
 
@@ -64,12 +65,12 @@ class K2ThinkProvider(Provider):
             url, headers = endpoints.guest_url, guest_headers(endpoints)
         else:
             url, headers = endpoints.chat_url, token_headers(endpoints, credential.secret.reveal())
-        call: UpstreamCall[str] = UpstreamCall(
+        call = UpstreamCall(
             "POST", url, headers, build_body(request, guest=credential is None),
             provider=self.name, credential_id=credential.id if credential else None,
             idle_timeout=self.config.http.idle_timeout,
         )
-        return stream_answer(self.session, call, SSEFrames(), K2ThinkStreamReader(self.name))
+        return stream_answer(self.session, call, SSEDecoder, K2ThinkStreamReader(self.name))
 
     def classify(self, error: Exception) -> Failure:
         if isinstance(error, UpstreamStatusError):

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from chatbridge.core.errors import UpstreamError, UpstreamProtocolError
+from chatbridge.core.sse import ServerSentEvent
 from chatbridge.core.types import (
     Event,
     Finish,
@@ -47,8 +48,8 @@ class K2ThinkStreamReader:
         self.answered = False
         self.finish_reason: FinishReason = "stop"
 
-    def read(self, data: str) -> Iterator[Event]:
-        data = data.strip()
+    def read(self, frame: ServerSentEvent) -> Iterator[Event]:
+        data = frame.data.strip()
         if not data:
             return
         if data in _END_MARKERS:

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from chatbridge.core.errors import UpstreamError, UpstreamProtocolError
+from chatbridge.core.sse import ServerSentEvent
 from chatbridge.core.types import (
     ChatRequest,
     Event,
@@ -110,8 +111,9 @@ class CompletionReader:
         self.done = False
         self.seen = False  # any chunk at all: a stream of none is a failure, not an empty answer
 
-    def read(self, data: str) -> Iterator[Event]:
+    def read(self, frame: ServerSentEvent) -> Iterator[Event]:
         self.seen = True
+        data = frame.data
         if data == "[DONE]":
             self.done = True
             return

@@ -11,11 +11,11 @@ import orjson
 from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import UpstreamError
 from chatbridge.core.secrets import Secret
+from chatbridge.core.sse import SSEDecoder
 from chatbridge.core.types import ChatRequest, Event, ModelInfo
 from chatbridge.providers.base import Provider
 from chatbridge.providers.http import (
     HttpSettings,
-    SSEFrames,
     UpstreamCall,
     create_session,
     map_aiohttp_errors,
@@ -75,9 +75,9 @@ class OpenAICompatProvider(Provider):
             await self._session.close()
 
     def stream(self, request: ChatRequest, credential: Credential | None) -> AsyncGenerator[Event, None]:
-        call: UpstreamCall[str] = UpstreamCall(
+        call = UpstreamCall(
             "POST", self._url, self._headers, build_body(request, native_tools=self.native_tools),
             provider=self.name, credential_id=None, idle_timeout=self.config.http.idle_timeout,
             streamed=request.stream,
         )
-        return stream_answer(self.session, call, SSEFrames(), CompletionReader(self.name))
+        return stream_answer(self.session, call, SSEDecoder, CompletionReader(self.name))
