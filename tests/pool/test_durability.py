@@ -21,7 +21,7 @@ from chatbridge.core.credentials import Credential
 from chatbridge.core.secrets import Secret
 from chatbridge.pool.lifecycle import LifecycleSettings, PoolLifecycle
 from chatbridge.pool.pool import CredentialPool
-from chatbridge.pool.sources import read_tokens_file
+from chatbridge.pool.sources import TokensFileSource, read_tokens_file
 from chatbridge.pool.tokens_file import (
     TokensFileChanged,
     backup_path,
@@ -80,7 +80,7 @@ def test_a_crash_mid_replacement_leaves_the_old_file_and_its_leftovers_are_clean
     if backup_path(path).exists():  # only ever a complete copy
         assert backup_path(path).read_bytes() == before
 
-    lifecycle = PoolLifecycle(CredentialPool("p"), _credential, settings=LifecycleSettings(tokens_file=path), store=MemoryStore())
+    lifecycle = PoolLifecycle(CredentialPool("p"), TokensFileSource(path, _credential), settings=LifecycleSettings(), store=MemoryStore())
 
     async def start() -> None:
         await lifecycle.astart()
@@ -96,7 +96,7 @@ def test_leftovers_are_not_cleaned_while_another_writer_holds_the_lock(tmp_path:
     path.write_text("t1\n")
     in_flight = tmp_path / ".tokens.txt.xyz.tmp"
     in_flight.write_text("another worker is writing this right now")
-    lifecycle = PoolLifecycle(CredentialPool("p"), _credential, settings=LifecycleSettings(tokens_file=path), store=MemoryStore())
+    lifecycle = PoolLifecycle(CredentialPool("p"), TokensFileSource(path, _credential), settings=LifecycleSettings(), store=MemoryStore())
     with exclusive_lock(path):
         lifecycle._clean_leftovers(path)
     assert in_flight.exists()
@@ -160,8 +160,8 @@ def test_hot_reload_waits_until_the_file_stops_changing(tmp_path: Path) -> None:
     """A slow writer (an editor, a script appending line by line) is never read half-way."""
     path = tmp_path / "tokens.txt"
     path.write_text("t0\n")
-    settings = LifecycleSettings(tokens_file=path, reload_interval=0.02, settle=0.15)
-    lifecycle = PoolLifecycle(CredentialPool("p"), _credential, settings=settings, store=MemoryStore())
+    settings = LifecycleSettings(reload_interval=0.02, settle=0.15)
+    lifecycle = PoolLifecycle(CredentialPool("p"), TokensFileSource(path, _credential), settings=settings, store=MemoryStore())
     sizes: list[int] = []
     reload = lifecycle.reload
 

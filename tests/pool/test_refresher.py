@@ -14,7 +14,7 @@ from chatbridge.pool.lifecycle import LifecycleSettings, PoolLifecycle
 from chatbridge.pool.pool import CredentialPool
 from chatbridge.pool.refresher import RefreshSettings, TokenRefresher
 from chatbridge.pool.signin import SignedToken, SignInPolicy, SignInRejected
-from chatbridge.pool.sources import read_tokens_file
+from chatbridge.pool.sources import TokensFileSource, read_tokens_file
 from chatbridge.pool.tokens_file import backup_path
 from chatbridge.state import MemoryStore
 
@@ -57,7 +57,7 @@ def setup(tmp_path: Path, emails: list[str], upstream: Upstream, min_interval: f
     tokens = tmp_path / "tokens.txt"
     settings = RefreshSettings(accounts, tokens, interval=3600, min_interval=min_interval, policy=FAST)
     return PoolLifecycle(
-        CredentialPool("p"), credential, settings=LifecycleSettings(tokens_file=tokens), store=MemoryStore(),
+        CredentialPool("p"), TokensFileSource(tokens, credential), settings=LifecycleSettings(), store=MemoryStore(),
         refresher_factory=lambda lc: TokenRefresher(settings, upstream, lc.known_tokens, lc.after_refresh),
     )
 
@@ -171,9 +171,11 @@ def test_tokens_close_to_expiry_are_refreshed_for_known_accounts(tmp_path: Path)
         cred.expires_at = lifecycle.pool.now() + (60 if token.startswith("tok-a") else 7200)
         return cred
 
-    lifecycle._make_credential = expiring
+    source = lifecycle.source
+    assert isinstance(source, TokensFileSource)
+    source.make_credential = expiring
     (tmp_path / "tokens.txt").write_text("tok-a@example.com-0\ntok-b@example.com-0\nunknown\n")
-    lifecycle._accounts = {"id-tok-a@example.com-0": "a@example.com", "id-tok-b@example.com-0": "b@example.com"}
+    source.accounts = {"id-tok-a@example.com-0": "a@example.com", "id-tok-b@example.com-0": "b@example.com"}
     lifecycle.reload()
     assert lifecycle.expiring_accounts() == {"a@example.com"}
 
@@ -320,7 +322,7 @@ def test_the_schedule_refreshes_when_due_in_the_background(tmp_path: Path) -> No
     tokens.write_text("t0\n")
     settings = RefreshSettings(accounts, tokens, interval=0.3, min_interval=0, policy=FAST)
     lifecycle = PoolLifecycle(
-        CredentialPool("p"), credential, settings=LifecycleSettings(tokens_file=tokens, tick=0.05, reload_interval=0.05),
+        CredentialPool("p"), TokensFileSource(tokens, credential), settings=LifecycleSettings(tick=0.05, reload_interval=0.05),
         store=MemoryStore(), refresher_factory=lambda lc: TokenRefresher(settings, upstream, lc.known_tokens, lc.after_refresh),
     )
 

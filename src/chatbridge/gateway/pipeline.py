@@ -183,6 +183,7 @@ class Pipeline:
         prefer = None if isinstance(plan, ChatRequest) else plan.prefer
         pool = self.pools.get(provider.name) if provider.requires_credential else None
         tried: set[str] = set()
+        renewed: set[str] = set()  # credentials this request waited on a renewal for (once each)
         last: tuple[UpstreamError, Failure] | None = None
         for attempt_no in range(self.settings.max_retries + 1):
             lease = await self._lease(pool, tried, last, attempt_no, prefer) if pool is not None else None
@@ -204,7 +205,7 @@ class Pipeline:
                     extra={"credential": credential.id if credential else None},
                 )
                 last = (error, failure)
-                if credential is not None:
+                if credential is not None and not _renewing(lease, renewed):
                     tried.add(credential.id)
                 if not failure.is_retryable:
                     break
@@ -233,6 +234,15 @@ class Pipeline:
             # Nothing usable is left: 503 + Retry-After (a refresh was triggered), naming the cause.
             exhausted.message += f"; last error: {error.message}"
             raise
+
+
+def _renewing(lease: Lease | None, renewed: set[str]) -> bool:
+    """The failed credential went to renewal (an auth failure on a renewable pool): try it again once,
+    after the renewal, instead of moving on (a single-account setup would have nothing else)."""
+    if lease is None or not lease.health.refreshing or lease.credential.id in renewed:
+        return False
+    renewed.add(lease.credential.id)
+    return True
 
 
 __all__ = ["AttemptPlan", "Pipeline", "PipelineSettings", "PrimedStream", "SameRequest", "Timing"]

@@ -1,13 +1,19 @@
-"""One provider's pool kept alive: tokens file, hot reload, persisted health and refresh triggers.
+"""One provider's pool kept alive: its credential source, hot reload, persisted health, refresh and renewal.
 
 `PoolLifecycle` owns the background tasks of one pool and is started and stopped in the
-application lifespan. It never blocks the event loop on sign-in: requests are served from
-the current pool while a refresh runs. Refresh triggers (when a refresher is configured):
+application lifespan. It never blocks the event loop on sign-in or renewal: requests are
+served from the current pool meanwhile. Two kinds of refresh:
 
-- at start, when the tokens file is missing or empty, or the schedule is already due;
-- on the schedule (`TOKEN_UPDATE_INTERVAL`), and ahead of expiry for tokens whose account is known;
-- on an auth failure, on two consecutive failed attempts while the pool holds more than two
-  credentials, and when the pool is exhausted.
+- A whole-pool refresh (`TokenRefresher`: sign every account of an accounts file in and rewrite
+  the tokens file), when one is configured: at start when the tokens file is missing or empty or
+  the schedule is already due; on the schedule, and ahead of expiry for tokens whose account is
+  known; on an auth failure, on two consecutive failed attempts while the pool holds more than
+  two credentials, and when the pool is exhausted.
+- Renewing one credential (`CredentialSource.renew`: a refresh token for a new access token),
+  when the source can: ahead of its expiry, and once after the upstream refused it (the pool
+  holds it as `refreshing` meanwhile, so requests wait for it rather than fail). One renewal
+  per credential at a time; a refused renewal disables the credential with the source's
+  message; a failed one cools it down with a growing backoff.
 """
 
 from __future__ import annotations
@@ -17,22 +23,21 @@ import contextlib
 import enum
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import Failure, FailureKind
+from chatbridge.core.secrets import redact
 from chatbridge.pool.pool import CredentialHealth, CredentialPool, CredentialState
 from chatbridge.pool.refresher import KnownToken, TokenRefresher
-from chatbridge.pool.sources import read_tokens_file
+from chatbridge.pool.source import CredentialSource, RenewalRejected
+from chatbridge.pool.sources import TokensFileSource
 from chatbridge.pool.tokens_file import FileSignature, cleanup_temp_files, exclusive_lock, has_tokens, signature
 from chatbridge.state import StateStore
 
 log = logging.getLogger("chatbridge.pool.lifecycle")
-
-CredentialFactory = Callable[[str, str, "str | None"], Credential]  # (token, source, account)
 
 CONSECUTIVE_FAILURE_THRESHOLD = 2  # two credentials failing in a row ...
 MIN_POOL_FOR_CONSECUTIVE_TRIGGER = 3  # ... while the pool holds more than two
@@ -46,33 +51,33 @@ class LifecycleState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class LifecycleSettings:
-    tokens_file: Path | None = None
-    reload_interval: float = 2.0  # how often the tokens file is checked for edits
+    reload_interval: float = 2.0  # how often credential files are checked for edits
     settle: float = 0.25  # an edit is read only once the file has stopped changing this long
-    refresh_ahead: float = 600.0  # refresh a token this long before it expires (account known)
+    refresh_ahead: float = 600.0  # refresh or renew a credential this long before it expires
     flush_interval: float = 1.0  # health is written at most this often
     tick: float = 10.0  # schedule and expiry checks
+    renew_timeout: float = 60.0  # one renewal's longest wait
+    renew_backoff: float = 30.0  # cooldown after a failed renewal, doubled each time (at most 10 min)
 
 
 class PoolLifecycle:
     def __init__(
         self,
         pool: CredentialPool,
-        make_credential: CredentialFactory,
+        source: CredentialSource,
         *,
-        static: Sequence[Credential] = (),
         settings: LifecycleSettings = LifecycleSettings(),
         store: StateStore,
         refresher_factory: Callable[[PoolLifecycle], TokenRefresher] | None = None,
     ) -> None:
         self.pool = pool
         self.provider = pool.provider
+        self.source = source
         self.settings = settings
         self.store = store
-        self._make_credential = make_credential
-        self._static = list(static)
-        self._accounts: dict[str, str] = {}  # credential id → account e-mail
-        self._signature: FileSignature | None = None
+        self._signatures: dict[Path, FileSignature | None] = {}
+        self._renewals: dict[str, asyncio.Task[None]] = {}  # credential id → its running renewal
+        self._renew_failures: dict[str, int] = {}  # credential id → failed renewals in a row
         self._tasks: list[asyncio.Task[None]] = []
         self._dirty = False
         self.state = LifecycleState.NEW
@@ -83,15 +88,16 @@ class PoolLifecycle:
 
     @property
     def tokens_file(self) -> Path | None:
-        return self.settings.tokens_file
+        """The tokens file of a `TokensFileSource` (what a whole-pool refresh rewrites)."""
+        return self.source.path if isinstance(self.source, TokensFileSource) else None
 
     @property
     def has_files(self) -> bool:
-        """Whether credentials come from a file that can be reloaded."""
-        return self.tokens_file is not None
+        """Whether credentials come from files that can be reloaded."""
+        return bool(self.source.watched)
 
     def describe_files(self) -> str | None:
-        return str(self.tokens_file) if self.tokens_file is not None else None
+        return ", ".join(str(p) for p in self.source.watched) or None
 
     # -- start and stop ---------------------------------------------------------------------------
 
@@ -102,9 +108,10 @@ class PoolLifecycle:
         saved = await self.store.get(self.state_key) or {}
         credentials = saved.get("credentials") if isinstance(saved, dict) else None
         records = credentials if isinstance(credentials, dict) else {}
-        self._accounts = {cid: r["account"] for cid, r in records.items() if isinstance(r, dict) and isinstance(r.get("account"), str)}
-        path = self.tokens_file
-        if path is not None:
+        self.source.remember_accounts(
+            {cid: r["account"] for cid, r in records.items() if isinstance(r, dict) and isinstance(r.get("account"), str)}
+        )
+        for path in self.source.watched:
             self._clean_leftovers(path)
         self.reload()
         restored = self.pool.import_health(records)
@@ -114,8 +121,11 @@ class PoolLifecycle:
             refresh = saved.get("refresh") if isinstance(saved, dict) else None
             self.refresher.import_state(refresh if isinstance(refresh, dict) else {})
         self._spawn(self._flush_loop(), "pool-state-flush")
-        if path is not None:
-            self._spawn(self._watch_loop(path), "tokens-file-watch")
+        if self.source.watched:
+            self._spawn(self._watch_loop(), "credential-files-watch")
+        if self.source.renews:
+            self.renew_expiring()  # now: an expired credential is held for renewal before any request
+            self._spawn(self._renew_loop(), "credential-renewal")
         if self.refresher is not None:
             self.refresher.scheduler_running = True
             self._spawn(self._schedule_loop(), "token-refresh-schedule")
@@ -159,6 +169,10 @@ class PoolLifecycle:
             with contextlib.suppress(BaseException):
                 await task
         self._tasks.clear()
+        for renewal in list(self._renewals.values()):
+            renewal.cancel()
+            with contextlib.suppress(BaseException):
+                await renewal
         if self.refresher is not None:
             self.refresher.scheduler_running = False
             await self.refresher.aclose()
@@ -167,46 +181,39 @@ class PoolLifecycle:
     # -- tokens file ------------------------------------------------------------------------------
 
     def reload(self) -> dict[str, int]:
-        """Read the tokens file now and swap the pool's contents; health of kept tokens stays."""
-        credentials = list(self._static)
-        path = self.tokens_file
-        if path is not None:
-            self._signature = signature(path)
-            try:
-                tokens = read_tokens_file(path) if path.exists() else []
-            except (OSError, UnicodeDecodeError) as exc:
-                self.last_reload_error = f"cannot read TOKENS_FILE {path}: {exc}"
-                log.error("%s; keeping the current pool", self.last_reload_error)
-                return self.pool.counts()
-            self.last_reload_error = None
-            for token in tokens:
-                credential = self._make_credential(token, "tokens_file", None)
-                credential.account = self._accounts.get(credential.id)
-                credentials.append(credential)
+        """Read the credential source now and swap the pool's contents; health of kept credentials stays."""
+        self._signatures = {path: signature(path) for path in self.source.watched}
+        try:
+            credentials = self.source.load()
+        except (OSError, UnicodeDecodeError) as exc:
+            self.last_reload_error = f"cannot read {self.describe_files()}: {exc}"
+            log.error("%s; keeping the current pool", self.last_reload_error)
+            return self.pool.counts()
+        self.last_reload_error = None
         before = len(self.pool)
         self.pool.replace(credentials)
         self._dirty = True
         log.info("%s pool: %d credential(s) loaded (was %d)", self.provider, len(self.pool), before)
         return self.pool.counts()
 
-    async def _watch_loop(self, path: Path) -> None:
+    async def _watch_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.reload_interval)
-            current = signature(path)
-            if current == self._signature:
+            current = {path: signature(path) for path in self.source.watched}
+            if current == self._signatures:
                 continue
-            # An editor or script may still be writing: read only a file that has stopped
+            # An editor or script may still be writing: read only files that have stopped
             # changing, so a half-written file never replaces the pool's contents.
             await asyncio.sleep(self.settings.settle)
-            if signature(path) != current:
+            if {path: signature(path) for path in self.source.watched} != current:
                 continue  # still changing: look again next round
-            log.info("%s changed on disk; reloading", path.name)
+            log.info("%s changed on disk; reloading", ", ".join(p.name for p, s in current.items() if s != self._signatures.get(p)))
             self.reload()
 
     def after_refresh(self, fresh: dict[str, str]) -> None:
         """The refresher wrote a new tokens file: remember whose tokens they are, reload."""
-        for token, account in fresh.items():
-            self._accounts[self._make_credential(token, "tokens_file", account).id] = account
+        if isinstance(self.source, TokensFileSource):
+            self.source.learn_tokens(fresh)
         self.reload()
         self.pool.reset_consecutive()
 
@@ -245,6 +252,9 @@ class PoolLifecycle:
 
     def _on_outcome(self, entry: CredentialHealth, failure: Failure | None) -> None:
         self._dirty = True
+        if failure is not None and failure.kind is FailureKind.AUTH and entry.refreshing and self.source.renews:
+            self.renew(entry, "the upstream refused it")  # the pool holds it for us meanwhile
+            return
         if failure is None or self.refresher is None or failure.scope != "credential":
             return
         if failure.kind is FailureKind.AUTH:
@@ -257,9 +267,7 @@ class PoolLifecycle:
 
     def _on_exhausted(self) -> tuple[str | None, float | None]:
         if self.refresher is None:
-            if self.tokens_file is not None:
-                return f"add working tokens to {self.tokens_file.name} (picked up without a restart)", None
-            return None, None
+            return self.source.exhausted_hint(), None
         self.refresher.trigger("the pool is exhausted")
         if self.refresher.is_updating:
             return "a token refresh from ACCOUNTS_FILE is running; retry shortly", 10.0
@@ -296,3 +304,69 @@ class PoolLifecycle:
         accounts = self.expiring_accounts()
         if accounts:
             self.refresher.trigger(f"{len(accounts)} token(s) expire within {self.settings.refresh_ahead:g} s", accounts=accounts)
+
+    # -- renewing one credential --------------------------------------------------------------------
+
+    def renew(self, entry: CredentialHealth, reason: str) -> asyncio.Task[None]:
+        """Renew `entry`'s credential in the background; the running renewal if there is one."""
+        credential_id = entry.credential.id
+        running = self._renewals.get(credential_id)
+        if running is not None and not running.done():
+            return running
+        if not entry.refreshing:
+            self.pool.set_refreshing(entry, True)
+        task = asyncio.get_running_loop().create_task(self._renew(entry, reason), name=f"{self.provider}-renew")
+        self._renewals[credential_id] = task
+        task.add_done_callback(lambda _: self._renewals.pop(credential_id, None))
+        return task
+
+    async def _renew(self, entry: CredentialHealth, reason: str) -> None:
+        credential = entry.credential
+        log.info("%s: renewing credential %s (%s)", self.provider, credential.id, reason)
+        try:
+            async with asyncio.timeout(self.settings.renew_timeout):
+                fresh = await self.source.renew(credential)
+        except RenewalRejected as exc:
+            message = redact(str(exc)) or "the renewal was refused"
+            log.error("%s: credential %s cannot be renewed: %s", self.provider, credential.id, message)
+            self.pool.disable(entry, message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a renewal that failed for now: the credential rests, then tries again
+            self._renewal_failed(entry, redact(str(exc)) or type(exc).__name__)
+        else:
+            self._renew_failures.pop(credential.id, None)
+            self.pool.update_credential(entry, fresh)
+            entry.last_error = None
+            self._dirty = True
+            log.info("%s: credential %s renewed", self.provider, credential.id)
+        finally:
+            self.pool.set_refreshing(entry, False)
+
+    def _renewal_failed(self, entry: CredentialHealth, message: str) -> None:
+        failures = self._renew_failures.get(entry.credential.id, 0) + 1
+        self._renew_failures[entry.credential.id] = failures
+        wait = min(600.0, self.settings.renew_backoff * 2 ** (failures - 1))
+        entry.cooldown_until = max(entry.cooldown_until, self.pool.now() + wait)
+        entry.last_error = f"renewal failed: {message}"
+        entry.renewed_on_auth = False  # after the rest, a refusal may send it to renewal again
+        self._dirty = True
+        log.warning("%s: renewing credential %s failed (%s); trying again in %.0f s",
+                    self.provider, entry.credential.id, message, wait)
+
+    async def _renew_loop(self) -> None:
+        """Renew credentials ahead of their expiry (and those already expired)."""
+        while True:
+            await asyncio.sleep(self.settings.tick)
+            self.renew_expiring()
+
+    def renew_expiring(self) -> None:
+        now = self.pool.now()
+        horizon = now + self.settings.refresh_ahead
+        for entry in self.pool.entries:
+            expires_at = entry.credential.expires_at
+            if expires_at is None or expires_at > horizon or entry.disabled or entry.refreshing:
+                continue
+            if entry.cooldown_until > now:  # resting after a failed renewal
+                continue
+            self.renew(entry, "expired" if expires_at <= now else f"expires in {expires_at - now:.0f} s")

@@ -58,6 +58,7 @@ class CredentialHealth:
     in_flight: int = 0  # leases out now; each frees its slot when it settles
     max_streams: int | None = None  # this credential's cap on `in_flight` (None: unlimited), set by the pool
     refreshing: bool = False  # a token refresh is running: not handed out meanwhile (not persisted)
+    renewed_on_auth: bool = False  # an auth failure already sent it to renewal; a success clears it
 
     def state(self, now: float) -> CredentialState:
         if self.disabled:
@@ -154,12 +155,16 @@ class CredentialPool:
         max_failures: int = 3,
         default_cooldown: float = 60.0,
         max_streams: int | None = None,
+        renew_on_auth: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if max_streams is not None and (isinstance(max_streams, bool) or max_streams < 1):
             raise ValueError(f"max_streams must be None or at least 1, not {max_streams!r}")
         self.provider = provider
         self._max_streams = max_streams
+        # Credentials that can be renewed (a refresh token behind an access token): the first
+        # auth failure holds the credential for renewal (`refreshing`) instead of disabling it.
+        self.renew_on_auth = renew_on_auth
         self.max_failures = max_failures
         self.default_cooldown = default_cooldown
         self._clock = clock
@@ -313,6 +318,13 @@ class CredentialPool:
         finally:
             timer.cancel()
 
+    def update_credential(self, entry: CredentialHealth, credential: Credential) -> None:
+        """A renewed credential (same id, new secret or expiry) takes its entry's place, health kept."""
+        if credential.account is None:
+            credential.account = entry.credential.account
+        entry.credential = credential
+        entry.max_streams = self._stream_cap(credential)
+
     def set_refreshing(self, entry: CredentialHealth, refreshing: bool) -> None:
         """Hold a credential back while its token is refreshed; waiters get it once it is cleared.
 
@@ -340,10 +352,16 @@ class CredentialPool:
             while offset < size:
                 entry = entries[(start + offset) % size]
                 offset += 1
-                if entry.credential.id in exclude or entry.state(now) is not CredentialState.ACTIVE:
+                if entry.credential.id in exclude:
+                    continue
+                state = entry.state(now)
+                if entry.refreshing and state in _RENEWABLE:  # an expired token being renewed: worth a wait
+                    busy += 1
+                    continue
+                if state is not CredentialState.ACTIVE:
                     continue
                 cap = entry.max_streams
-                if entry.refreshing or (cap is not None and entry.in_flight >= cap):
+                if cap is not None and entry.in_flight >= cap:
                     busy += 1
                     continue
                 return entry
@@ -464,6 +482,7 @@ class CredentialPool:
     def _on_success(self, entry: CredentialHealth) -> None:
         entry.in_flight -= 1
         entry.failures = 0
+        entry.renewed_on_auth = False
         entry.requests_served += 1
         self.consecutive_failures = 0
         self.consecutive_auth_failures = 0
@@ -494,8 +513,11 @@ class CredentialPool:
         message = _without_secret(failure.message, entry.credential)
         entry.last_error = message
         if failure.kind is FailureKind.AUTH:
-            entry.disabled = True
-            entry.disabled_reason = message
+            if self.renew_on_auth and not entry.renewed_on_auth:
+                entry.renewed_on_auth = entry.refreshing = True  # a listener (the lifecycle) renews it
+            else:
+                entry.disabled = True
+                entry.disabled_reason = message
             self.consecutive_auth_failures += 1
             self.last_auth_failure_at = self._clock()
         elif failure.kind is FailureKind.RATE_LIMITED:
@@ -576,6 +598,9 @@ class CredentialPool:
                 entry.apply_record(record)
                 matched += 1
         return matched
+
+
+_RENEWABLE = (CredentialState.ACTIVE, CredentialState.EXPIRED)
 
 
 def _is_free(entry: CredentialHealth, now: float) -> bool:

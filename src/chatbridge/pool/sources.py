@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
 
 from chatbridge.core.credentials import Credential
 from chatbridge.core.secrets import Secret
+from chatbridge.pool.source import CredentialSource
+
+CredentialFactory = Callable[[str, str, "str | None"], Credential]  # (token, source, account)
 
 
 def parse_tokens_text(text: str) -> list[str]:
@@ -55,3 +59,40 @@ def jwt_credential(provider: str, token: str, source: str, account: str | None =
         account=account,
         expires_at=float(exp) if isinstance(exp, (int, float)) else None,
     )
+
+
+class TokensFileSource(CredentialSource):
+    """Tokens given in the environment plus a tokens file of one token a line (K2Think's)."""
+
+    def __init__(self, path: Path | None, make_credential: CredentialFactory, static: Sequence[Credential] = ()) -> None:
+        self.path = path
+        self.make_credential = make_credential
+        self.static = list(static)
+        self.accounts: dict[str, str] = {}  # credential id → account e-mail
+
+    @property
+    def watched(self) -> Sequence[Path]:
+        return [self.path] if self.path is not None else []
+
+    def load(self) -> list[Credential]:
+        credentials = list(self.static)
+        if self.path is not None:
+            tokens = read_tokens_file(self.path) if self.path.exists() else []
+            for token in tokens:
+                credential = self.make_credential(token, "tokens_file", None)
+                credential.account = self.accounts.get(credential.id)
+                credentials.append(credential)
+        return credentials
+
+    def remember_accounts(self, accounts: dict[str, str]) -> None:
+        self.accounts.update(accounts)
+
+    def learn_tokens(self, fresh: dict[str, str]) -> None:
+        """Tokens a refresh just wrote (token → account): whose they are, for the next load."""
+        for token, account in fresh.items():
+            self.accounts[self.make_credential(token, "tokens_file", account).id] = account
+
+    def exhausted_hint(self) -> str | None:
+        if self.path is None:
+            return None
+        return f"add working tokens to {self.path.name} (picked up without a restart)"

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Protocol
 
 from chatbridge.core.findings import Finding
 from chatbridge.core.types import Route
-from chatbridge.pool.lifecycle import PoolLifecycle
+from chatbridge.pool.lifecycle import LifecycleSettings, PoolLifecycle
 from chatbridge.pool.pool import CredentialPool
 from chatbridge.pool.signin import Authenticator, SignInPolicy
 from chatbridge.providers.base import Provider
@@ -46,6 +46,11 @@ class WiringContext:
     pool: PoolDefaults
     store: StateStore
     data_dir: Path
+
+    def lifecycle_settings(self) -> LifecycleSettings:
+        """How a pool's lifecycle runs, from the shared settings."""
+        return LifecycleSettings(reload_interval=self.pool.reload_interval, refresh_ahead=self.pool.refresh_ahead,
+                                 renew_timeout=self.http.request_timeout)
 
 
 @dataclass(slots=True)

@@ -8,11 +8,11 @@ from pathlib import Path
 from chatbridge.core.credentials import Credential
 from chatbridge.core.findings import Finding
 from chatbridge.core.types import Route
-from chatbridge.pool.lifecycle import LifecycleSettings, PoolLifecycle
+from chatbridge.pool.lifecycle import PoolLifecycle
 from chatbridge.pool.pool import CredentialPool
 from chatbridge.pool.refresher import RefreshSettings, TokenRefresher
 from chatbridge.pool.signin import SignInPolicy
-from chatbridge.pool.sources import jwt_credential, read_tokens_file
+from chatbridge.pool.sources import TokensFileSource, jwt_credential, read_tokens_file
 from chatbridge.providers.http import HttpSettings
 from chatbridge.providers.k2think.checks import EXAMPLE_ENV, k2think_findings
 from chatbridge.providers.k2think.login import K2ThinkAuthenticator
@@ -102,8 +102,7 @@ class K2ThinkPlugin(ProviderPlugin):
         """Tokens file, hot reload, persisted health and (with auto update) sign-in from the accounts file."""
         path = section.tokens_path(context.data_dir)
         static = [e.credential for e in pool.entries if e.credential.source == "env"]
-        settings = LifecycleSettings(tokens_file=path, reload_interval=context.pool.reload_interval,
-                                     refresh_ahead=context.pool.refresh_ahead)
+        settings = context.lifecycle_settings()
         factory = None
         if section.auto_update and path is not None:
             assert section.accounts_file is not None
@@ -118,8 +117,8 @@ class K2ThinkPlugin(ProviderPlugin):
             def factory(lifecycle: PoolLifecycle) -> TokenRefresher:
                 return TokenRefresher(refresh, authenticate, lifecycle.known_tokens, lifecycle.after_refresh)
 
-        return PoolLifecycle(pool, make_credential, static=static, settings=settings, store=context.store,
-                             refresher_factory=factory)
+        return PoolLifecycle(pool, TokensFileSource(path, make_credential, static), settings=settings,
+                             store=context.store, refresher_factory=factory)
 
     def checks(self, section: K2ThinkSettings, data_dir: Path) -> Sequence[Finding]:
         return k2think_findings(section, data_dir)
