@@ -131,7 +131,7 @@ class TextDelta:
 
 @dataclass(slots=True)
 class ReasoningDelta:
-    """Reasoning text; `signature` is the upstream's own proof of it (Kiro, Anthropic), never invented."""
+    """Reasoning text; `signature` is the upstream's own proof of it (as Anthropic signs thinking), never invented."""
 
     text: str
     signature: str | None = None

@@ -1,8 +1,8 @@
 """Where a pool's credentials come from, and how one is renewed: the interface every provider implements.
 
-K2Think's tokens file of JWTs (`TokensFileSource`, renewed as a whole by signing accounts in,
-see `refresher.py`), Kimi's refresh tokens (each exchanged for an access token that expires)
-and Kiro's token files (each refreshed in place) are all a `CredentialSource`: the lifecycle
+A tokens file of JWTs (`TokensFileSource`, renewed as a whole by signing accounts in, see
+`refresher.py`), refresh tokens each exchanged for an access token that expires, and IDE token
+files each refreshed in place are all a `CredentialSource`: the lifecycle
 loads it, watches its files for hand edits, and asks it to `renew` one credential ahead of its
 expiry or after the upstream refused it.
 """
@@ -19,7 +19,7 @@ from chatbridge.core.credentials import Credential
 class RenewalRejected(Exception):
     """The upstream refused to renew the credential (a revoked refresh token, `invalid_grant`).
 
-    The message says what the user must do (e.g. "log in to Kiro again"); the credential is
+    The message says what the user must do (e.g. "log in again"); the credential is
     disabled with it, and the others carry on.
     """
 

@@ -62,7 +62,7 @@ def jwt_credential(provider: str, token: str, source: str, account: str | None =
 
 
 class TokensFileSource(CredentialSource):
-    """Tokens given in the environment plus a tokens file of one token a line (K2Think's)."""
+    """Tokens given in the environment plus a tokens file of one token a line."""
 
     def __init__(self, path: Path | None, make_credential: CredentialFactory, static: Sequence[Credential] = ()) -> None:
         self.path = path

@@ -4,7 +4,7 @@ The file (`pool-state.json`, mode 0600), format version 2::
 
     {
       "keys": {
-        "pool:kimi": {"value": {...}},
+        "pool:example": {"value": {...}},
         "sessions:alice": {"expires_at": 1767225600.25, "value": {...}}
       },
       "version": 2
