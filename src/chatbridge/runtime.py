@@ -68,8 +68,10 @@ class Runtime:
                 await wiring.provider.astart()
             except Exception as exc:  # one broken upstream must not keep the others down
                 log.error("provider %s failed to start: %s", name, exc)
-        self.router = Router(self.routes())
+        self.router = build_router(self.settings, self.routes())
         self.pipeline.router = self.router
+        for target in self.router.unserved_targets():
+            log.warning("ANTHROPIC_MODEL_MAP / ANTHROPIC_DEFAULT_MODEL name %r, which no provider serves", target)
         for lifecycle in self.lifecycles.values():
             await lifecycle.astart()
 
@@ -92,7 +94,7 @@ def build_runtime(settings: Settings) -> Runtime:
     context = WiringContext(http=settings.http_settings(), pool=settings.pool_defaults(), store=store,
                             data_dir=Path(settings.data_dir))
     wirings, disabled, report = build_wirings(settings, context)
-    router = Router([route for wiring in wirings.values() for route in wiring.routes()])
+    router = build_router(settings, [route for wiring in wirings.values() for route in wiring.routes()])
     pipeline = Pipeline(
         router, {name: w.provider for name, w in wirings.items()},
         {name: w.pool for name, w in wirings.items() if w.pool is not None},
@@ -108,6 +110,11 @@ def build_runtime(settings: Settings) -> Runtime:
     admin, admin_stored = admin_keys(settings, keys)
     return Runtime(settings, wirings, router, pipeline, keys, stored, report,
                    admin_keys=admin, admin_key_source=admin_stored, disabled=disabled, store=store)
+
+
+def build_router(settings: Settings, routes: list[Route]) -> Router:
+    """The providers' routes plus ANTHROPIC_MODEL_MAP and ANTHROPIC_DEFAULT_MODEL."""
+    return Router(routes, settings.model_aliases(), settings.model_fallback())
 
 
 def build_wirings(settings: Settings, context: WiringContext) -> tuple[dict[str, ProviderWiring], dict[str, str], list[str]]:
