@@ -274,8 +274,8 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
         if "[" in part or part in _TYPE_NAMES or part.endswith("In"):
             continue
         is_last = position == len(loc) - 1
-        tagged = after_index or (position > 0 and loc[position - 1] in _DISCRIMINATED)
-        if tagged and part in _TAGS and not is_last:
+        tags = _BLOCK_TAGS if after_index else _TAGS_AFTER.get(str(loc[position - 1]), frozenset()) if position else frozenset()
+        if part in tags and not is_last:
             after_index = False  # a discriminator tag (the block's type), before the field
             continue
         after_index = False
@@ -283,6 +283,9 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts)
 
 
-_TAGS = frozenset(BLOCK_TYPES) | {"base64", "url", "file", "content", "auto", "any", "tool", "none", "enabled",
-                                   "adaptive", "disabled"}
-_DISCRIMINATED = frozenset({"source", "tool_choice", "thinking"})
+_BLOCK_TAGS = frozenset(BLOCK_TYPES)
+_TAGS_AFTER = {  # the discriminated fields and their tags
+    "source": frozenset({"base64", "url", "text", "file", "content"}),
+    "tool_choice": frozenset({"auto", "any", "tool", "none"}),
+    "thinking": frozenset({"enabled", "adaptive", "disabled"}),
+}
