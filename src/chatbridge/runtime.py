@@ -7,6 +7,7 @@ the commands read `Settings`; everything below receives plain values.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from chatbridge.config import Settings
 from chatbridge.core.secrets import mask, redact
+from chatbridge.core.tokens import count_text_tokens
 from chatbridge.core.types import Route
 from chatbridge.features.tools import ToolSettings
 from chatbridge.gateway.pipeline import Pipeline, PipelineSettings
@@ -74,6 +76,7 @@ class Runtime:
             log.warning("ANTHROPIC_MODEL_MAP / ANTHROPIC_DEFAULT_MODEL name %r, which no provider serves", target)
         for lifecycle in self.lifecycles.values():
             await lifecycle.astart()
+        await asyncio.to_thread(count_text_tokens.warm_up)  # once per process, so no request waits for it
 
     def routes(self) -> list[Route]:
         return [route for wiring in self.wirings.values() for route in wiring.routes()]

@@ -1,9 +1,13 @@
 """Counting a prompt's tokens with a real tokenizer, for `count_tokens` and `message_start`.
 
-The tokenizer is o200k_base from `bpe-openai`, whose wheels ship the vocabulary (tiktoken
-downloads its files at first use, which fails behind a firewall). No upstream here uses that
-vocabulary exactly, so the count is an estimate either way, but a consistent one: both Anthropic
-routes use this function. Without the package the character estimate of `core.usage` is used.
+The tokenizer is o200k_base from `bpe-openai` (GitHub's Rust `bpe` crate), whose wheel ships
+the vocabulary inside its native module: tiktoken downloads its files at first use, which
+fails behind a firewall. Its native module is loaded directly: the package's Python wrapper
+builds tiktoken-style rank tables for every encoding at import (about 4 s and 150 MB), while
+the native tokenizer loads in about 0.3 s and counts without them. No upstream here uses that
+vocabulary exactly, so the count is an estimate either way, but a consistent one: both
+Anthropic routes use this function. Without the package the character estimate of
+`core.usage` is used, and a warning says so.
 
 Agent clients resend the same system prompt, tools and history on every turn, so counts are
 memoised per text (by length and hash, so no text is kept alive); only new text is tokenized.
@@ -11,9 +15,14 @@ memoised per text (by length and hash, so no text is kept alive); only new text 
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -37,28 +46,48 @@ _TOOL_OVERHEAD = 10
 _CACHE_SIZE = 8192
 
 
+def _native_tokenizer(encoding: str) -> Any:
+    """bpe-openai's native tokenizer, without importing the package's wrapper."""
+    spec = importlib.util.find_spec("bpe_openai")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("bpe-openai is not installed")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = folder / f"_bindings{suffix}"
+        if path.exists():
+            native = importlib.util.spec_from_file_location("bpe_openai._bindings", path)
+            assert native is not None and native.loader is not None
+            module = importlib.util.module_from_spec(native)
+            native.loader.exec_module(module)
+            return module.tokenizer_for_encoding(encoding)
+    raise ImportError(f"bpe-openai has no native module in {folder}")
+
+
 class _Counter:
-    """Text → token count through the tokenizer (loaded on first use), memoised."""
+    """Text → token count through the tokenizer (loaded once, on first use or `warm_up`), memoised."""
 
     def __init__(self) -> None:
         self._count: Callable[[str], int] | None = None
         self._memo: OrderedDict[tuple[int, int], int] = OrderedDict()
+        self._lock = threading.Lock()
         self.name = ""
+
+    def warm_up(self) -> None:
+        """Load the tokenizer now (about 0.3 s: run it off the event loop, at start)."""
+        with self._lock:
+            if self._count is None:
+                self._count = self._load()
 
     def _load(self) -> Callable[[str], int]:
         try:
-            import bpe_openai
-
-            encoding = bpe_openai.get_encoding("o200k_base")
-        except Exception as exc:  # not installed, or no wheel for this platform
+            tokenizer = _native_tokenizer("o200k_base")
+            tokenizer.count("warm")
+        except Exception as exc:  # not installed, no wheel for this platform, another layout
             log.warning("tokenizer o200k_base unavailable (%s); token counts are estimates", exc)
             self.name = "estimate"
             return estimate_tokens
-
-        def count(text: str) -> int:
-            return len(encoding.encode_ordinary(text))
-
         self.name = "o200k_base"
+        count: Callable[[str], int] = tokenizer.count
         return count
 
     def __call__(self, text: str) -> int:
@@ -66,7 +95,9 @@ class _Counter:
             return 0
         count = self._count
         if count is None:
-            count = self._count = self._load()
+            self.warm_up()
+            count = self._count
+            assert count is not None
         if len(text) < 64:  # cheaper to count than to remember
             return count(text)
         key = (len(text), hash(text))
