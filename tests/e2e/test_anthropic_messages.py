@@ -332,3 +332,12 @@ def test_root_answers_for_probes(k2_gateway: Callable[..., GatewayServer]) -> No
     with gw.http() as http:
         assert http.head("/").status_code == 200
         assert http.get("/").status_code == 200
+
+
+def test_swagger_documents_the_anthropic_routes(k2_gateway: Callable[..., GatewayServer]) -> None:
+    with k2_gateway().http() as http:
+        spec = http.get("/openapi.json").json()
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):
+        body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body["$ref"].endswith("/MessagesRequest")
+    assert {"model", "messages", "max_tokens", "system", "tools"} <= set(spec["components"]["schemas"]["MessagesRequest"]["properties"])
