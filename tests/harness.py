@@ -134,7 +134,7 @@ class GatewayProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 20) -> GatewayProcess:
+    def start(self, timeout: float = 60) -> GatewayProcess:  # generous: spawned workers start slowly on a loaded machine
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             self.command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,

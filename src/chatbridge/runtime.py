@@ -53,6 +53,7 @@ class Runtime:
     lifecycles: dict[str, PoolLifecycle] = field(default_factory=dict)
     closers: list[Closable] = field(default_factory=list)
     store: StateStore | None = None
+    warming: asyncio.Future[None] | None = None
 
     def __post_init__(self) -> None:
         self.providers = {name: w.provider for name, w in self.wirings.items()}
@@ -76,7 +77,8 @@ class Runtime:
             log.warning("ANTHROPIC_MODEL_MAP / ANTHROPIC_DEFAULT_MODEL name %r, which no provider serves", target)
         for lifecycle in self.lifecycles.values():
             await lifecycle.astart()
-        await asyncio.to_thread(count_text_tokens.warm_up)  # once per process, so no request waits for it
+        # The tokenizer loads once per process, in the background, so neither start nor a request waits.
+        self.warming = asyncio.get_running_loop().run_in_executor(None, count_text_tokens.warm_up)
 
     def routes(self) -> list[Route]:
         return [route for wiring in self.wirings.values() for route in wiring.routes()]
