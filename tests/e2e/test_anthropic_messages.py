@@ -242,7 +242,8 @@ def test_system_blocks_and_mid_conversation_system_turns(compat_emu: OpenAICompa
     sent = compat_emu.last_request
     assert sent is not None
     assert [m["role"] for m in sent.json["messages"]] == ["system", "user", "assistant", "system", "user"]
-    assert sent.json["messages"][0]["content"] == "First block.\n\nSecond block."  # in order
+    assert sent.json["messages"][0]["content"] == [{"type": "text", "text": "First block."},
+                                                   {"type": "text", "text": "Second block."}]  # blocks, in order
     assert sent.json["messages"][3]["content"] == "From now on answer in French."
 
 

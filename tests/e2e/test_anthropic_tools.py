@@ -160,7 +160,7 @@ def test_tool_result_blocks_errors_and_images(compat_emu: OpenAICompatEmulator,
     ])
     sent = compat_emu.last_request.json["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "tool", "user", "tool", "user"]
-    assert sent[2] == {"role": "tool", "content": "map:", "tool_call_id": "toolu_1"}
+    assert sent[2] == {"role": "tool", "content": [{"type": "text", "text": "map:"}], "tool_call_id": "toolu_1"}
     assert sent[3]["content"][1]["image_url"]["url"] == "data:image/png;base64,iVBORw0KGgo="
     assert sent[4] == {"role": "tool", "content": "Error: clock broke", "tool_call_id": "toolu_2"}
     assert sent[5] == {"role": "user", "content": "Thanks."}

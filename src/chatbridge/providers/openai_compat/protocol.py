@@ -100,17 +100,15 @@ def encode_message(message: Message) -> dict[str, Any]:
     out: dict[str, Any] = {"role": message.role}
     content = message.content
     if isinstance(content, list):
-        parts = [p for p in content if isinstance(p, (TextPart, ImagePart))]
-        if message.role in ("system", "developer", "tool") or not any(isinstance(p, ImagePart) for p in parts):
-            # Text only: one string, which every chat template reads (tool messages take no images).
-            separator = "\n\n" if message.role in ("system", "developer") else ""
-            out["content"] = separator.join(p.text for p in parts if isinstance(p, TextPart))
-        else:
-            out["content"] = [_part(p) for p in parts]
+        # Parts OpenAI has no place for (documents, reasoning) were fitted away before; tool
+        # messages take text only (their images follow in a user turn, `encode_messages`).
+        kinds = (TextPart,) if message.role == "tool" else (TextPart, ImagePart)
+        parts = [_part(p) for p in content if isinstance(p, kinds)]
+        if message.is_error:
+            parts.insert(0, {"type": "text", "text": "Error: "})
+        out["content"] = parts
     else:
-        out["content"] = content
-    if message.is_error:
-        out["content"] = f"Error: {out['content'] or ''}"
+        out["content"] = f"Error: {content or ''}" if message.is_error else content
     if message.name:
         out["name"] = message.name
     if message.tool_calls:
