@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     thinking_format: Literal["reasoning_content", "tags"] = "reasoning_content"
 
     # --- Anthropic Messages API -----------------------------------------------------------------
-    # `claude-sonnet-4-5=MBZUAI-IFM/K2-Think-v2,claude-*haiku*=kimi`: names or globs → a model id or provider.
+    # `claude-sonnet-4-5=some-model,claude-*haiku*=some-provider`: names or globs → a model id or provider.
     anthropic_model_map: str | None = None
     anthropic_default_model: str | None = None  # for every other `claude-*` id
 

@@ -38,7 +38,7 @@ def message_id() -> str:
 def tool_use_id(upstream_id: str | None) -> str:
     """Anthropic's `toolu_…` ids: the upstream's when it is one already, else a fresh one.
 
-    Never derived from another id: Kimi numbers its calls per turn (`functions.Bash:0`), so a
+    Never derived from another id: some upstreams number calls per turn (`functions.Bash:0`), so a
     derived id would repeat across a conversation.
     """
     if upstream_id and upstream_id.startswith("toolu_") and upstream_id[6:].replace("_", "").replace("-", "").isalnum():
