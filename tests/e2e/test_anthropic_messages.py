@@ -45,11 +45,13 @@ def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def test_text_non_streamed_over_k2think(k2_gateway: Callable[..., GatewayServer]) -> None:
-    client = k2_gateway().anthropic()
-    message = client.messages.create(model=K2, max_tokens=256, messages=HI)
+@pytest.mark.parametrize("upstream", ["k2think", "openai"])
+def test_text_non_streamed(upstream: str, k2_gateway: Callable[..., GatewayServer],
+                           compat_gateway: Callable[..., GatewayServer]) -> None:
+    gw, model = (k2_gateway(), K2) if upstream == "k2think" else (compat_gateway(), "fake-model")
+    message = gw.anthropic().messages.create(model=model, max_tokens=256, messages=HI)
     assert message.id.startswith("msg_") and message.type == "message" and message.role == "assistant"
-    assert message.model == K2
+    assert message.model == model
     assert [b.type for b in message.content] == ["text"]  # K2 reasons, but thinking was not asked for
     assert message.content[0].text == "Hello! How can I help you today?"  # type: ignore[union-attr]
     assert message.stop_reason == "end_turn" and message.stop_sequence is None
