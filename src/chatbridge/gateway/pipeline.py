@@ -171,7 +171,8 @@ class Pipeline:
                         yield event
             finally:
                 await attempt.aclose()
-            for event in emulator.end_round():
+            # Judging a round validates its calls: bounded, but it may take a while on a big argument.
+            for event in await asyncio.to_thread(emulator.end_round):
                 yield event
         for event in emulator.finish():
             yield event
