@@ -32,6 +32,7 @@ class Provider(abc.ABC):
 
     name: str = "provider"
     native_tools: bool = False
+    native_response_format: bool = False  # honours `response_format` itself; else it is emulated
     requires_credential: bool = True
 
     @abc.abstractmethod

@@ -43,6 +43,7 @@ from chatbridge.core.types import (
     ToolChoice,
     Usage,
 )
+from chatbridge.core.usage import UsageTotal
 from chatbridge.features.tools.envelope import ParsedCall
 from chatbridge.features.tools.history import rewrite_history, with_system_prompt
 from chatbridge.features.tools.markers import CallMarker, new_call_id
@@ -106,25 +107,6 @@ class _Round:
         return bool(self.calls) and not self.problems
 
 
-class _UsageTotal:
-    def __init__(self) -> None:
-        self._total: Usage | None = None
-
-    def add(self, usage: Usage) -> None:
-        total = self._total
-        if total is None:
-            self._total = replace(usage)
-            return
-        total.prompt_tokens += usage.prompt_tokens
-        total.completion_tokens += usage.completion_tokens
-        total.estimated = total.estimated or usage.estimated
-        if usage.reasoning_tokens is not None:
-            total.reasoning_tokens = (total.reasoning_tokens or 0) + usage.reasoning_tokens
-
-    def event(self) -> Usage | None:
-        return self._total
-
-
 class ToolEmulator:
     """Emulated tool calling for one request; see the module docstring for the rounds."""
 
@@ -144,7 +126,7 @@ class ToolEmulator:
         self._validator = CallValidator(request.tools, forced=forced)
         self.messages = self._base_messages()
         self._calls_disabled = self.choice.mode == "none"  # blocks are cut out of the text, never called
-        self._usage = _UsageTotal()
+        self._usage = UsageTotal()
         self._answer_round = self._new_round(live=self.choice.mode == "auto")
         self._retry: _Round | None = None
         self._attempts: list[_Round] = [self._answer_round]

@@ -49,6 +49,8 @@ def build_body(request: ChatRequest, *, native_tools: bool) -> dict[str, Any]:
             body[key] = value
     if request.stop:
         body["stop"] = request.stop
+    if request.response_format is not None:
+        body["response_format"] = request.response_format.wire
     if native_tools and request.tools:
         body["tools"] = [
             {"type": "function", "function": _tool_function(t.name, t.description, t.parameters, t.strict)}
