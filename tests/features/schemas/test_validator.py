@@ -87,3 +87,13 @@ def test_brackets_inside_strings_do_not_count() -> None:
 def test_long_failing_values_are_cut_in_messages() -> None:
     problem = error({"type": "object", "properties": {"p": {"type": "integer"}}}, {"p": "x" * 50_000})
     assert problem is not None and len(problem) < 400 and problem.endswith("…")
+
+
+def test_ecma_unicode_escapes_mean_what_they_mean_in_json_schema() -> None:
+    chinese = {"type": "object", "properties": {"name": {"type": "string", "pattern": "^[\\u4e00-\\u9fa5]+$"}}}
+    assert error(chinese, {"name": "中文"}) is None
+    assert error(chinese, {"name": "abc"}) is not None
+    emoji = {"type": "object", "properties": {"e": {"type": "string", "pattern": "^\\u{1F600}$"}}}
+    assert error(emoji, {"e": "😀"}) is None
+    literal = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^\\\\u0041$"}}}  # an escaped backslash
+    assert error(literal, {"s": "\\u0041"}) is None and error(literal, {"s": "A"}) is not None

@@ -25,7 +25,7 @@ from chatbridge.features.schemas.regex import PatternRejected, format_checker, p
 def shape_problem(schema: Any) -> int | str:
     """The number of values in `schema`, or why it is too big or too deep to check."""
     counted = count_values(schema, max_depth=MAX_SCHEMA_DEPTH, limit=MAX_SCHEMA_VALUES)
-    return f"the schema is too large to use: {counted}" if isinstance(counted, str) else counted
+    return f"the schema cannot be used: {counted}" if isinstance(counted, str) else counted
 
 
 def validity_problem(schema: dict[str, Any], root: str) -> str | None:
