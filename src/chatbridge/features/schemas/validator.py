@@ -47,7 +47,7 @@ _budget = _Budget()
 
 
 def validator_for(schema: dict[str, Any] | bool) -> Any:
-    """A bounded validator for `schema` (which must already have passed `check.schema_problem`)."""
+    """A bounded validator for `schema`, which must already have passed `check.validity_problem`."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # an unknown `$schema` URI warns, then falls back
         base = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
