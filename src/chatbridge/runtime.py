@@ -63,6 +63,9 @@ class Runtime:
         return [*self.wirings, *self.disabled]
 
     async def astart(self) -> None:
+        # Pools first: a provider that discovers its models may need a credential renewed at start.
+        for lifecycle in self.lifecycles.values():
+            await lifecycle.astart()
         for name, wiring in self.wirings.items():
             try:
                 await wiring.provider.astart()
@@ -70,8 +73,6 @@ class Runtime:
                 log.error("provider %s failed to start: %s", name, exc)
         self.router = Router(self.routes())
         self.pipeline.router = self.router
-        for lifecycle in self.lifecycles.values():
-            await lifecycle.astart()
 
     def routes(self) -> list[Route]:
         return [route for wiring in self.wirings.values() for route in wiring.routes()]
@@ -90,7 +91,7 @@ class Runtime:
 def build_runtime(settings: Settings) -> Runtime:
     store = EmbeddedStore(Path(settings.data_dir) / STATE_FILE_NAME)
     context = WiringContext(http=settings.http_settings(), pool=settings.pool_defaults(), store=store,
-                            data_dir=Path(settings.data_dir))
+                            data_dir=Path(settings.data_dir), sessions=settings.session_settings())
     wirings, disabled, report = build_wirings(settings, context)
     router = Router([route for wiring in wirings.values() for route in wiring.routes()])
     pipeline = Pipeline(
@@ -101,8 +102,11 @@ def build_runtime(settings: Settings) -> Runtime:
             output_thinking=settings.output_thinking,
             thinking_format=settings.thinking_format,
             busy_wait=settings.request_timeout,
+            pseudo_stream_chars=settings.pseudo_stream_chunk_chars,
+            pseudo_stream_interval=settings.pseudo_stream_interval_ms / 1000,
         ),
         tool_settings(settings),
+        planners={name: w.planner for name, w in wirings.items() if w.planner is not None},
     )
     keys, stored = client_keys(settings)
     admin, admin_stored = admin_keys(settings, keys)

@@ -121,6 +121,10 @@ class PoolBusy(PoolExhausted):
     """
 
 
+class ToolCallDeclined(UpstreamError):
+    """A tool call was required (`tool_choice` required or named) and the model answered without one."""
+
+
 class ClientDisconnected(ChatbridgeError):
     """The client left while its answer was being prepared or sent; nobody is waiting."""
 
@@ -134,6 +138,7 @@ class FailureKind(str, enum.Enum):
     TRANSIENT = "transient"  # count one failure, try again
     BAD_REQUEST = "bad_request"  # the client's fault: no retry, no penalty
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"  # the service is down: retrying elsewhere may help
+    BUSY = "busy"  # the account is answering another request: wait for it or use another, no penalty
 
 
 @dataclass(slots=True, frozen=True)

@@ -15,8 +15,19 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Sequence
 
+from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import Failure, UpstreamError
-from chatbridge.core.types import ChatRequest, Event, EventTransform, ReasoningDelta, TextDelta, ToolCallDelta, Usage
+from chatbridge.core.types import (
+    ChatRequest,
+    ConversationRef,
+    Event,
+    EventTransform,
+    Notice,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from chatbridge.core.usage import estimate_prompt_tokens, tokens_from_counts, wide_chars
 from chatbridge.pool.pool import Lease
 
@@ -27,12 +38,26 @@ EventStream = AsyncGenerator[Event, None]
 
 
 class Timing:
-    """Time spent waiting on upstreams, so the gateway's own overhead can be reported."""
+    """What one request learns besides its events: time spent waiting on upstreams (so the
+    gateway's own overhead can be reported), and what the upstream said about the answer
+    (`Notice`s, the `ConversationRef` it went into), which never reaches the client's stream."""
 
-    __slots__ = ("upstream_wait",)
+    __slots__ = ("conversation", "notices", "upstream_wait")
 
     def __init__(self) -> None:
         self.upstream_wait = 0.0
+        self.notices: list[Notice] = []
+        self.conversation: ConversationRef | None = None
+
+    def note(self, event: Notice | ConversationRef, provider: str) -> None:
+        if isinstance(event, ConversationRef):
+            self.conversation = event
+            return
+        self.notices.append(event)
+        log.warning("%s upstream notice: %s%s", provider, event.kind, f" ({event.detail})" if event.detail else "")
+
+
+_NOTES = (Notice, ConversationRef)
 
 
 class Attempt:
@@ -47,8 +72,8 @@ class Attempt:
     """
 
     __slots__ = (
-        "_classify", "_ended", "_events", "_lease", "_narrow", "_pending", "_reasoning", "_request", "_timing",
-        "_transforms", "_usage_seen", "_wide", "failure",
+        "_classify", "_ended", "_events", "_lease", "_narrow", "_pending", "_provider", "_reasoning", "_request",
+        "_timing", "_transforms", "_usage_seen", "_wide", "failure",
     )
 
     def __init__(
@@ -60,8 +85,10 @@ class Attempt:
         classify: Classify,
         timing: Timing,
         transforms: Sequence[EventTransform] = (),
+        provider: str = "upstream",
     ) -> None:
         self._events = events
+        self._provider = provider
         self._request = request
         self._lease = lease
         self._classify = classify
@@ -77,6 +104,11 @@ class Attempt:
     def __aiter__(self) -> Attempt:
         return self
 
+    @property
+    def credential(self) -> Credential | None:
+        """The credential this attempt runs on (None without a pool)."""
+        return self._lease.credential if self._lease is not None else None
+
     async def __anext__(self) -> Event:
         while not self._pending:
             if self._ended:
@@ -86,6 +118,9 @@ class Attempt:
                 raise StopAsyncIteration
             event = await self._next_upstream()
             if event is None:
+                continue
+            if isinstance(event, _NOTES):  # about the answer, not part of it
+                self._timing.note(event, self._provider)
                 continue
             if not self._transforms:
                 self._count(event)

@@ -33,6 +33,9 @@ class Provider(abc.ABC):
     name: str = "provider"
     native_tools: bool = False
     requires_credential: bool = True
+    # Answers may arrive whole (a web chat that hands over a reply in one piece): stream clients
+    # get long pieces paced (PSEUDO_STREAM_CHUNK_CHARS, PSEUDO_STREAM_INTERVAL_MS).
+    pseudo_stream: bool = False
 
     @abc.abstractmethod
     def models(self) -> list[ModelInfo]:
