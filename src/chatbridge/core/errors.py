@@ -149,7 +149,9 @@ class Failure:
     message: str
     status: int | None = None
     retry_after: float | None = None
-    scope: str = "credential"  # "credential" or "provider" (e.g. a per-IP limit)
+    # "credential", "provider" (e.g. a per-IP limit) or "request" (what the attempt's plan sent was stale,
+    # e.g. a conversation the upstream no longer has: the next attempt rebuilds it, any credential will do)
+    scope: str = "credential"
 
     @property
     def is_retryable(self) -> bool:

@@ -258,6 +258,9 @@ class Pipeline:
                     if loop.time() >= busy_until:
                         break
                     continue
+                if failure.scope == "request":  # what the plan sent was stale (e.g. a conversation gone): rebuild it
+                    attempt_no += 1
+                    continue
                 if credential is not None and not _renewing(lease, renewed):
                     tried.add(credential.id)
                 if not failure.is_retryable:

@@ -338,7 +338,10 @@ class CredentialPool:
         """
         entry.refreshing = refreshing
         if not refreshing:
-            self._refill(entry)
+            if _is_free(entry, self._clock()):
+                self._refill(entry)
+            else:  # the refresh failed (it rests or is disabled): waiters left with nothing usable are told now
+                self._dispatch()
 
     def hold(self, entry: CredentialHealth, seconds: float) -> None:
         """Treat `entry` as busy for `seconds` (the upstream said another reply is streaming on it).
