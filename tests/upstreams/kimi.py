@@ -229,10 +229,14 @@ class KimiEmulator(EmulatorBase):
 
     # -- auth handlers -------------------------------------------------------------------------
 
-    async def _hold_refresh(self) -> None:
+    async def _hold_refresh(self, request: web.Request) -> bool:
+        """Wait at the gate; False if the client left meanwhile (the refresh was never processed)."""
         gate = self.refresh_gate
         while gate is not None and not gate.is_set():
             await asyncio.sleep(0.02)
+            if request.transport is None or request.transport.is_closing():
+                return False
+        return True
 
     async def _refresh_connect(self, request: web.Request) -> web.StreamResponse:
         recorded = await self.record(request)
@@ -240,14 +244,12 @@ class KimiEmulator(EmulatorBase):
             self.refresh_calls += 1
         if not self.connect_refresh:
             return self.error_response(404, "404 page not found")
-        failure = self.take_failure()
-        if failure is not None:
-            return self.failure_response(failure)
         if "authorization" in recorded.headers:
             return self.error_response(400, {"code": "invalid_argument", "message": "unexpected authorization"})
         body = recorded.json if isinstance(recorded.json, dict) else {}
         token = body.get("refresh_token") or body.get("refreshToken") or ""
-        await self._hold_refresh()
+        if not await self._hold_refresh(request):
+            return web.Response(status=499)
         tokens = self._rotate(str(token), rotate=True)
         if tokens is None:
             return self.error_response(401, {"code": "unauthenticated", "message": "invalid claims"})
@@ -258,7 +260,8 @@ class KimiEmulator(EmulatorBase):
         with self._lock:
             self.legacy_refresh_calls += 1
         auth = request.headers.get("Authorization", "")
-        await self._hold_refresh()
+        if not await self._hold_refresh(request):
+            return web.Response(status=499)
         tokens = self._rotate(auth[7:].strip(), rotate=self.rotate_on_legacy)
         if tokens is None:
             return self.error_response(401, {"error_type": "auth.token.invalid", "message": "您的授权已过期，请重新登录"})

@@ -127,7 +127,9 @@ class PoolLifecycle:
         if self.source.watched:
             self._spawn(self._watch_loop(), "credential-files-watch")
         if self.source.renews:
-            self.renew_expiring()  # now: an expired credential is held for renewal before any request
+            # Now, even for credentials resting after a failed renewal in the last run: an expired
+            # credential is held for renewal before any request.
+            self.renew_expiring(at_start=True)
             self._spawn(self._renew_loop(), "credential-renewal")
         if self.refresher is not None:
             self.refresher.scheduler_running = True
@@ -373,12 +375,12 @@ class PoolLifecycle:
             await asyncio.sleep(self.settings.tick)
             self.renew_expiring()
 
-    def renew_expiring(self) -> None:
+    def renew_expiring(self, *, at_start: bool = False) -> None:
         now = self.pool.now()
         for entry in self.pool.entries:
             expires_at = entry.credential.expires_at
             if expires_at is None or expires_at > now + self.renew_ahead(entry.credential) or entry.disabled or entry.refreshing:
                 continue
-            if entry.cooldown_until > now:  # resting after a failed renewal
+            if entry.cooldown_until > now and not (at_start and expires_at <= now):  # resting after a failed renewal
                 continue
             self.renew(entry, "expired" if expires_at <= now else f"expires in {expires_at - now:.0f} s")

@@ -37,6 +37,7 @@ _CLIENT_CODES = frozenset({"invalid_argument", "out_of_range", "chat.forbidden",
 _STALE_CODES = frozenset({"not_found", "invalid_argument", "failed_precondition"})
 _BUSY_MARKERS = ("stream_pushing", "already generating", "another reply")
 _GUEST_QUOTA = "匿名聊天使用次数超过"
+GUEST_QUOTA_HINT = "the guest quota is used up; set KIMI_REFRESH_TOKEN or KIMI_TOKENS_FILE to use an account"
 
 
 class KimiError(UpstreamError):
@@ -61,9 +62,11 @@ def connect_error(provider: str, error: object, credential_id: str | None = None
     code = str(error.get("code") or error.get("error_type") or "unknown")
     raw_message = error.get("message")
     message = raw_message if isinstance(raw_message, str) else ""
-    details = detail_texts(error.get("details"))
+    details = [d for d in detail_texts(error.get("details")) if d != message]
     text = " ".join([code, message, *details])
     shown = "; ".join(piece for piece in [message, *details] if piece)[:400] or "no message"
+    if _GUEST_QUOTA in text:
+        shown += f" ({GUEST_QUOTA_HINT})"
     return KimiError(f"{provider} upstream reported {code}: {redact(shown)}", provider=provider, code=code, text=text,
                      credential_id=credential_id)
 
@@ -195,8 +198,8 @@ def _classify_code(code: str, text: str, message: str, status: int | None, retry
     if is_busy(text):
         return Failure(FailureKind.BUSY, message, status, retry_after)
     if _GUEST_QUOTA in text:
-        return Failure(FailureKind.RATE_LIMITED, message + " (the guest quota is used up; set KIMI_REFRESH_TOKEN or "
-                       "KIMI_TOKENS_FILE to use an account)", status, retry_after)
+        hint = "" if GUEST_QUOTA_HINT in message else f" ({GUEST_QUOTA_HINT})"
+        return Failure(FailureKind.RATE_LIMITED, message + hint, status, retry_after)
     if code in _AUTH_CODES or status in (401, 403):
         return Failure(FailureKind.AUTH, message, status)
     if code in _RATE_CODES or status == 429:

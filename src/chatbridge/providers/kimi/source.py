@@ -34,7 +34,7 @@ from chatbridge.core.secrets import Secret
 from chatbridge.pool.source import CredentialSource, RenewalRejected
 from chatbridge.pool.sources import jwt_claims, read_tokens_file
 from chatbridge.pool.tokens_file import TokensFileChanged, held_lock, replace_token_line
-from chatbridge.providers.kimi.auth import RELOGIN, RefreshFailed, Tokens
+from chatbridge.providers.kimi.auth import RefreshFailed, Tokens
 from chatbridge.providers.kimi.protocol import KimiIdentity, identity_from_claims, stable_digits
 from chatbridge.state import Namespace
 
@@ -225,7 +225,8 @@ class KimiTokenSource(CredentialSource):
 
     def exhausted_hint(self) -> str | None:
         where = "KIMI_TOKENS_FILE" if self.tokens_file is not None else "KIMI_REFRESH_TOKEN"
-        return f"the Kimi refresh tokens may be dead: {RELOGIN.replace('KIMI_TOKENS_FILE (or KIMI_REFRESH_TOKEN)', where)}"
+        return (f"Kimi access tokens are renewed from the refresh tokens in {where} (the log says why a renewal failed); "
+                f"a refresh token Kimi refuses is dead: log in to kimi.com again and replace it")
 
     def refresh_token_of(self, credential_id: str) -> str | None:
         """The current refresh token of an account (tests and diagnostics; never logged)."""
