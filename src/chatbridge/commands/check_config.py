@@ -67,6 +67,15 @@ OUTPUT_THINKING=true
 THINKING_FORMAT=reasoning_content
 ENABLE_TOOLIFY=true
 TOOL_REPAIR_ATTEMPTS=1
+
+# --- sessions and pseudo-streaming (stateful web-chat upstreams) ----------------------
+# With the OpenAI `user` field, a follow-up continues the upstream chat for this long (s).
+SESSION_CACHE_TTL=3600
+# Conversations remembered; the least recently used go first.
+MAX_SESSION_SIZE=1000
+# An answer that arrives whole is streamed in pieces this long, this far apart (0: off).
+PSEUDO_STREAM_CHUNK_CHARS=16
+PSEUDO_STREAM_INTERVAL_MS=15
 """
 
 

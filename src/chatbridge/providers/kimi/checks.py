@@ -23,13 +23,6 @@ KIMI_REFRESH_TOKEN=
 # With neither, Kimi runs as a guest (a registered device, with Kimi's guest quota).
 # Kimi streams one reply per account at a time.
 KIMI_MAX_STREAMS_PER_ACCOUNT=1
-
-# --- sessions (the OpenAI `user` field keeps a Kimi chat going) -----------------------
-SESSION_CACHE_TTL=3600
-MAX_SESSION_SIZE=1000
-# An answer that arrives whole is streamed in pieces this long, this far apart (0: off).
-PSEUDO_STREAM_CHUNK_CHARS=16
-PSEUDO_STREAM_INTERVAL_MS=15
 """
 
 
