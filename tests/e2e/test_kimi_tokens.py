@@ -89,7 +89,7 @@ def test_a_dead_refresh_token_disables_the_account_saying_to_log_in_again(kimi_e
     assert tokens_in(path) == [dead]  # nothing was lost or overwritten
 
 
-def test_an_env_token_rotates_into_the_state_store_and_a_restart_uses_it(kimi_emu: KimiEmulator, kimi_gateway: Start,
+def test_an_env_token_rotates_into_the_data_dir_and_a_restart_uses_it(kimi_emu: KimiEmulator, kimi_gateway: Start,
                                                                          tmp_path: Path) -> None:
     original = kimi_emu.mint_refresh_token("user-env")
     first = kimi_gateway(kimi_refresh_token=original)
@@ -98,6 +98,8 @@ def test_an_env_token_rotates_into_the_state_store_and_a_restart_uses_it(kimi_em
     assert not kimi_emu.refresh_token_alive(original)
     state = (tmp_path / "data" / "pool-state.json").read_text()
     assert original not in state
+    [kept] = tokens_in(tmp_path / "data" / "kimi-env-tokens.txt")
+    assert kimi_emu.refresh_token_alive(kept)
     second = kimi_gateway(kimi_refresh_token=original)  # the same, now dead, value in the environment
     reply = second.openai().chat.completions.create(model="kimi", messages=HI)
     assert reply.choices[0].message.content

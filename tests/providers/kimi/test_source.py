@@ -138,22 +138,28 @@ def test_when_the_file_cannot_be_written_the_successor_is_kept_in_the_store(tmp_
     assert path.read_text().strip() in upstream.alive
 
 
-def test_an_env_token_uses_its_stored_successor_until_the_env_value_changes() -> None:
+def test_an_env_token_is_kept_in_the_gateways_file_and_its_successor_used_until_the_env_value_changes(
+        tmp_path: Path) -> None:
     upstream = Upstream()
     env = upstream.issue("user-1")
-    store = namespace()
+    env_file = tmp_path / "data" / "kimi-env-tokens.txt"
+
+    def source(value: str) -> KimiTokenSource:
+        return KimiTokenSource([value], None, namespace(), upstream.refresh, env_file=env_file)
 
     async def main() -> None:
-        source = KimiTokenSource([env], None, store, upstream.refresh)
-        await source.aopen()
-        [credential] = source.load()
-        await source.renew(credential)
-        again = KimiTokenSource([env], None, store, upstream.refresh)  # a restart with the same env value
+        first = source(env)
+        await first.aopen()
+        [credential] = first.load()
+        await first.renew(credential)
+        assert env not in env_file.read_text() and tokens_in(env_file)[0] in upstream.alive
+        again = source(env)  # a restart with the same, now dead, value in the environment
         await again.aopen()
         [same] = again.load()
         await again.renew(same)
+        assert same.id == credential.id
         fresh_login = upstream.issue("user-1")
-        changed = KimiTokenSource([fresh_login], None, store, upstream.refresh)
+        changed = source(fresh_login)
         await changed.aopen()
         [credential_now] = changed.load()
         assert credential_now.id == credential.id
@@ -162,6 +168,11 @@ def test_an_env_token_uses_its_stored_successor_until_the_env_value_changes() ->
 
     run(main())
     assert env not in upstream.seen[1:]  # the dead env value is never tried again
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+
+
+def tokens_in(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
 def test_tokens_that_are_not_jwts_keep_their_account_id_across_rotations_and_restarts(tmp_path: Path) -> None:

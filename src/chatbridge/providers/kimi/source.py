@@ -5,13 +5,17 @@ token, which rotates: the old one dies the moment Kimi answers. So the new refre
 stored durably before anything else happens, and a crash at any moment leaves a refresh token
 that works on disk:
 
-- a tokens-file token is replaced in its line (every other line kept) by an atomic rename,
-  under the file's writer lock, held from reading the line to writing it back: another worker
-  (or `chatbridge accounts`) never refreshes the same account in between, and a worker that
-  finds the line rotated by someone else uses the new token;
-- an env token's successor goes to the state store (`kimi:refresh:<id>`, flushed before the
-  renewal returns), next to a hash of the env value it replaces; a changed env value (a fresh
-  login) wins over it.
+- a token is replaced in its line of its tokens file (every other line kept) by an atomic
+  rename, under the file's writer lock, held from reading the line to writing it back: another
+  worker never refreshes the same account in between, and a worker that finds the line rotated
+  by someone else uses the new token;
+- KIMI_REFRESH_TOKEN's values are copied into a tokens file the gateway keeps under DATA_DIR
+  (`kimi-env-tokens.txt`), each under a comment holding a hash of the value it came from, so a
+  restart with the same (now dead) value uses its successor, a new value (a fresh login)
+  replaces it, and several workers share the rotations through the file as they would
+  KIMI_TOKENS_FILE's (the embedded state store is one per process);
+- if a file cannot be written (disk full), the successor goes to the state store
+  (`kimi:refresh:<id>`, flushed before it is used), next to a hash of the line it replaces.
 
 A credential's id stays the same across rotations: it comes from the refresh token's user
 (`sub`), or, for a token that is not a JWT, from the first token seen (the lineage is kept in
@@ -37,11 +41,28 @@ from chatbridge.pool.tokens_file import TokensFileChanged, held_lock, replace_to
 from chatbridge.providers.kimi.auth import RefreshFailed, Tokens
 from chatbridge.providers.kimi.protocol import KimiIdentity, identity_from_claims, stable_digits
 from chatbridge.state import Namespace
+from chatbridge.state.files import write_private_file
 
 log = logging.getLogger("chatbridge.kimi")
 
 PROVIDER = "kimi"
 GUEST_ID = "guest"
+ENV_FILE_NAME = "kimi-env-tokens.txt"  # under DATA_DIR: KIMI_REFRESH_TOKEN's tokens and their successors
+_SEED_MARK = "# from KIMI_REFRESH_TOKEN value "
+
+
+def _seeded(text: str) -> dict[str, str]:
+    """The env file's tokens by the hash of the KIMI_REFRESH_TOKEN value each one descends from."""
+    found: dict[str, str] = {}
+    origin: str | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(_SEED_MARK):
+            origin = stripped[len(_SEED_MARK) :].strip()
+        elif stripped and not stripped.startswith("#") and origin is not None:
+            found[origin] = stripped
+            origin = None
+    return found
 
 Refresh = Callable[[KimiIdentity, str], Awaitable[Tokens]]
 Register = Callable[[KimiIdentity], Awaitable[str]]
@@ -96,19 +117,29 @@ class KimiTokenSource(CredentialSource):
     renews = True
 
     def __init__(self, env_tokens: Sequence[str], tokens_file: Path | None, store: Namespace, refresh: Refresh,
-                 *, lock_wait: float = 30.0) -> None:
+                 *, env_file: Path | None = None, lock_wait: float = 30.0) -> None:
         self.env_tokens = list(env_tokens)
         self.tokens_file = tokens_file
+        # Where env tokens and their successors live: a tokens file the gateway keeps under DATA_DIR.
+        self.env_file = env_file if self.env_tokens else None
+        if self.env_tokens and self.env_file is None:
+            raise ValueError("env tokens need a file to keep their rotated successors in")
         self.store = store
         self.refresh = refresh
         self.lock_wait = lock_wait
         self._accounts: dict[str, Account] = {}
-        self._rotated: dict[str, dict[str, str]] = {}  # account id → {"token", "origin"} (env tokens)
+        self._rotated: dict[str, dict[str, str]] = {}  # account id → {"token", "origin"}: a file write failed
         self._lineage: dict[str, str] = {}  # token hash → account id, for tokens that are not JWTs
 
     @property
+    def files(self) -> list[tuple[Path, str]]:
+        """(file, origin) of every file tokens are read from and written back to."""
+        found = [(self.tokens_file, "tokens_file")] if self.tokens_file is not None else []
+        return found + ([(self.env_file, "env")] if self.env_file is not None else [])
+
+    @property
     def watched(self) -> Sequence[Path]:
-        return [self.tokens_file] if self.tokens_file is not None else []
+        return [path for path, _ in self.files]
 
     async def aopen(self) -> None:
         for key in await self.store.keys("refresh:"):
@@ -119,18 +150,40 @@ class KimiTokenSource(CredentialSource):
             value = await self.store.get(key)
             if isinstance(value, str):
                 self._lineage[key.removeprefix("lineage:")] = value
+        if self.env_file is not None:
+            await self._seed_env_file(self.env_file)
+
+    async def _seed_env_file(self, path: Path) -> None:
+        """Put KIMI_REFRESH_TOKEN's tokens into the gateway's own tokens file, keeping the rotated
+        successors of values already there; a new value for an account (a fresh login) replaces its line."""
+        async with held_lock(path, self.lock_wait) as locked:
+            if not locked:
+                log.warning("kimi: %s is locked by another writer; using it as it is", path)
+                return
+            await asyncio.to_thread(self._write_env_file, path)
+
+    def _write_env_file(self, path: Path) -> None:
+        kept = _seeded(path.read_text(encoding="utf-8")) if path.exists() else {}
+        lines = ["# Kimi refresh tokens from KIMI_REFRESH_TOKEN, kept current by chatbridge (rotated on every refresh)"]
+        for token in self.env_tokens:
+            origin = token_hash(token)
+            current = kept.get(origin)
+            if current is None:  # a value not seen before: a new account or a fresh login
+                current = token
+            lines += [f"{_SEED_MARK}{origin}", current]
+        text = "\n".join(lines) + "\n"
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            write_private_file(path, text)
 
     # -- loading ----------------------------------------------------------------------------------
 
     def load(self) -> list[Credential]:
         accounts: dict[str, Account] = {}
-        for token in self.env_tokens:
-            account = self._env_account(token)
-            accounts.setdefault(account.id, account)
-        if self.tokens_file is not None and self.tokens_file.exists():
-            for token in read_tokens_file(self.tokens_file):
-                account = self._file_account(token)
-                accounts.setdefault(account.id, account)
+        for path, origin in self.files:
+            if path.exists():
+                for token in read_tokens_file(path):
+                    key = self._id_for(token)
+                    accounts.setdefault(key, self._known(key, self._effective(key, token), origin, token))
         self._accounts.update(accounts)
         return [account.credential() for account in accounts.values()]
 
@@ -141,14 +194,6 @@ class KimiTokenSource(CredentialSource):
         """The token to use for a token on record: its successor in the store, if one was kept there."""
         rotated = self._rotated.get(key)
         return rotated["token"] if rotated is not None and rotated["origin"] == token_hash(on_record) else on_record
-
-    def _env_account(self, token: str) -> Account:
-        key = self._id_for(token)
-        return self._known(key, self._effective(key, token), "env", token)
-
-    def _file_account(self, token: str) -> Account:
-        key = self._id_for(token)
-        return self._known(key, self._effective(key, token), "tokens_file", token)
 
     def _known(self, key: str, refresh: str, origin: str, on_record: str) -> Account:
         """The account as loaded now, keeping the access token it already has (still good after a
@@ -168,13 +213,10 @@ class KimiTokenSource(CredentialSource):
         account = self._accounts.get(credential.id)
         if account is None:
             raise RenewalRejected("this Kimi account is no longer configured")
-        if account.origin == "tokens_file" and self.tokens_file is not None:
-            await self._renew_in_file(account, self.tokens_file)
-        else:
-            tokens = await self.refresh(account.identity, account.refresh)
-            if tokens.refresh and tokens.refresh != account.refresh:
-                await self._keep_in_store(account, tokens.refresh)
-            account.take_access(tokens.access)
+        path = self.env_file if account.origin == "env" else self.tokens_file
+        if path is None:
+            raise RenewalRejected("this Kimi account is no longer configured")
+        await self._renew_in_file(account, path)
         return account.credential()
 
     async def _renew_in_file(self, account: Account, path: Path) -> None:
@@ -183,7 +225,7 @@ class KimiTokenSource(CredentialSource):
                 raise RefreshFailed(f"{path.name} is locked by another writer; trying again later")
             on_record = await asyncio.to_thread(self._line_of, path, account.id)
             if on_record is None:
-                raise RenewalRejected(f"its refresh token was removed from {path.name}")
+                raise RenewalRejected(f"its refresh token was removed from {path}")
             current = self._effective(account.id, on_record)
             tokens = await self.refresh(account.identity, current)
             account.refresh, account.on_record = current, on_record
@@ -224,7 +266,7 @@ class KimiTokenSource(CredentialSource):
         await self.store.set(f"lineage:{token_hash(token)}", key)
 
     def exhausted_hint(self) -> str | None:
-        where = "KIMI_TOKENS_FILE" if self.tokens_file is not None else "KIMI_REFRESH_TOKEN"
+        where = " and ".join(n for n, on in (("KIMI_TOKENS_FILE", self.tokens_file), ("KIMI_REFRESH_TOKEN", self.env_file)) if on)
         return (f"Kimi access tokens are renewed from the refresh tokens in {where} (the log says why a renewal failed); "
                 f"a refresh token Kimi refuses is dead: log in to kimi.com again and replace it")
 

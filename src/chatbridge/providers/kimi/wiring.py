@@ -19,7 +19,7 @@ from chatbridge.providers.kimi.checks import EXAMPLE_ENV, kimi_findings
 from chatbridge.providers.kimi.protocol import KimiEndpoints
 from chatbridge.providers.kimi.provider import CATALOG_TIMEOUT, KimiConfig, KimiProvider
 from chatbridge.providers.kimi.settings import KimiSettings
-from chatbridge.providers.kimi.source import GuestSource, KimiTokenSource
+from chatbridge.providers.kimi.source import ENV_FILE_NAME, GuestSource, KimiTokenSource
 from chatbridge.providers.wiring import ProviderPlugin, ProviderWiring, WiringContext
 
 NAME = "kimi"
@@ -43,7 +43,7 @@ class KimiPlugin(ProviderPlugin):
             source = GuestSource(state, auth.register)
         else:
             source = KimiTokenSource(section.refresh_tokens, section.kimi_tokens_file, state, auth.refresh,
-                                     lock_wait=context.http.request_timeout)
+                                     env_file=context.data_dir / ENV_FILE_NAME, lock_wait=context.http.request_timeout)
         try:
             found = source.load()
         except (OSError, UnicodeDecodeError):
@@ -74,8 +74,9 @@ class KimiPlugin(ProviderPlugin):
         if section.is_guest:
             mode, report = "guest", "guest mode: a registered device (set KIMI_REFRESH_TOKEN or KIMI_TOKENS_FILE for accounts)"
         else:
-            where = ", ".join(w for w in (section.refresh_tokens and "KIMI_REFRESH_TOKEN",
-                                          section.kimi_tokens_file and str(section.kimi_tokens_file)) if w)
+            named = [("KIMI_REFRESH_TOKEN", bool(section.refresh_tokens)),
+                     (str(section.kimi_tokens_file), section.kimi_tokens_file is not None)]
+            where = " and ".join(name for name, configured in named if configured)
             mode, report = "token", f"{len(found)} account(s) from {where}"
         report += f"; {section.kimi_max_streams_per_account} stream(s) per account; sessions per `user`"
         return ProviderWiring(provider, mode=mode, report=report, routes=routes, pool=pool, lifecycle=lifecycle,
