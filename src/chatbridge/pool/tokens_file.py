@@ -213,7 +213,7 @@ async def held_lock(path: Path, wait: float) -> AsyncIterator[bool]:
     try:
         fd = await asyncio.shield(acquiring)
     except asyncio.CancelledError:
-        acquiring.add_done_callback(lambda done: _release(done.result()) if not done.cancelled() and done.exception() is None else None)
+        acquiring.add_done_callback(_release_when_acquired)  # the thread may still get it: let it go then
         raise
     try:
         yield fd is not None
@@ -235,6 +235,11 @@ def _acquire(path: Path, wait: float) -> int | None:
                 os.close(fd)
                 return None
             time.sleep(0.05)
+
+
+def _release_when_acquired(acquiring: asyncio.Future[int | None]) -> None:
+    if not acquiring.cancelled() and acquiring.exception() is None:
+        _release(acquiring.result())
 
 
 def _release(fd: int | None) -> None:

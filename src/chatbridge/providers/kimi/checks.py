@@ -16,7 +16,7 @@ KIMI_ENABLED=true
 KIMI_BASE_URL=https://www.kimi.com
 KIMI_AUTH_URL=https://auth.kimi.com
 # Refresh tokens (kimi.com → DevTools → Application → Local Storage → refresh_token), comma-separated.
-# They rotate on every refresh: the new ones are kept in DATA_DIR's state file.
+# They rotate on every refresh: they and their successors are kept in DATA_DIR/kimi-env-tokens.txt.
 KIMI_REFRESH_TOKEN=
 # Or one refresh token a line; rotated tokens are written back to it (atomically). Preferred.
 # KIMI_TOKENS_FILE=./data/kimi-tokens.txt
