@@ -119,12 +119,13 @@ class Attempt:
             event = await self._next_upstream()
             if event is None:
                 continue
-            if isinstance(event, _NOTES):  # about the answer, not part of it
+            if not self._transforms:
+                if self._count(event):
+                    return event
+                continue  # a note about the answer, kept from the client
+            if isinstance(event, _NOTES):  # before the transforms, which must never see it
                 self._timing.note(event, self._provider)
                 continue
-            if not self._transforms:
-                self._count(event)
-                return event
             self._pending.extend(apply(self._transforms, [event]))
         event = self._pending.popleft()
         self._count(event)
@@ -161,7 +162,8 @@ class Attempt:
         self._timing.upstream_wait += clock() - started
         return event
 
-    def _count(self, event: Event) -> None:
+    def _count(self, event: Event) -> bool:
+        """Count `event` for the estimate; False for a note about the answer (taken into `timing`)."""
         if isinstance(event, TextDelta):
             text = event.text
         elif isinstance(event, ReasoningDelta):
@@ -172,13 +174,17 @@ class Attempt:
         else:
             if isinstance(event, Usage):
                 self._usage_seen = True
-            return
+            elif isinstance(event, _NOTES):
+                self._timing.note(event, self._provider)
+                return False
+            return True
         if text.isascii():
             self._narrow += len(text)
         else:
             wide = wide_chars(text)
             self._wide += wide
             self._narrow += len(text) - wide
+        return True
 
     def _estimate(self) -> Usage:
         return Usage(

@@ -158,10 +158,11 @@ class Pipeline:
 
             first, attempt = await self._start(plan, provider, timing, transforms)
             rest: Attempt | Watched = attempt
-            watch_for = getattr(plan, "watch", None)  # plans that remember answers (sessions)
-            watch: AnswerWatch | None = watch_for(attempt.credential) if watch_for is not None else None
-            if watch is not None:
-                rest = Watched(first, attempt, watch, timing)
+            if not isinstance(plan, ChatRequest):
+                watch_for = getattr(plan, "watch", None)  # plans that remember answers (sessions)
+                watch: AnswerWatch | None = watch_for(attempt.credential) if watch_for is not None else None
+                if watch is not None:
+                    rest = Watched(first, attempt, watch, timing)
             return self._primed(first, rest, request, provider)
         # Emulated tools re-render the tool prompt and history every round: each round is sent as it is.
         rounds = self._rounds(emulator, provider, timing)

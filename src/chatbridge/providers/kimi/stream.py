@@ -141,36 +141,44 @@ class KimiStreamReader:
         return events
 
     def _block(self, op: object, masks: list[str], block: dict[str, Any]) -> list[Event]:
-        key = str(block.get("id", ""))
-        search = block.get("search")
-        if isinstance(search, dict) and isinstance(search.get("webPages"), list):
-            for page in search["webPages"]:
-                self._sources.add(page)
         events: list[Event] = []
         text = block.get("text")
-        if isinstance(text, dict) and any(m in _TEXT_MASKS or m.startswith("block.text.") for m in masks):
-            state = self._blocks.setdefault("text:" + key, _Block())
-            if text.get("flags") == "thinking":
-                state.thinking = True
-            content = text.get("content")
-            if isinstance(content, str) and any(m in _TEXT_MASKS for m in masks):
-                piece = state.append(content) if op == "append" else state.replace(content)
-                if piece:
-                    events.append(ReasoningDelta(piece) if state.thinking else self._text(piece))
+        if text is not None and isinstance(text, dict):
+            content_masked = not _TEXT_MASKS.isdisjoint(masks)
+            if content_masked or "block.text.flags" in masks:
+                state = self._state("text:", block)
+                if text.get("flags") == "thinking":
+                    state.thinking = True
+                content = text.get("content")
+                if content_masked and isinstance(content, str):
+                    piece = state.append(content) if op == "append" else state.replace(content)
+                    if piece:
+                        self._said = True
+                        if state.thinking:
+                            events.append(ReasoningDelta(piece))
+                        elif shown := self._citations.feed(piece):
+                            events.append(TextDelta(shown))
         think = block.get("think")
-        if isinstance(think, dict) and any(m in _THINK_MASKS for m in masks):
+        if think is not None and isinstance(think, dict) and not _THINK_MASKS.isdisjoint(masks):
             content = think.get("content")
             if isinstance(content, str):
-                state = self._blocks.setdefault("think:" + key, _Block())
+                state = self._state("think:", block)
                 piece = state.append(content) if op == "append" else state.replace(content)
                 if piece:
                     self._said = True
                     events.append(ReasoningDelta(piece))
-        return [e for e in events if not (isinstance(e, TextDelta) and not e.text)]
+        search = block.get("search")
+        if search is not None and isinstance(search, dict) and isinstance(search.get("webPages"), list):
+            for page in search["webPages"]:
+                self._sources.add(page)
+        return events
 
-    def _text(self, piece: str) -> TextDelta:
-        self._said = True
-        return TextDelta(self._citations.feed(piece))
+    def _state(self, kind: str, block: dict[str, Any]) -> _Block:
+        key = kind + str(block.get("id", ""))
+        state = self._blocks.get(key)
+        if state is None:
+            state = self._blocks[key] = _Block()
+        return state
 
     def _notification(self, notification: dict[str, Any]) -> list[Event]:
         if notification.get("type") != _DEGRADE:
@@ -215,6 +223,11 @@ class KimiStreamReader:
 
 def _masks(mask: object) -> list[str]:
     """`"a,b"` → `["a", "b"]`; no mask at all is the empty mask (a whole object)."""
-    if not isinstance(mask, str) or not mask.strip():
-        return [""]
-    return [m.strip() for m in mask.split(",") if m.strip()] or [""]
+    if not isinstance(mask, str) or not mask:
+        return _WHOLE
+    if "," not in mask:
+        return [mask.strip()]
+    return [m.strip() for m in mask.split(",") if m.strip()] or _WHOLE
+
+
+_WHOLE = [""]
