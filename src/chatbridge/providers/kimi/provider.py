@@ -42,7 +42,7 @@ from chatbridge.providers.media import ImageLoader
 log = logging.getLogger("chatbridge.kimi")
 
 MAX_IMAGES = 8  # images sent with one message; older ones are left out of a long history
-CATALOG_TIMEOUT = 10.0  # the catalog is read once at start, and never holds the start up longer
+CATALOG_TIMEOUT = 5.0  # the catalog is read once at start, and never holds the start up longer
 
 # The wiring lends a credential for reading the catalog at start (None: none is usable).
 CatalogCredential = Callable[[], AbstractAsyncContextManager[Credential | None]]
