@@ -114,6 +114,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "request_timeout": 5.0,
         "max_retries": 3,
         "k2think_enabled": True,
+        "kimi_enabled": False,  # on by default (guest mode); tests that want it turn it on
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -127,7 +128,8 @@ class GatewayProcess:
         self.cwd = cwd
         self.command = command or [sys.executable, "-m", "chatbridge", "serve"]
         self.log_path = cwd / f"gateway-{self.port}.log"
-        self.env = {**_clean_environ(), **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
+        # Kimi is on by default (guest mode, registering at www.kimi.com): off unless a test turns it on.
+        self.env = {**_clean_environ(), "KIMI_ENABLED": "false", **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -170,6 +172,7 @@ _LEAKY_VARS = (
     "https_proxy", "all_proxy", "OPENAI_COMPAT_BASE_URL", "OPENAI_COMPAT_API_KEY", "OPENAI_COMPAT_MODELS",
     "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "DATA_DIR",
     "ENABLE_TOKEN_AUTO_UPDATE", "KIRO_ACCESS_TOKEN", "KIRO_REFRESH_TOKEN", "PORT", "HOST",
+    "KIMI_ENABLED", "KIMI_BASE_URL", "KIMI_AUTH_URL", "KIMI_REFRESH_TOKEN", "KIMI_TOKENS_FILE",
 )
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
+from chatbridge.features.sessions import SessionSettings
 from chatbridge.providers import registry
 from chatbridge.providers.http import HttpSettings
 from chatbridge.providers.settings import SETTINGS_CONFIG, ProviderSettings, blank_is_none
@@ -61,6 +62,12 @@ class Settings(BaseSettings):
     # `claude-sonnet-4-5=some-model,claude-*haiku*=some-provider`: names or globs → a model id or provider.
     anthropic_model_map: str | None = None
     anthropic_default_model: str | None = None  # for every other `claude-*` id
+
+    # --- sessions and pseudo-streaming (for stateful, web-chat upstreams) -------------------------
+    session_cache_ttl: float = Field(3600.0, gt=0)  # seconds a `user` conversation is remembered
+    max_session_size: int = Field(1000, ge=1)  # conversations remembered; the least recently used go first
+    pseudo_stream_chunk_chars: int = Field(16, ge=1)  # an answer that arrived whole streams in pieces this long
+    pseudo_stream_interval_ms: float = Field(15.0, ge=0)  # this far apart (0: sent as it arrived)
 
     # --- tools --------------------------------------------------------------------------------
     enable_toolify: bool = True
@@ -117,6 +124,9 @@ class Settings(BaseSettings):
         """What every provider's HTTP client shares."""
         return HttpSettings(request_timeout=self.request_timeout, idle_timeout=self.stream_idle_timeout,
                             proxy_url=self.proxy_url)
+
+    def session_settings(self) -> SessionSettings:
+        return SessionSettings(ttl=self.session_cache_ttl, max_sessions=self.max_session_size)
 
     def pool_defaults(self) -> PoolDefaults:
         return PoolDefaults(

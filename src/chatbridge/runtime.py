@@ -66,6 +66,9 @@ class Runtime:
         return [*self.wirings, *self.disabled]
 
     async def astart(self) -> None:
+        # Pools first: a provider that discovers its models may need a credential renewed at start.
+        for lifecycle in self.lifecycles.values():
+            await lifecycle.astart()
         for name, wiring in self.wirings.items():
             try:
                 await wiring.provider.astart()
@@ -75,8 +78,6 @@ class Runtime:
         self.pipeline.router = self.router
         for target in self.router.unserved_targets():
             log.warning("ANTHROPIC_MODEL_MAP / ANTHROPIC_DEFAULT_MODEL name %r, which no provider serves", target)
-        for lifecycle in self.lifecycles.values():
-            await lifecycle.astart()
         # The tokenizer loads once per process, in the background, so neither start nor a request waits.
         self.warming = asyncio.get_running_loop().run_in_executor(None, count_text_tokens.warm_up)
 
@@ -97,7 +98,7 @@ class Runtime:
 def build_runtime(settings: Settings) -> Runtime:
     store = EmbeddedStore(Path(settings.data_dir) / STATE_FILE_NAME)
     context = WiringContext(http=settings.http_settings(), pool=settings.pool_defaults(), store=store,
-                            data_dir=Path(settings.data_dir))
+                            data_dir=Path(settings.data_dir), sessions=settings.session_settings())
     wirings, disabled, report = build_wirings(settings, context)
     router = build_router(settings, [route for wiring in wirings.values() for route in wiring.routes()])
     pipeline = Pipeline(
@@ -108,8 +109,11 @@ def build_runtime(settings: Settings) -> Runtime:
             output_thinking=settings.output_thinking,
             thinking_format=settings.thinking_format,
             busy_wait=settings.request_timeout,
+            pseudo_stream_chars=settings.pseudo_stream_chunk_chars,
+            pseudo_stream_interval=settings.pseudo_stream_interval_ms / 1000,
         ),
         tool_settings(settings),
+        planners={name: w.planner for name, w in wirings.items() if w.planner is not None},
     )
     keys, stored = client_keys(settings)
     admin, admin_stored = admin_keys(settings, keys)

@@ -150,3 +150,22 @@ def test_check_config_fails_on_unreadable_files_and_explains_accounts_without_au
     code, output = run(cli, "check-config", ACCOUNTS_FILE=str(tmp_path / "nope.txt"), ENABLE_TOKEN_AUTO_UPDATE="true",
                        DATA_DIR=str(tmp_path / "d"))
     assert code == 1 and "nope.txt does not exist" in output
+
+
+def test_check_config_reports_kimi_tokens_and_mode(cli: typer.Typer, tmp_path: Path) -> None:
+    from tests.upstreams.kimi import KimiEmulator
+
+    emulator = KimiEmulator()
+    refresh, access = emulator.mint_refresh_token("u1"), emulator.mint_access_token("u1")
+    tokens = tmp_path / "kimi-tokens.txt"
+    tokens.write_text(f"{refresh}\n{access}\n")
+    tokens.chmod(0o600)
+    code, output = run(cli, "check-config", KIMI_TOKENS_FILE=str(tokens), DATA_DIR=str(tmp_path / "d"))
+    assert code == 1, output
+    assert "2 refresh token(s)" in output and "1 of them are access tokens" in output and "account mode" in output
+    assert_no_full_token(output, [refresh, access])
+    code, output = run(cli, "check-config", DATA_DIR=str(tmp_path / "d"))
+    assert "Kimi: guest mode" in output
+    code, output = run(cli, "check-config", KIMI_TOKENS_FILE=str(tmp_path / "none.txt"), KIMI_BASE_URL="www.kimi.com",
+                       DATA_DIR=str(tmp_path / "d"))
+    assert code == 1 and "none.txt does not exist" in output and "KIMI_BASE_URL" in output

@@ -50,8 +50,18 @@ def pipeline(provider: MockProvider, pool: CredentialPool | None = None, **setti
     route = Route("public-model", "mock", "upstream-model", reasoning=settings.pop("reasoning", True))
     planner = settings.pop("planner", None)
     defaults: dict[str, Any] = {"max_retries": 3, "retry_backoff": 0.0, "busy_wait": 1.0}
+    planners = {"mock": _planned(planner)} if planner is not None else {}
     return Pipeline(Router([route]), {"mock": provider}, {"mock": pool} if pool is not None else {},
-                    PipelineSettings(**{**defaults, **settings}), planner=planner)
+                    PipelineSettings(**{**defaults, **settings}), planners=planners)
+
+
+def _planned(plan_for: Any) -> Any:
+    """A planner (async, as the pipeline awaits it) from a plain function of (request, route, provider)."""
+
+    async def planner(req: ChatRequest, route: Route, provider: Any) -> Any:
+        return plan_for(req, route, provider)
+
+    return planner
 
 
 def run(coro: Any) -> Any:

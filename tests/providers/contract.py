@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tests.harness import GatewayServer
-from tests.upstreams import K2ThinkEmulator, OpenAICompatEmulator, Reply
+from tests.upstreams import K2ThinkEmulator, KimiEmulator, KimiReply, OpenAICompatEmulator, Reply
 
 StartGateway = Callable[..., GatewayServer]
 
@@ -128,7 +128,53 @@ class OpenAICompatHarness:
         self.emulator.stop()
 
 
+class KimiHarness:
+    model = "kimi"
+
+    def __init__(self) -> None:
+        self.emulator = KimiEmulator()
+
+    def start(self, start_gateway: StartGateway) -> GatewayServer:
+        """Two accounts in a tokens file, so a failure on one is retried on the other."""
+        tokens = Path(tempfile.mkdtemp()) / "kimi-tokens.txt"
+        tokens.write_text(f"{self.emulator.mint_refresh_token()}\n{self.emulator.mint_refresh_token()}\n")
+        return start_gateway(k2think_enabled=False, kimi_enabled=True, kimi_base_url=self.emulator.base_url,
+                             kimi_auth_url=self.emulator.base_url, kimi_tokens_file=tokens)
+
+    def answer(self, text: str) -> None:
+        self.emulator.reply = KimiReply(text=text, thinking="Thinking it over.")
+
+    def call_tool(self, name: str, arguments: dict[str, Any], then: str) -> None:
+        def respond(call: Any, history: list[dict[str, str]]) -> KimiReply:
+            if re.search(rf'<tool_result_[A-Za-z0-9]+ name="{name}"', call.text):  # the prompt's example says TOOL_NAME
+                return KimiReply(text=then, thinking="I have the result.")
+            token = re.search(r"<tool_call_([A-Za-z0-9]+)>", call.text)
+            assert token, "the tool prompt did not reach the upstream"
+            tag = token.group(1)
+            return KimiReply(text=f"<tool_call_{tag}>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call_{tag}>")
+
+        self.emulator.respond = respond
+
+    def fail(self, status: int, times: int = 1) -> None:
+        self.emulator.fail_next(times, status)
+
+    def break_midway(self) -> None:
+        self.emulator.break_mid_stream = True
+        self.emulator.interrupt_after_events = 7  # the chat, the messages and a first piece of the answer are out
+
+    def chat_requests(self) -> int:
+        return len(self.emulator.chat_requests)
+
+    def __enter__(self) -> KimiHarness:
+        self.emulator.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.emulator.stop()
+
+
 HARNESSES: dict[str, Callable[[], AbstractContextManager[Any]]] = {
     "k2think": K2ThinkHarness,
+    "kimi": KimiHarness,
     "openai": OpenAICompatHarness,
 }

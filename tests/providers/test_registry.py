@@ -72,3 +72,15 @@ def test_no_module_outside_a_provider_package_names_a_provider() -> None:
         if "k2think" in path.read_text(encoding="utf-8").lower() and "providers/k2think/" not in str(path)
     )
     assert mentions == ["providers/registry.py"]
+
+
+def test_no_module_outside_the_kimi_package_names_kimi() -> None:
+    """The same for Kimi: sessions, pseudo-streaming and Connect framing are generic."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "src" / "chatbridge"
+    mentions = sorted(
+        str(path.relative_to(root)) for path in root.rglob("*.py")
+        if "kimi" in path.read_text(encoding="utf-8").lower() and "providers/kimi/" not in str(path)
+    )
+    assert mentions == ["providers/registry.py"]

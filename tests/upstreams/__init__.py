@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .common import RecordedRequest, Reply
     from .k2think import K2ThinkEmulator
+    from .kimi import KimiEmulator, KimiReply
     from .openai_compat import OpenAICompatEmulator
     from .server import BackgroundServer
 
 __all__ = [
     "BackgroundServer",
     "K2ThinkEmulator",
+    "KimiEmulator",
+    "KimiReply",
     "OpenAICompatEmulator",
     "RecordedRequest",
     "Reply",
@@ -30,6 +33,8 @@ __all__ = [
 _HOMES = {
     "BackgroundServer": ".server",
     "K2ThinkEmulator": ".k2think",
+    "KimiEmulator": ".kimi",
+    "KimiReply": ".kimi",
     "OpenAICompatEmulator": ".openai_compat",
     "RecordedRequest": ".common",
     "Reply": ".common",

@@ -9,6 +9,7 @@ benchmark (bench/NOTES.md), which this lane does without.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
 from typing import Protocol
@@ -32,6 +33,11 @@ def overhead_header(scope: Scope, upstream_wait: float = 0.0) -> tuple[bytes, by
     started = scope.get("state", {}).get("started") or time.perf_counter()
     spent = time.perf_counter() - started - upstream_wait
     return (b"x-chatbridge-overhead-ms", b"%.3f" % (max(0.0, spent) * 1000))
+
+
+def client_identity(key: bytes | None) -> str | None:
+    """Who the client is, without its key: a short hash (sessions are kept per client)."""
+    return hashlib.sha256(key).hexdigest()[:16] if key else None
 
 
 class GatewayApp:
@@ -67,6 +73,7 @@ class GatewayApp:
                 await send({"type": "http.response.start", "status": 401, "headers": response_headers})
                 await send({"type": "http.response.body", "body": body})
                 return
+            state["client"] = client_identity(presented)
 
         lane = self.lanes.get(path)
         if lane is not None:

@@ -115,6 +115,7 @@ class ChatEndpoint:
         try:
             body = await read_body(scope, receive, self.max_request_bytes)
             chat = await self._parse(body, scope["headers"])
+            chat.client = scope.get("state", {}).get("client")
         except ClientDisconnected:
             return
         except Exception as exc:
@@ -143,7 +144,7 @@ class ChatEndpoint:
             return
         if chat.stream:
             encoder = self.dialect.stream_encoder(chat, primed)
-            stream_headers = [*headers, overhead_header(scope, timing.upstream_wait)]
+            stream_headers = [*headers, *notice_headers(timing), overhead_header(scope, timing.upstream_wait)]
             body = self._sse_body(primed, encoder, _request_id(scope))
             keepalive = self.dialect.keepalive
             await EventStreamResponse(body, stream_headers, keepalive, self.dialect.keepalive_interval)(send)
@@ -157,7 +158,8 @@ class ChatEndpoint:
             return
         finally:
             await primed.aclose()
-        await send_json(send, 200, aggregator.body(), [*headers, overhead_header(scope, timing.upstream_wait)])
+        await send_json(send, 200, aggregator.body(),
+                        [*headers, *notice_headers(timing), overhead_header(scope, timing.upstream_wait)])
 
     async def _sse_body(self, primed: PrimedStream, encoder: StreamEncoder, request_id: str) -> AsyncGenerator[bytes, None]:
         try:
@@ -176,6 +178,15 @@ class ChatEndpoint:
         error = self.dialect.http_error(error)
         body = self.dialect.error_body(error, _request_id(scope))
         await send_json(send, error.status, body, [*headers, *error_headers(error)])
+
+
+def notice_headers(timing: Timing) -> RawHeaders:
+    """`x-chatbridge-notice`: the kinds of notice the upstream gave before the headers went out
+    (e.g. `model_degraded`), comma-separated; none when it gave none."""
+    if not timing.notices:
+        return []
+    kinds = dict.fromkeys(n.kind for n in timing.notices)
+    return [(b"x-chatbridge-notice", ", ".join(kinds).encode("ascii", "replace"))]
 
 
 def _request_id(scope: Scope) -> str:

@@ -16,6 +16,7 @@ from chatbridge.core.errors import (
     ClientError,
     FailureKind,
     PoolExhausted,
+    ToolCallDeclined,
     UpstreamError,
     UpstreamTimeout,
     UpstreamTransportError,
@@ -79,6 +80,8 @@ def to_api_error(exc: BaseException) -> ApiError:
                         retry_after=exc.retry_after or 30)
     if isinstance(exc, AttemptsFailed):
         return _attempts_failed(exc)
+    if isinstance(exc, ToolCallDeclined):  # the model answered without the call the client required
+        return ApiError(502, redact(exc.message), "upstream_error", "tool_call_declined")
     if isinstance(exc, UpstreamError):  # after the first event: a non-streamed answer cut off midway
         return _midstream(exc)
     log.error("unexpected error while serving a request", exc_info=exc)
@@ -103,6 +106,9 @@ def _attempts_failed(exc: AttemptsFailed) -> ApiError:
     if failure.kind is FailureKind.RATE_LIMITED:
         return ApiError(429, message + tries, "rate_limit_error", "rate_limit_exceeded",
                         retry_after=failure.retry_after or 30)
+    if failure.kind is FailureKind.BUSY:
+        return ApiError(503, message + tries + "; the upstream account stayed busy with another reply",
+                        "service_unavailable_error", "upstream_busy", retry_after=failure.retry_after or 2)
     if isinstance(error, UpstreamTimeout):
         return ApiError(504, message + tries, "timeout_error", "upstream_timeout")
     if isinstance(error, UpstreamTransportError):

@@ -73,6 +73,15 @@ TOOL_REPAIR_ATTEMPTS=1
 ANTHROPIC_MODEL_MAP=
 # Any other claude-* id goes here; unset: 404.
 ANTHROPIC_DEFAULT_MODEL=
+
+# --- sessions and pseudo-streaming (stateful web-chat upstreams) ----------------------
+# With the OpenAI `user` field, a follow-up continues the upstream chat for this long (s).
+SESSION_CACHE_TTL=3600
+# Conversations remembered; the least recently used go first.
+MAX_SESSION_SIZE=1000
+# An answer that arrives whole is streamed in pieces this long, this far apart (0: off).
+PSEUDO_STREAM_CHUNK_CHARS=16
+PSEUDO_STREAM_INTERVAL_MS=15
 """
 
 

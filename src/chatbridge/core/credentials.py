@@ -18,6 +18,7 @@ class Credential:
     source: str = "env"  # env, tokens_file, accounts, ...
     account: str | None = None  # e-mail or account name when known (for refresh)
     expires_at: float | None = None  # unix seconds
+    issued_at: float | None = None  # unix seconds, when known: renewal ahead of expiry is capped at half the lifetime
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:

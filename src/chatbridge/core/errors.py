@@ -122,6 +122,10 @@ class PoolBusy(PoolExhausted):
     """
 
 
+class ToolCallDeclined(UpstreamError):
+    """A tool call was required (`tool_choice` required or named) and the model answered without one."""
+
+
 class ClientDisconnected(ChatbridgeError):
     """The client left while its answer was being prepared or sent; nobody is waiting."""
 
@@ -135,6 +139,7 @@ class FailureKind(str, enum.Enum):
     TRANSIENT = "transient"  # count one failure, try again
     BAD_REQUEST = "bad_request"  # the client's fault: no retry, no penalty
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"  # the service is down: retrying elsewhere may help
+    BUSY = "busy"  # the account is answering another request: wait for it or use another, no penalty
 
 
 @dataclass(slots=True, frozen=True)
@@ -145,7 +150,9 @@ class Failure:
     message: str
     status: int | None = None
     retry_after: float | None = None
-    scope: str = "credential"  # "credential" or "provider" (e.g. a per-IP limit)
+    # "credential", "provider" (e.g. a per-IP limit) or "request" (what the attempt's plan sent was stale,
+    # e.g. a conversation the upstream no longer has: the next attempt rebuilds it, any credential will do)
+    scope: str = "credential"
 
     @property
     def is_retryable(self) -> bool:

@@ -174,6 +174,10 @@ class ChatRequest:
     thinking: ThinkingConfig | None = None
     effort: str | None = None  # `output_config.effort`
     cache_control: CacheControl | None = None  # top-level automatic caching
+    # Who asked, without the secret: a short hash of the client's key (sessions are kept per client).
+    client: str | None = None
+    # Set by a session plan: continue this upstream conversation; `messages` are then only the new turn.
+    conversation: ConversationRef | None = None
 
     def for_upstream(self, model: str, options: Mapping[str, Any]) -> ChatRequest:
         """A copy naming the upstream's model: the client's request itself is never rewritten.
@@ -266,6 +270,31 @@ class Usage:
 
 
 @dataclass(slots=True)
+class ConversationRef:
+    """An upstream conversation and its latest message, for stateful upstreams (sessions).
+
+    A provider yields one with an answer (the chat it went into, the answer's message id); a
+    session plan hands it back on `ChatRequest.conversation` to continue from that message.
+    The gateway keeps it from the client's stream.
+    """
+
+    chat_id: str
+    message_id: str
+
+
+@dataclass(slots=True)
+class Notice:
+    """Something the upstream said about the answer, not part of it (e.g. `model_degraded`).
+
+    The gateway logs it and, when it arrives before the answer starts, names it in the
+    response's `x-chatbridge-notice` header; it never reaches the client's stream.
+    """
+
+    kind: str
+    detail: str = ""
+
+
+@dataclass(slots=True)
 class Finish:
     reason: FinishReason = "stop"
     stop_sequence: str | None = None  # which of the request's stop sequences ended the answer
@@ -281,6 +310,8 @@ Event = Union[
     ToolCallDelta,
     Usage,
     Finish,
+    ConversationRef,
+    Notice,
 ]
 
 

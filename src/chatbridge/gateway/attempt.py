@@ -15,8 +15,19 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Sequence
 
+from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import Failure, UpstreamError
-from chatbridge.core.types import ChatRequest, Event, EventTransform, ReasoningDelta, TextDelta, ToolCallDelta, Usage
+from chatbridge.core.types import (
+    ChatRequest,
+    ConversationRef,
+    Event,
+    EventTransform,
+    Notice,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from chatbridge.core.usage import estimate_prompt_tokens, tokens_from_counts, wide_chars
 from chatbridge.pool.pool import Lease
 
@@ -27,12 +38,26 @@ EventStream = AsyncGenerator[Event, None]
 
 
 class Timing:
-    """Time spent waiting on upstreams, so the gateway's own overhead can be reported."""
+    """What one request learns besides its events: time spent waiting on upstreams (so the
+    gateway's own overhead can be reported), and what the upstream said about the answer
+    (`Notice`s, the `ConversationRef` it went into), which never reaches the client's stream."""
 
-    __slots__ = ("upstream_wait",)
+    __slots__ = ("conversation", "notices", "upstream_wait")
 
     def __init__(self) -> None:
         self.upstream_wait = 0.0
+        self.notices: list[Notice] = []
+        self.conversation: ConversationRef | None = None
+
+    def note(self, event: Notice | ConversationRef, provider: str) -> None:
+        if isinstance(event, ConversationRef):
+            self.conversation = event
+            return
+        self.notices.append(event)
+        log.warning("%s upstream notice: %s%s", provider, event.kind, f" ({event.detail})" if event.detail else "")
+
+
+_NOTES = (Notice, ConversationRef)
 
 
 class Attempt:
@@ -47,8 +72,8 @@ class Attempt:
     """
 
     __slots__ = (
-        "_classify", "_ended", "_events", "_lease", "_narrow", "_pending", "_reasoning", "_request", "_timing",
-        "_transforms", "_usage_seen", "_wide", "failure",
+        "_classify", "_ended", "_events", "_lease", "_narrow", "_pending", "_provider", "_reasoning", "_request",
+        "_timing", "_transforms", "_usage_seen", "_wide", "failure",
     )
 
     def __init__(
@@ -60,8 +85,10 @@ class Attempt:
         classify: Classify,
         timing: Timing,
         transforms: Sequence[EventTransform] = (),
+        provider: str = "upstream",
     ) -> None:
         self._events = events
+        self._provider = provider
         self._request = request
         self._lease = lease
         self._classify = classify
@@ -77,6 +104,11 @@ class Attempt:
     def __aiter__(self) -> Attempt:
         return self
 
+    @property
+    def credential(self) -> Credential | None:
+        """The credential this attempt runs on (None without a pool)."""
+        return self._lease.credential if self._lease is not None else None
+
     async def __anext__(self) -> Event:
         while not self._pending:
             if self._ended:
@@ -88,8 +120,12 @@ class Attempt:
             if event is None:
                 continue
             if not self._transforms:
-                self._count(event)
-                return event
+                if self._count(event):
+                    return event
+                continue  # a note about the answer, kept from the client
+            if isinstance(event, _NOTES):  # before the transforms, which must never see it
+                self._timing.note(event, self._provider)
+                continue
             self._pending.extend(apply(self._transforms, [event]))
         event = self._pending.popleft()
         self._count(event)
@@ -126,7 +162,8 @@ class Attempt:
         self._timing.upstream_wait += clock() - started
         return event
 
-    def _count(self, event: Event) -> None:
+    def _count(self, event: Event) -> bool:
+        """Count `event` for the estimate; False for a note about the answer (taken into `timing`)."""
         if isinstance(event, TextDelta):
             text = event.text
         elif isinstance(event, ReasoningDelta):
@@ -137,13 +174,17 @@ class Attempt:
         else:
             if isinstance(event, Usage):
                 self._usage_seen = True
-            return
+            elif isinstance(event, _NOTES):
+                self._timing.note(event, self._provider)
+                return False
+            return True
         if text.isascii():
             self._narrow += len(text)
         else:
             wide = wide_chars(text)
             self._wide += wide
             self._narrow += len(text) - wide
+        return True
 
     def _estimate(self) -> Usage:
         return Usage(

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import AttemptsFailed, Failure, FailureKind, PoolExhausted, UpstreamError
 from chatbridge.core.tokens import count_prompt_tokens
-from chatbridge.core.types import ChatRequest, Event, EventTransform, Route
+from chatbridge.core.types import ChatRequest, ConversationRef, Event, EventTransform, Route
 from chatbridge.features.content import UpstreamAbilities, fit_content, needs_fitting
+from chatbridge.features.pseudo_stream import PacedStream
 from chatbridge.features.stops import StopSequences
 from chatbridge.features.structured import FormatEmulator
 from chatbridge.features.structured import needs_emulation as needs_format_emulation
@@ -40,6 +41,10 @@ class PipelineSettings:
     thinking_format: str = "reasoning_content"
     retry_backoff: float = 0.25  # between attempts that reuse the same credential (or none)
     busy_wait: float = 60.0  # longest wait for a credential at its stream cap (REQUEST_TIMEOUT)
+    # Pseudo-streaming, for providers whose answers may arrive whole: text pieces longer than
+    # this go to `stream: true` clients in pieces this long, this far apart (0 s: off).
+    pseudo_stream_chars: int = 16
+    pseudo_stream_interval: float = 0.015
 
 
 class AttemptPlan(Protocol):
@@ -54,6 +59,21 @@ class AttemptPlan(Protocol):
 
     def request_for(self, credential: Credential | None, *, failover: bool) -> ChatRequest: ...
 
+    # Optional: `watch(credential) -> AnswerWatch | None`, for plans that remember the answer
+    # their attempt gave (sessions); looked up with getattr, so a plan without it is fine.
+
+
+class AnswerWatch(Protocol):
+    """Sees every event of the answer a plan's attempt gave the client, and its normal end.
+
+    `complete` runs before the stream's last bytes go out, so a follow-up the client sends as
+    soon as it has the answer finds what `complete` stored.
+    """
+
+    def feed(self, event: Event) -> None: ...
+
+    async def complete(self, conversation: ConversationRef | None) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class SameRequest:
@@ -64,7 +84,8 @@ class SameRequest:
         return self.request
 
 
-Planner = Callable[[ChatRequest, Route, Provider], AttemptPlan]
+# Per provider: the request (already naming the upstream model), its route and provider → its plan.
+Planner = Callable[[ChatRequest, Route, Provider], Awaitable[AttemptPlan]]
 TransformsFactory = Callable[[], list[EventTransform]]
 
 
@@ -73,7 +94,8 @@ class PrimedStream:
 
     __slots__ = ("_prompt_tokens", "first", "request", "rest")
 
-    def __init__(self, first: Event | None, rest: Attempt | Transformed | EventStream, request: ChatRequest) -> None:
+    def __init__(self, first: Event | None, rest: Attempt | Transformed | EventStream | Watched | PacedStream,
+                 request: ChatRequest) -> None:
         self.first = first
         self.rest = rest
         self.request = request
@@ -109,14 +131,14 @@ class Pipeline:
         pools: Mapping[str, CredentialPool],
         settings: PipelineSettings,
         tool_settings: ToolSettings | None = None,
-        planner: Planner | None = None,
+        planners: Mapping[str, Planner] | None = None,
     ) -> None:
         self.router = router
         self.providers = providers
         self.pools = pools
         self.settings = settings
         self.tool_settings = tool_settings
-        self.planner = planner
+        self.planners = dict(planners or {})  # provider name → its planner (stateful upstreams)
         # Providers whose answers need no per-attempt transform: their attempts skip the machinery.
         self._plain = {name for name, p in providers.items() if type(p).transforms is Provider.transforms}
         self._abilities = {
@@ -135,18 +157,26 @@ class Pipeline:
         abilities = self._abilities.get(provider.name) or UpstreamAbilities(provider.reads_documents, provider.verifies_signatures)
         if needs_fitting(upstream, abilities):  # documents to extract (PDF parsing: off the loop)
             upstream = await asyncio.to_thread(fit_content, upstream, abilities)
-        plan = self.planner(upstream, route, provider) if self.planner is not None else upstream
         client_side = self._client_side(request, route)
         formatted = needs_format_emulation(upstream) and not provider.native_response_format
         emulator = self._tool_emulator(upstream, provider)
         if emulator is None and not formatted:  # the common case: one flat iterator
+            planner = self.planners.get(route.provider)
+            plan = await planner(upstream, route, provider) if planner is not None else upstream
             transforms: TransformsFactory | None = None if provider.name in self._plain else provider.transforms
             if client_side is not None:
                 def transforms() -> list[EventTransform]:
                     return [*provider.transforms(), *client_side()]
 
             first, attempt = await self._start(plan, provider, timing, transforms)
-            return PrimedStream(first, attempt, request)
+            rest: Attempt | Watched = attempt
+            if not isinstance(plan, ChatRequest):
+                watch_for = getattr(plan, "watch", None)  # plans that remember answers (sessions)
+                watch: AnswerWatch | None = watch_for(attempt.credential) if watch_for is not None else None
+                if watch is not None:
+                    rest = Watched(first, attempt, watch, timing)
+            return self._primed(first, rest, request, provider)
+        # Emulated tools and formats re-render the prompt every round: each round is sent as it is.
         if formatted:
             rounds = self._format_rounds(FormatEmulator(upstream), provider, timing)
         else:
@@ -160,7 +190,16 @@ class Pipeline:
         except BaseException:
             await events.aclose()
             raise
-        return PrimedStream(first, events, request)
+        return self._primed(first, events, request, provider)
+
+    def _primed(self, first: Event | None, rest: Attempt | Watched | Transformed | EventStream,
+                request: ChatRequest, provider: Provider) -> PrimedStream:
+        """The primed stream; paced for a stream client when this provider's answers may arrive whole."""
+        settings = self.settings
+        if request.stream and provider.pseudo_stream and settings.pseudo_stream_interval > 0 and first is not None:
+            paced = PacedStream(rest, settings.pseudo_stream_chars, settings.pseudo_stream_interval)
+            return PrimedStream(paced.start(first), paced, request)
+        return PrimedStream(first, rest, request)
 
     def _client_side(self, request: ChatRequest, route: Route) -> TransformsFactory | None:
         """The transforms that shape the answer for this client (None: it is passed on as it is)."""
@@ -189,7 +228,7 @@ class Pipeline:
         settings = self.tool_settings
         if provider.native_tools or settings is None or not needs_emulation(request, settings):
             return None
-        return ToolEmulator(request, settings)
+        return ToolEmulator(request, settings, provider=provider.name)
 
     async def _rounds(self, emulator: ToolEmulator, provider: Provider, timing: Timing) -> AsyncGenerator[Event, None]:
         """Tool emulation: one upstream round after another until the emulator has its answer."""
@@ -248,40 +287,59 @@ class Pipeline:
     async def _start(
         self, plan: AttemptPlan | ChatRequest, provider: Provider, timing: Timing, transforms: TransformsFactory | None,
     ) -> tuple[Event | None, Attempt]:
-        """Try credentials in turn until one attempt produces its first event (a bare request: sent unchanged)."""
+        """Try credentials in turn until one attempt produces its first event (a bare request: sent unchanged).
+
+        An upstream that says the credential is busy (another reply streaming on its account) costs
+        no retry and no penalty: the pool holds the credential back for a moment, and the next
+        attempt takes another one or waits for it, for up to `busy_wait` in all.
+        """
         prefer = None if isinstance(plan, ChatRequest) else plan.prefer
         pool = self.pools.get(provider.name) if provider.requires_credential else None
+        loop = asyncio.get_running_loop()
         tried: set[str] = set()
         renewed: set[str] = set()  # credentials this request waited on a renewal for (once each)
         last: tuple[UpstreamError, Failure] | None = None
-        for attempt_no in range(self.settings.max_retries + 1):
-            lease = await self._lease(pool, tried, last, attempt_no, prefer) if pool is not None else None
-            if lease is None and attempt_no and last is not None:
-                await asyncio.sleep(self.settings.retry_backoff * (2 ** (attempt_no - 1)))
+        attempt_no = tries = 0  # failures that count toward MAX_RETRIES; every attempt
+        busy_until: float | None = None
+        while attempt_no <= self.settings.max_retries:
+            wait = self.settings.busy_wait if busy_until is None else max(0.0, busy_until - loop.time())
+            lease = await self._lease(pool, tried, last, tries, prefer, wait) if pool is not None else None
+            if lease is None and tries and last is not None:
+                await asyncio.sleep(self.settings.retry_backoff * (2 ** max(0, attempt_no - 1)))
             credential = lease.credential if lease is not None else None
             request = plan if isinstance(plan, ChatRequest) else plan.request_for(credential, failover=attempt_no > 0)
-            attempt = Attempt(provider.stream(request, credential), request, lease=lease,
-                              classify=provider.classify, timing=timing, transforms=transforms() if transforms else ())
+            attempt = Attempt(provider.stream(request, credential), request, lease=lease, classify=provider.classify,
+                              timing=timing, transforms=transforms() if transforms else (), provider=provider.name)
             try:
                 first = await attempt.__anext__()
             except StopAsyncIteration:
                 return None, attempt
             except UpstreamError as error:  # the attempt has classified it, settled its lease and closed
                 failure = attempt.failure or provider.classify(error)
+                tries += 1
                 log.warning(
                     "attempt %d on %s failed (%s): %s",
-                    attempt_no + 1, provider.name, failure.kind.value, error.message,
+                    tries, provider.name, failure.kind.value, error.message,
                     extra={"credential": credential.id if credential else None},
                 )
                 last = (error, failure)
+                if failure.kind is FailureKind.BUSY:
+                    busy_until = busy_until if busy_until is not None else loop.time() + self.settings.busy_wait
+                    if loop.time() >= busy_until:
+                        break
+                    continue
+                if failure.scope == "request":  # what the plan sent was stale (e.g. a conversation gone): rebuild it
+                    attempt_no += 1
+                    continue
                 if credential is not None and not _renewing(lease, renewed):
                     tried.add(credential.id)
                 if not failure.is_retryable:
                     break
+                attempt_no += 1
                 continue
             return first, attempt
         assert last is not None
-        raise AttemptsFailed(last[0], last[1], attempt_no + 1)
+        raise AttemptsFailed(last[0], last[1], tries)
 
     async def _lease(
         self,
@@ -290,9 +348,10 @@ class Pipeline:
         last: tuple[UpstreamError, Failure] | None,
         attempts: int,
         prefer: str | None,
+        timeout: float,
     ) -> Lease:
         try:
-            return await pool.acquire(frozenset(tried), prefer=prefer, timeout=self.settings.busy_wait)
+            return await pool.acquire(frozenset(tried), prefer=prefer, timeout=timeout)
         except PoolExhausted as exhausted:
             if last is None:
                 raise
@@ -305,6 +364,41 @@ class Pipeline:
             raise
 
 
+class Watched:
+    """An attempt's events shown to its plan's `AnswerWatch`, which completes before the stream ends."""
+
+    __slots__ = ("_attempt", "_completed", "_timing", "_watch")
+
+    def __init__(self, first: Event | None, attempt: Attempt, watch: AnswerWatch, timing: Timing) -> None:
+        self._attempt = attempt
+        self._watch = watch
+        self._timing = timing
+        self._completed = False
+        if first is not None:
+            watch.feed(first)
+
+    def __aiter__(self) -> Watched:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            event = await self._attempt.__anext__()
+        except StopAsyncIteration:
+            if not self._completed:
+                self._completed = True
+                try:
+                    await self._watch.complete(self._timing.conversation)
+                except Exception as exc:  # remembering failed: the answer itself is fine
+                    log.error("could not record the answer's conversation: %s", exc)
+            raise
+        self._watch.feed(event)
+        return event
+
+    async def aclose(self) -> None:
+        self._completed = True  # an abandoned answer is not remembered
+        await self._attempt.aclose()
+
+
 def _renewing(lease: Lease | None, renewed: set[str]) -> bool:
     """The failed credential went to renewal (an auth failure on a renewable pool): try it again once,
     after the renewal, instead of moving on (a single-account setup would have nothing else)."""
@@ -314,4 +408,4 @@ def _renewing(lease: Lease | None, renewed: set[str]) -> bool:
     return True
 
 
-__all__ = ["AttemptPlan", "Pipeline", "PipelineSettings", "PrimedStream", "SameRequest", "Timing"]
+__all__ = ["AnswerWatch", "AttemptPlan", "Pipeline", "PipelineSettings", "Planner", "PrimedStream", "SameRequest", "Timing"]

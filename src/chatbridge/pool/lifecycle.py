@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import Failure, FailureKind
 from chatbridge.core.secrets import redact
 from chatbridge.pool.pool import CredentialHealth, CredentialPool, CredentialState
@@ -113,6 +115,7 @@ class PoolLifecycle:
         )
         for path in self.source.watched:
             self._clean_leftovers(path)
+        await self.source.aopen()
         self.reload()
         restored = self.pool.import_health(records)
         if restored:
@@ -124,7 +127,9 @@ class PoolLifecycle:
         if self.source.watched:
             self._spawn(self._watch_loop(), "credential-files-watch")
         if self.source.renews:
-            self.renew_expiring()  # now: an expired credential is held for renewal before any request
+            # Now, even for credentials resting after a failed renewal in the last run: an expired
+            # credential is held for renewal before any request.
+            self.renew_expiring(at_start=True)
             self._spawn(self._renew_loop(), "credential-renewal")
         if self.refresher is not None:
             self.refresher.scheduler_running = True
@@ -354,19 +359,28 @@ class PoolLifecycle:
         log.warning("%s: renewing credential %s failed (%s); trying again in %.0f s",
                     self.provider, entry.credential.id, message, wait)
 
+    def renew_ahead(self, credential: Credential) -> float:
+        """How long before its expiry a credential is renewed: `refresh_ahead`, at most half its
+        lifetime (a 15-minute token is not renewed every tick), less a jitter of up to a quarter
+        that is stable per token, so accounts loaded together do not all renew at once."""
+        ahead = self.settings.refresh_ahead
+        if credential.issued_at is not None and credential.expires_at is not None:
+            ahead = min(ahead, max(0.0, credential.expires_at - credential.issued_at) / 2)
+        digest = hashlib.blake2b(f"{credential.id}:{credential.expires_at}".encode(), digest_size=2).digest()
+        return ahead * (1 - 0.25 * int.from_bytes(digest, "big") / 0xFFFF)
+
     async def _renew_loop(self) -> None:
         """Renew credentials ahead of their expiry (and those already expired)."""
         while True:
             await asyncio.sleep(self.settings.tick)
             self.renew_expiring()
 
-    def renew_expiring(self) -> None:
+    def renew_expiring(self, *, at_start: bool = False) -> None:
         now = self.pool.now()
-        horizon = now + self.settings.refresh_ahead
         for entry in self.pool.entries:
             expires_at = entry.credential.expires_at
-            if expires_at is None or expires_at > horizon or entry.disabled or entry.refreshing:
+            if expires_at is None or expires_at > now + self.renew_ahead(entry.credential) or entry.disabled or entry.refreshing:
                 continue
-            if entry.cooldown_until > now:  # resting after a failed renewal
+            if entry.cooldown_until > now and not (at_start and expires_at <= now):  # resting after a failed renewal
                 continue
             self.renew(entry, "expired" if expires_at <= now else f"expires in {expires_at - now:.0f} s")

@@ -58,6 +58,7 @@ class CredentialHealth:
     in_flight: int = 0  # leases out now; each frees its slot when it settles
     max_streams: int | None = None  # this credential's cap on `in_flight` (None: unlimited), set by the pool
     refreshing: bool = False  # a token refresh is running: not handed out meanwhile (not persisted)
+    held_until: float = 0.0  # the upstream said it is busy (another reply streaming): busy, not failed, until then
     renewed_on_auth: bool = False  # an auth failure already sent it to renewal; a success clears it
 
     def state(self, now: float) -> CredentialState:
@@ -156,6 +157,7 @@ class CredentialPool:
         default_cooldown: float = 60.0,
         max_streams: int | None = None,
         renew_on_auth: bool = False,
+        busy_hold: float = 2.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if max_streams is not None and (isinstance(max_streams, bool) or max_streams < 1):
@@ -167,6 +169,8 @@ class CredentialPool:
         self.renew_on_auth = renew_on_auth
         self.max_failures = max_failures
         self.default_cooldown = default_cooldown
+        # How long a credential the upstream called busy is held back when it said nothing of when.
+        self.busy_hold = busy_hold
         self._clock = clock
         self._entries: list[CredentialHealth] = []
         self._by_id: dict[str, CredentialHealth] = {}
@@ -334,7 +338,23 @@ class CredentialPool:
         """
         entry.refreshing = refreshing
         if not refreshing:
-            self._refill(entry)
+            if _is_free(entry, self._clock()):
+                self._refill(entry)
+            else:  # the refresh failed (it rests or is disabled): waiters left with nothing usable are told now
+                self._dispatch()
+
+    def hold(self, entry: CredentialHealth, seconds: float) -> None:
+        """Treat `entry` as busy for `seconds` (the upstream said another reply is streaming on it).
+
+        Busy, not failed: `acquire` waits for it (or takes another), and its waiters get it when
+        the hold ends. Nothing about its health changes.
+        """
+        entry.held_until = max(entry.held_until, self._clock() + seconds)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous test): the next acquire sees the hold ended
+            return
+        loop.call_later(seconds + 0.01, self._refill, entry)  # a little late: the wall clock must have passed it
 
     def _select(self, exclude: frozenset[str], prefer: str | None, now: float) -> CredentialHealth | int:
         """A usable credential with a free slot, or how many usable ones are busy (0: none usable)."""
@@ -361,7 +381,7 @@ class CredentialPool:
                 if state is not CredentialState.ACTIVE:
                     continue
                 cap = entry.max_streams
-                if cap is not None and entry.in_flight >= cap:
+                if (cap is not None and entry.in_flight >= cap) or entry.held_until > now:
                     busy += 1
                     continue
                 return entry
@@ -523,6 +543,8 @@ class CredentialPool:
         elif failure.kind is FailureKind.RATE_LIMITED:
             wait = failure.retry_after if failure.retry_after is not None else self.default_cooldown
             entry.cooldown_until = max(entry.cooldown_until, self._clock() + wait)
+        elif failure.kind is FailureKind.BUSY:
+            self.hold(entry, failure.retry_after if failure.retry_after is not None else self.busy_hold)
         elif failure.kind is FailureKind.TRANSIENT:
             entry.failures += 1
             if entry.failures >= self.max_failures:
@@ -606,7 +628,8 @@ _RENEWABLE = (CredentialState.ACTIVE, CredentialState.EXPIRED)
 def _is_free(entry: CredentialHealth, now: float) -> bool:
     cap = entry.max_streams
     return (
-        not entry.refreshing and (cap is None or entry.in_flight < cap) and entry.state(now) is CredentialState.ACTIVE
+        not entry.refreshing and (cap is None or entry.in_flight < cap) and entry.held_until <= now
+        and entry.state(now) is CredentialState.ACTIVE
     )
 
 

@@ -29,6 +29,9 @@ class CredentialSource(abc.ABC):
 
     renews: bool = False  # whether `renew` works (access tokens behind refresh tokens)
 
+    async def aopen(self) -> None:
+        """Called once before the first `load`: read what the source keeps in the state store."""
+
     @abc.abstractmethod
     def load(self) -> list[Credential]:
         """Every credential now; raises OSError or UnicodeDecodeError when a file cannot be read."""

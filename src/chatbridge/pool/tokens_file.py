@@ -12,17 +12,19 @@ can merge again instead of overwriting a hand edit.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from chatbridge.pool.sources import parse_tokens_text
+from chatbridge.state.files import write_private_file
 
 _TMP_SUFFIX = ".tmp"
 
@@ -179,4 +181,68 @@ def exclusive_lock(path: Path, wait: float = 0.0) -> Iterator[bool]:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
+        os.close(fd)
+
+
+def replace_token_line(path: Path, old: str, new: str) -> None:
+    """Put `new` where the line holding `old` is, every other line (comments, order) kept as it was.
+
+    Atomic and durable (a temporary file, fsynced, renamed over the original, the folder
+    fsynced): a crash leaves the old file or the new one. Hold `exclusive_lock(path)` (or
+    `held_lock`) meanwhile; raises `TokensFileChanged` if `old` is no longer in the file.
+    """
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        if line.strip() == old:
+            lines[index] = line.replace(old, new, 1)
+            break
+    else:
+        raise TokensFileChanged(f"{path.name} no longer holds the token that was renewed")
+    write_private_file(path, "".join(lines))
+
+
+@contextlib.asynccontextmanager
+async def held_lock(path: Path, wait: float) -> AsyncIterator[bool]:
+    """`exclusive_lock` for async code that holds it across awaits (a refresh's network call).
+
+    Yields False if another writer held it for `wait` seconds. The waiting runs in a thread; a
+    caller cancelled meanwhile leaves no lock behind.
+    """
+    acquiring = asyncio.ensure_future(asyncio.to_thread(_acquire, path, wait))
+    try:
+        fd = await asyncio.shield(acquiring)
+    except asyncio.CancelledError:
+        acquiring.add_done_callback(_release_when_acquired)  # the thread may still get it: let it go then
+        raise
+    try:
+        yield fd is not None
+    finally:
+        _release(fd)
+
+
+def _acquire(path: Path, wait: float) -> int | None:
+    lock_path = path.with_name(f".{path.name}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.05)
+
+
+def _release_when_acquired(acquiring: asyncio.Future[int | None]) -> None:
+    if not acquiring.cancelled() and acquiring.exception() is None:
+        _release(acquiring.result())
+
+
+def _release(fd: int | None) -> None:
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)

@@ -37,6 +37,9 @@ class Provider(abc.ABC):
     # What the upstream can take of an Anthropic request; the rest is fitted (features/content.py).
     reads_documents: bool = False  # PDF/text documents as such (else their text is extracted)
     verifies_signatures: bool = False  # earlier turns' signed thinking is passed back (else dropped)
+    # Answers may arrive whole (a web chat that hands over a reply in one piece): stream clients
+    # get long pieces paced (PSEUDO_STREAM_CHUNK_CHARS, PSEUDO_STREAM_INTERVAL_MS).
+    pseudo_stream: bool = False
 
     @abc.abstractmethod
     def models(self) -> list[ModelInfo]:

@@ -130,6 +130,7 @@ async def open_response(
     headers: Mapping[str, str],
     json_body: Any,
     idle_timeout: float,
+    envelope: Callable[[bytes], bytes] | None = None,
 ) -> aiohttp.ClientResponse:
     """Send a request and wait for the response headers; error statuses raise.
 
@@ -139,6 +140,8 @@ async def open_response(
     """
     # Serialised here, straight to bytes: aiohttp's `json=` would go bytes → str → bytes.
     data = orjson.dumps(json_body)
+    if envelope is not None:  # a framed protocol (Connect streaming) wraps the message
+        data = envelope(data)
     if not any(name.lower() == "content-type" for name in headers):
         headers = {**headers, "Content-Type": "application/json"}
     with map_aiohttp_errors(provider, credential_id):
@@ -285,6 +288,7 @@ class UpstreamCall:
     credential_id: str | None
     idle_timeout: float
     streamed: bool = True  # False: the answer is one JSON body whatever its content type
+    envelope: Callable[[bytes], bytes] | None = None  # wraps the serialised body (Connect's streaming envelope)
 
 
 # Shapes a reader trips over when an upstream sends JSON of the wrong form: a protocol error.
@@ -305,7 +309,7 @@ async def stream_answer(
     """
     response = await open_response(
         session, call.method, call.url, provider=call.provider, credential_id=call.credential_id,
-        headers=call.headers, json_body=call.json_body, idle_timeout=call.idle_timeout,
+        headers=call.headers, json_body=call.json_body, idle_timeout=call.idle_timeout, envelope=call.envelope,
     )
     try:
         media_type = _media_type(response) if call.streamed else ""

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 PROVIDERS: dict[str, Any] = {
     "k2think": "chatbridge.providers.k2think.wiring:PLUGIN",
+    "kimi": "chatbridge.providers.kimi.wiring:PLUGIN",
     "openai": "chatbridge.providers.openai_compat.wiring:PLUGIN",
 }
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from chatbridge.core.findings import Finding
-from chatbridge.core.types import Route
+from chatbridge.core.types import ChatRequest, Route
+from chatbridge.features.sessions import SessionSettings
 from chatbridge.pool.lifecycle import LifecycleSettings, PoolLifecycle
 from chatbridge.pool.pool import CredentialPool
 from chatbridge.pool.signin import Authenticator, SignInPolicy
@@ -27,6 +28,13 @@ from chatbridge.state import StateStore
 
 class Closable(Protocol):
     async def aclose(self) -> None: ...
+
+
+class Planner(Protocol):
+    """Builds each request's attempt plan (`gateway.pipeline.AttemptPlan`): e.g. a stateful
+    upstream's sessions (`features.sessions.SessionPlanner`)."""
+
+    async def __call__(self, request: ChatRequest, route: Route, provider: Any) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +54,7 @@ class WiringContext:
     pool: PoolDefaults
     store: StateStore
     data_dir: Path
+    sessions: SessionSettings = field(default_factory=SessionSettings)  # for stateful providers (SESSION_CACHE_TTL, MAX_SESSION_SIZE)
 
     def lifecycle_settings(self) -> LifecycleSettings:
         """How a pool's lifecycle runs, from the shared settings."""
@@ -66,6 +75,7 @@ class ProviderWiring:
     closers: list[Closable] = field(default_factory=list)
     no_pool_reason: str = "has no credential pool"  # why, for the admin API when `pool` is None
     no_refresh_reason: str = "its credentials are not refreshed automatically"  # when the lifecycle has no refresher
+    planner: Planner | None = None  # per-request attempt plans (sessions); None: every request as it is
 
 
 @dataclass(frozen=True, slots=True)

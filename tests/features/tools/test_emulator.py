@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from chatbridge.core.errors import ToolCallDeclined
 from chatbridge.core.types import (
     Event,
     Message,
@@ -116,12 +117,25 @@ def test_required_without_a_call_gets_one_corrective_round() -> None:
     assert result.finish == "tool_calls"
 
 
-def test_required_answers_in_text_after_the_corrective_round_fails() -> None:
+def test_required_without_a_call_after_the_corrective_round_is_an_error_not_a_text_answer() -> None:
     upstream = FakeUpstream(answer("No tool fits.", finish="stop"), answer("Still no tool."))
-    result = run_emulator(make_request(tool_choice=ToolChoice(mode="required")), upstream)
+    with pytest.raises(ToolCallDeclined) as declined:
+        run_emulator(make_request(tool_choice=ToolChoice(mode="required")), upstream)
     assert len(upstream.requests) == 2
-    assert result.text == "No tool fits."
-    assert result.calls == [] and result.finish == "stop"
+    assert 'declined to call a tool although tool_choice "required" requires one' in declined.value.message
+    assert "No tool fits." in declined.value.message
+
+
+def test_a_named_function_that_never_comes_is_an_error_naming_it() -> None:
+    upstream = FakeUpstream(answer("I will not."), answer("Still not."))
+    with pytest.raises(ToolCallDeclined) as declined:
+        run_emulator(make_request(tool_choice=ToolChoice(mode="function", name="get_weather")), upstream)
+    assert "tool_choice named 'get_weather'" in declined.value.message
+
+
+def test_auto_without_a_call_is_still_a_text_answer() -> None:
+    result = run_emulator(make_request(), FakeUpstream(answer("No tool needed.")))
+    assert result.text == "No tool needed." and result.calls == [] and result.finish == "stop"
 
 
 def test_named_function_call_to_another_tool_is_repaired() -> None:
@@ -188,13 +202,14 @@ def test_a_repair_round_that_takes_the_call_back_answers_in_text() -> None:
     assert result.finish == "length"  # the finish of the round that gave the answer
 
 
-def test_a_buffered_answer_taken_back_returns_only_the_repair_text() -> None:
+def test_a_required_call_taken_back_in_the_repair_round_is_declined_with_the_repair_text() -> None:
     bad = "Sure.\n" + M.render_call("get_weather", {"town": "Paris"})
     upstream = FakeUpstream(answer(bad), answer("I cannot tell which city you mean."))
-    result = run_emulator(make_request(tool_choice=ToolChoice(mode="required")), upstream)
+    with pytest.raises(ToolCallDeclined) as declined:
+        run_emulator(make_request(tool_choice=ToolChoice(mode="required")), upstream)
     assert len(upstream.requests) == 2
-    assert result.text == "I cannot tell which city you mean." and result.calls == []
-    assert result.finish == "stop"
+    assert "I cannot tell which city you mean." in declined.value.message
+    assert "town" not in declined.value.message  # the buffered, invalid call is not shown as the answer
 
 
 def test_a_truncated_call_ends_with_length_and_no_call() -> None:

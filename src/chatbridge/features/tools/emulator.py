@@ -32,6 +32,7 @@ import math
 import random
 from dataclasses import dataclass, field, replace
 
+from chatbridge.core.errors import ToolCallDeclined
 from chatbridge.core.types import (
     ChatRequest,
     Event,
@@ -116,9 +117,11 @@ class ToolEmulator:
         settings: ToolSettings,
         *,
         rng: random.Random | None = None,
+        provider: str = "upstream",
     ) -> None:
         self._request = request
         self._settings = settings
+        self._provider = provider
         self._rng = rng if rng is not None else random.SystemRandom()
         self.marker = CallMarker.generate(self._rng)
         self.choice = _effective_choice(request)
@@ -203,6 +206,8 @@ class ToolEmulator:
             finish = self._answer_round.finish or "stop"
         else:
             chosen = _best(self._attempts)
+            if not chosen.calls and self.choice.mode in ("required", "function"):
+                raise self._declined(chosen)
             events = self._answer(self._answer_round, chosen)
             finish = self._finish_reason(self._answer_round, chosen)
         total = self._usage.event()
@@ -264,6 +269,23 @@ class ToolEmulator:
         for index, call in enumerate(chosen.calls):
             events.extend(self._call_events(index, call))
         return events
+
+    def _declined(self, chosen: _Round) -> ToolCallDeclined:
+        """A call was required and none came, even after the corrective round: say so, never pretend."""
+        wanted = f"tool_choice named {self.choice.name!r}" if self.choice.mode == "function" else 'tool_choice "required"'
+        reply = (chosen.reply.raw or self._answer_round.reply.raw).strip()
+        if chosen.reply.truncated or self._answer_round.reply.truncated:
+            why = "its answer was cut off before a tool call"
+        elif reply:
+            excerpt = reply if len(reply) <= 200 else reply[:200] + "…"
+            why = f"it answered in text instead: {excerpt!r}"
+        else:
+            why = "it answered with nothing"
+        return ToolCallDeclined(
+            f"the {self._provider} model declined to call a tool although {wanted} requires one ({why}); "
+            "it may not follow tools described in the prompt",
+            provider=self._provider,
+        )
 
     def _call_events(self, index: int, call: ParsedCall) -> list[ToolCallDelta]:
         first = ToolCallDelta(index=index, id=new_call_id(self._rng), name=call.name, arguments="")

@@ -1,0 +1,233 @@
+"""Kimi's Connect chat stream, read: frames (patches against the web client's chat model) in, events out.
+
+Each message frame is a patch: `{"op": "set"|"append", "mask": "<path>[,<path>...]", <root>}`
+(kimi.md §4.2 and its corrections). Patches are applied per block id: `set` replaces a block's
+text (and carries its first piece), `append` extends it; masks may be comma-joined lists.
+`block.text*` is the answer, `block.think.content` the reasoning (`block.think.summary` is a
+title, tool and stage blocks are the web client's own). The first frame names the chat, a
+`message` frame the assistant message (the next turn's `parent_id`), `message.refs` the search
+sources, `notification` a degrade to a lighter model. `{"heartbeat": {}}` is ignored, `done`
+ends the reply, and so does the end-of-stream frame (flag 0x02), which may carry an error.
+
+Memory stays flat: a block keeps the length and a hash of its text, never the text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from chatbridge.core.connect import ConnectFrame
+from chatbridge.core.errors import UpstreamProtocolError, UpstreamTransportError
+from chatbridge.core.types import ConversationRef, Event, Finish, Notice, ReasoningDelta, TextDelta
+from chatbridge.providers.kimi.citations import CitationRewriter, Sources
+from chatbridge.providers.kimi.errors import connect_error
+
+_TEXT_MASKS = frozenset({"", "block", "block.text", "block.text.content"})
+_THINK_MASKS = frozenset({"", "block", "block.think", "block.think.content"})
+_DEGRADE = "TYPE_MODEL_DEGRADE"
+_COMPLETED = "MESSAGE_STATUS_COMPLETED"
+
+
+@dataclass(slots=True)
+class _Block:
+    """What one block has said so far: its length and a hash, so a `set` can tell what is new."""
+
+    length: int = 0
+    digest: Any = field(default_factory=hashlib.sha1)
+    thinking: bool = False  # an older stream marks reasoning as text with `flags: "thinking"`
+
+    def append(self, text: str) -> str:
+        self.length += len(text)
+        self.digest.update(text.encode("utf-8", "surrogatepass"))
+        return text
+
+    def replace(self, text: str) -> str:
+        """The part of `text` not yet sent: all of it if it does not extend what was sent."""
+        old = self.length
+        extends = len(text) >= old and hashlib.sha1(text[:old].encode("utf-8", "surrogatepass")).digest() == self.digest.digest()
+        self.length, self.digest = 0, hashlib.sha1()
+        self.append(text)
+        return text[old:] if extends else text
+
+
+class KimiStreamReader:
+    """The `AnswerReader` of Kimi's chat RPC; see the module docstring."""
+
+    def __init__(self, provider: str = "kimi", credential_id: str | None = None) -> None:
+        self.provider = provider
+        self.credential_id = credential_id
+        self.done = False
+        self.chat_id: str | None = None
+        self.message_id: str | None = None
+        self.status: str | None = None
+        self._said = False  # any answer or reasoning text
+        self._blocks: dict[str, _Block] = {}
+        self._sources = Sources()
+        self._citations = CitationRewriter(self._sources)
+
+    # -- frames -----------------------------------------------------------------------------------
+
+    def read(self, frame: ConnectFrame) -> list[Event]:
+        if frame.compressed:  # we never offer compression, so the upstream must not use it
+            raise self._protocol("sent a compressed frame, which was not asked for")
+        try:
+            obj = orjson.loads(frame.data)
+        except orjson.JSONDecodeError:
+            raise self._protocol("sent a frame that is not JSON") from None
+        if not isinstance(obj, dict):
+            raise self._protocol("sent a frame that is not a JSON object")
+        if obj.get("error"):
+            raise connect_error(self.provider, obj["error"], self.credential_id)
+        if frame.end_stream:
+            self.done = True
+            return []
+        return self._patch(obj)
+
+    def _patch(self, obj: dict[str, Any]) -> list[Event]:
+        if "done" in obj:
+            self.done = True
+            return []
+        if "heartbeat" in obj:
+            return []
+        masks = _masks(obj.get("mask"))
+        op = obj.get("op")
+        events: list[Event] = []
+        chat = obj.get("chat")
+        if isinstance(chat, dict) and isinstance(chat.get("id"), str) and chat["id"]:
+            self.chat_id = chat["id"]
+        message = obj.get("message")
+        if isinstance(message, dict):
+            events += self._message(message, masks)
+        block = obj.get("block")
+        if isinstance(block, dict):
+            events += self._block(op, masks, block)
+        notification = obj.get("notification")
+        if isinstance(notification, dict):
+            events += self._notification(notification)
+        return events
+
+    def _message(self, message: dict[str, Any], masks: list[str]) -> list[Event]:
+        role = message.get("role")
+        message_id = message.get("id")
+        if role == "assistant" or (role is None and self.message_id is None and "message.status" in masks):
+            if isinstance(message_id, str) and message_id:
+                self.message_id = message_id
+        if role not in (None, "assistant"):
+            return []  # the user's message, echoed
+        if isinstance(message.get("status"), str):
+            self.status = message["status"]
+        refs = message.get("refs")
+        if isinstance(refs, dict):
+            for key in ("searchChunks", "usedSearchChunks"):
+                chunks = refs.get(key)
+                if isinstance(chunks, list):
+                    for chunk in chunks:
+                        self._sources.add(chunk)
+        references = message.get("references")
+        if isinstance(references, list):
+            for reference in references:
+                self._sources.add(reference)
+        events: list[Event] = []
+        blocks = message.get("blocks")
+        if role == "assistant" and isinstance(blocks, list):  # a whole message: each block as set
+            for block in blocks:
+                if isinstance(block, dict):
+                    events += self._block("set", [], block)
+        return events
+
+    def _block(self, op: object, masks: list[str], block: dict[str, Any]) -> list[Event]:
+        events: list[Event] = []
+        text = block.get("text")
+        if text is not None and isinstance(text, dict):
+            content_masked = not _TEXT_MASKS.isdisjoint(masks)
+            if content_masked or "block.text.flags" in masks:
+                state = self._state("text:", block)
+                if text.get("flags") == "thinking":
+                    state.thinking = True
+                content = text.get("content")
+                if content_masked and isinstance(content, str):
+                    piece = state.append(content) if op == "append" else state.replace(content)
+                    if piece:
+                        self._said = True
+                        if state.thinking:
+                            events.append(ReasoningDelta(piece))
+                        elif shown := self._citations.feed(piece):
+                            events.append(TextDelta(shown))
+        think = block.get("think")
+        if think is not None and isinstance(think, dict) and not _THINK_MASKS.isdisjoint(masks):
+            content = think.get("content")
+            if isinstance(content, str):
+                state = self._state("think:", block)
+                piece = state.append(content) if op == "append" else state.replace(content)
+                if piece:
+                    self._said = True
+                    events.append(ReasoningDelta(piece))
+        search = block.get("search")
+        if search is not None and isinstance(search, dict) and isinstance(search.get("webPages"), list):
+            for page in search["webPages"]:
+                self._sources.add(page)
+        return events
+
+    def _state(self, kind: str, block: dict[str, Any]) -> _Block:
+        key = kind + str(block.get("id", ""))
+        state = self._blocks.get(key)
+        if state is None:
+            state = self._blocks[key] = _Block()
+        return state
+
+    def _notification(self, notification: dict[str, Any]) -> list[Event]:
+        if notification.get("type") != _DEGRADE:
+            return []
+        detail = next((notification[k] for k in ("content", "message", "title", "text", "desc")
+                       if isinstance(notification.get(k), str) and notification[k]), "")
+        return [Notice("model_degraded", detail[:300])]
+
+    # -- the end ----------------------------------------------------------------------------------
+
+    def finish(self) -> list[Event]:
+        if not self.done:
+            raise UpstreamTransportError(
+                f"{self.provider} upstream broke off its reply (the stream ended without done or an end-of-stream frame)",
+                provider=self.provider, credential_id=self.credential_id,
+            )
+        if not self._said and self.message_id is None:
+            raise self._protocol("ended its reply without any answer")
+        events: list[Event] = []
+        tail = self._citations.flush() + self._sources.footnotes()
+        if tail:
+            events.append(TextDelta(tail))
+        if self.chat_id and self.message_id:
+            events.append(ConversationRef(self.chat_id, self.message_id))
+        events.append(Finish("stop"))
+        return events
+
+    def read_body(self, body: bytes) -> Iterable[Event]:
+        """A JSON body instead of a stream: Connect's error shape, or nothing we can use."""
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise self._protocol("answered with a body that is neither a Connect stream nor JSON") from None
+        if isinstance(obj, dict) and (obj.get("code") or obj.get("error")):
+            raise connect_error(self.provider, obj.get("error") or obj, self.credential_id)
+        raise self._protocol("answered with JSON instead of a Connect stream")
+
+    def _protocol(self, what: str) -> UpstreamProtocolError:
+        return UpstreamProtocolError(f"{self.provider} upstream {what}", provider=self.provider,
+                                     credential_id=self.credential_id)
+
+
+def _masks(mask: object) -> list[str]:
+    """`"a,b"` → `["a", "b"]`; no mask at all is the empty mask (a whole object)."""
+    if not isinstance(mask, str) or not mask:
+        return _WHOLE
+    if "," not in mask:
+        return [mask.strip()]
+    return [m.strip() for m in mask.split(",") if m.strip()] or _WHOLE
+
+
+_WHOLE = [""]
