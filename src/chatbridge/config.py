@@ -17,7 +17,7 @@ from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validato
 from pydantic_settings import BaseSettings
 
 from chatbridge.providers import registry
-from chatbridge.providers.http import HttpSettings
+from chatbridge.providers.http import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENT_BYTES, BodyLimits, HttpSettings
 from chatbridge.providers.settings import SETTINGS_CONFIG, ProviderSettings, blank_is_none
 from chatbridge.providers.wiring import PoolDefaults
 
@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     stream_idle_timeout: float = Field(300.0, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
     max_request_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    max_upstream_event_bytes: int = Field(DEFAULT_MAX_EVENT_BYTES, ge=1024)  # one event of an upstream stream
+    max_upstream_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)  # an upstream answer that is one body
     proxy_url: str | None = None
     workers: int = Field(1, ge=1)
 
@@ -94,8 +96,9 @@ class Settings(BaseSettings):
 
     def http_settings(self) -> HttpSettings:
         """What every provider's HTTP client shares."""
+        limits = BodyLimits(event_bytes=self.max_upstream_event_bytes, body_bytes=self.max_upstream_body_bytes)
         return HttpSettings(request_timeout=self.request_timeout, idle_timeout=self.stream_idle_timeout,
-                            proxy_url=self.proxy_url)
+                            proxy_url=self.proxy_url, limits=limits)
 
     def pool_defaults(self) -> PoolDefaults:
         return PoolDefaults(

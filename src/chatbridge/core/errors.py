@@ -102,6 +102,19 @@ class UpstreamProtocolError(UpstreamError):
     """The upstream sent something we cannot parse; retrying the same thing will not help."""
 
 
+class FrameTooLarge(ChatbridgeError):
+    """A sans-IO decoder was handed a frame (an SSE event, an envelope) over its size limit.
+
+    Raised by decoders that do not know which upstream they read; `stream_answer` turns it
+    into an `UpstreamProtocolError` naming the upstream and the setting.
+    """
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"{what} larger than {limit} bytes")
+        self.what = what
+        self.limit = limit
+
+
 class PoolExhausted(ChatbridgeError):
     """No usable credential: every one is disabled or cooling down."""
 
