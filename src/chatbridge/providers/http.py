@@ -315,7 +315,9 @@ class FrameDecoder(Protocol[FrameT_co]):
 class AnswerReader(Protocol[FrameT_contra]):
     """A provider's reading of one upstream answer: frames (or a whole JSON body) in, events out.
 
-    `read` raises `UpstreamError` for an error the upstream reports in-band; `done` turns true
+    `read` returns the events of one frame, every field checked (`providers.fields`) before any
+    is returned, so a frame is used whole or not at all; it raises `UpstreamError` for an error
+    the upstream reports in-band (or `providers.fields.ShapeError`); `done` turns true
     once the upstream said the answer is complete; `finish` returns the closing events and raises
     `UpstreamProtocolError` when nothing that arrived was an answer (never an empty 200).
     """
