@@ -10,12 +10,15 @@ once read, so nothing can change them behind a running server's back.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
+from chatbridge.core.secrets import register_secrets
 from chatbridge.providers import registry
 from chatbridge.providers.http import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENT_BYTES, BodyLimits, HttpSettings
 from chatbridge.providers.settings import SETTINGS_CONFIG, ProviderSettings, blank_is_none
@@ -74,6 +77,20 @@ class Settings(BaseSettings):
             name: plugin.settings_class(**options, **by_section.get(name, {}))
             for name, plugin in _plugins().items()
         }
+        register_secrets(self.secret_values())  # redacted by value from logs and error bodies from now on
+
+    def secret_values(self) -> Iterator[str]:
+        """Every secret the settings hold: each `SecretStr` (and each of its comma-separated keys), in
+        the core and every provider's section, and the password of any URL (PROXY_URL, a base URL)."""
+        for settings in (self, *self._sections.values()):
+            for name in type(settings).model_fields:
+                value = getattr(settings, name)
+                if isinstance(value, SecretStr):
+                    raw = value.get_secret_value()
+                    yield raw
+                    yield from (part.strip() for part in raw.split(","))
+                elif isinstance(value, str) and "://" in value:
+                    yield from _url_passwords(value)
 
     @field_validator("thinking_format", mode="before")
     @classmethod
@@ -116,6 +133,16 @@ class Settings(BaseSettings):
     def admin_keys(self) -> list[str]:
         """ADMIN_API_KEY may hold several keys separated by commas."""
         return _split_keys(self.admin_api_key)
+
+
+def _url_passwords(url: str) -> Iterator[str]:
+    """The password in a URL (`http://user:pass@proxy:3128`), as written and decoded."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return
+    if password:
+        yield from (password, unquote(password))
 
 
 def _split_keys(value: SecretStr | None) -> list[str]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from chatbridge.core.secrets import redact
+
 
 class ChatbridgeError(Exception):
     """Base of every error the gateway raises on purpose."""
@@ -58,9 +60,15 @@ class RequestTooLarge(ClientError):
 
 
 class UpstreamError(ChatbridgeError):
-    """Something went wrong talking to an upstream; carries where it happened."""
+    """Something went wrong talking to an upstream; carries where it happened.
+
+    The message is redacted when the error is made: it is built from what the upstream said,
+    which may echo a secret back, and it goes on to logs, the admin API, the saved pool health
+    and the client.
+    """
 
     def __init__(self, message: str, *, provider: str, credential_id: str | None = None) -> None:
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.provider = provider

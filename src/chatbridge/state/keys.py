@@ -10,6 +10,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatbridge.core.secrets import register_secret
 from chatbridge.state.files import write_private_file as write_private_file  # moved; re-exported for old callers
 
 
@@ -25,7 +26,9 @@ def load_or_create_key(data_dir: Path, name: str, prefix: str) -> StoredKey:
     if path.exists():
         value = path.read_text(encoding="utf-8").strip()
         if value:
+            register_secret(value)
             return StoredKey(value, path, created=False)
     value = prefix + secrets.token_urlsafe(32)
+    register_secret(value)
     write_private_file(path, value + "\n")
     return StoredKey(value, path, created=True)
