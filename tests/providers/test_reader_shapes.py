@@ -28,7 +28,7 @@ from chatbridge.providers.openai_compat.protocol import CompletionReader
 REFUSED = (UpstreamError, AttributeError, TypeError, ValueError, LookupError)
 
 WRONG_VALUES: list[Any] = [
-    {"x": 1}, [1], ["text"], [{"type": "image", "url": "u"}], 7, -1, 1.5, "7", "", True, False, None, [], {},
+    {"x": 1}, [1], ["text"], [{"type": "image", "url": "u"}], 7, -1, 1.5, 1e29, 2**63, "7", "", True, False, None, [], {},
 ]
 
 Reader = Callable[[], Any]
@@ -123,7 +123,8 @@ def ill_typed(event: Event) -> list[str]:
                 for f in dataclasses.fields(event) if not _fits(getattr(event, f.name), hints[f.name])]
     counts = [event.index] if isinstance(event, ToolCallDelta) else (
         [event.prompt_tokens, event.completion_tokens, event.reasoning_tokens or 0] if isinstance(event, Usage) else [])
-    return problems + [f"{type(event).__name__} has a negative count" for n in counts if isinstance(n, int) and n < 0]
+    return problems + [f"{type(event).__name__} has a count out of range: {n}"
+                       for n in counts if isinstance(n, int) and not 0 <= n < 2**53]
 
 
 def _read_stream(reader: Any, frames: list[Any]) -> list[Event]:

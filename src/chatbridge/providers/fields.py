@@ -67,12 +67,17 @@ def opt_str(parent: dict[str, Any], key: str, where: str) -> str | None:
     wrong(f"{where}.{key}", value, "a string")
 
 
+MAX_COUNT = 2**53 - 1  # what every JSON reader (JavaScript's too) holds exactly
+
+
 def opt_count(parent: dict[str, Any], key: str, where: str) -> int | None:
-    """A whole number of at least 0 (an index, a token count); true/false are not numbers."""
+    """A whole number from 0 to `MAX_COUNT` (an index, a token count), `12.0` too; true/false are not numbers."""
     value = parent.get(key)
-    if value is None or (type(value) is int and value >= 0):
+    if value is None or (type(value) is int and 0 <= value <= MAX_COUNT):
         return value
-    wrong(f"{where}.{key}", value, "a whole number of at least 0")
+    if type(value) is float and value.is_integer() and 0 <= value <= MAX_COUNT:
+        return int(value)
+    wrong(f"{where}.{key}", value, f"a whole number from 0 to {MAX_COUNT}")
 
 
 def opt_text(parent: dict[str, Any], key: str, where: str) -> str | None:
