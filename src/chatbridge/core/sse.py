@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from chatbridge.core.errors import FrameTooLarge
 
 _BOM = b"\xef\xbb\xbf"
+_CR, _LF = 13, 10  # as ints, `in` is a plain memchr
 
 
 @dataclass(slots=True)
@@ -45,11 +46,11 @@ class SSEDecoder:
         self._has_data = False
 
     def decode(self, chunk: bytes) -> list[ServerSentEvent]:
-        chunk = self._normalise(chunk)
-        if not chunk:
-            return []
-        if b"\n" not in chunk:
-            self._hold(chunk)
+        if self._head is not None or self._pending_cr or _CR in chunk:
+            chunk = self._normalise(chunk)
+        if _LF not in chunk:
+            if chunk:
+                self._hold(chunk)
             return []
         lines = chunk.split(b"\n")
         tail = lines.pop()
@@ -58,10 +59,19 @@ class SSEDecoder:
             lines[0] = b"".join(self._pieces)
             self._pieces, self._pieces_size = [], 0
         events: list[ServerSentEvent] = []
-        for line in lines:
-            event = self._line(line)
-            if event is not None:
-                events.append(event)
+        limit = self.max_event_bytes
+        for line in lines:  # data lines and blank lines inline: they are nearly every line
+            if line.startswith(b"data:"):
+                self._size += len(line) + 1
+                if limit is not None and self._size > limit:
+                    self._overflow(limit)
+                value = line[6:] if line.startswith(b" ", 5) else line[5:]
+                self._data.append(value.decode("utf-8", "replace"))
+                self._has_data = True
+            elif line:
+                self._field(line)
+            elif self._has_data or self._event is not None:
+                events.append(self._dispatch())
         if tail:
             self._hold(tail)
         return events
@@ -106,33 +116,47 @@ class SSEDecoder:
         self._check(self._size + self._pieces_size)
 
     def _check(self, size: int) -> None:
-        limit = self.max_event_bytes
-        if limit is not None and size > limit:
-            self._pieces, self._pieces_size, self._data, self._size = [], 0, [], 0
-            raise FrameTooLarge("event", limit)
+        if self.max_event_bytes is not None and size > self.max_event_bytes:
+            self._overflow(self.max_event_bytes)
+
+    def _overflow(self, limit: int) -> None:
+        self._pieces, self._pieces_size, self._data, self._size = [], 0, [], 0
+        raise FrameTooLarge("event", limit)
+
+    def _dispatch(self) -> ServerSentEvent:
+        event = ServerSentEvent("\n".join(self._data), self._event, self._id)
+        self._data = []
+        self._size = 0
+        self._event = None
+        self._has_data = False
+        return event
 
     def _line(self, raw: bytes) -> ServerSentEvent | None:
         if not raw:
-            if not self._has_data and self._event is None:
-                return None
-            event = ServerSentEvent("\n".join(self._data), self._event, self._id)
-            self._data = []
-            self._size = 0
-            self._event = None
-            self._has_data = False
-            return event
-        if raw[:1] == b":":
-            return None
-        name, _, value = raw.partition(b":")
-        if value[:1] == b" ":
-            value = value[1:]
-        if name == b"data":
+            return self._dispatch() if self._has_data or self._event is not None else None
+        if raw.startswith(b"data:"):
             self._size += len(raw) + 1
             self._check(self._size)
-            self._data.append(value.decode("utf-8", errors="replace"))
+            value = raw[6:] if raw.startswith(b" ", 5) else raw[5:]
+            self._data.append(value.decode("utf-8", "replace"))
+            self._has_data = True
+        else:
+            self._field(raw)
+        return None
+
+    def _field(self, raw: bytes) -> None:
+        """A line that is neither data nor blank: a comment, `event`, `id`, or a field to ignore."""
+        if raw.startswith(b":"):
+            return
+        name, _, value = raw.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":  # `data` without a colon: an empty data line
+            self._size += len(raw) + 1
+            self._check(self._size)
+            self._data.append(value.decode("utf-8", "replace"))
             self._has_data = True
         elif name == b"event":
-            self._event = value.decode("utf-8", errors="replace")
+            self._event = value.decode("utf-8", "replace")
         elif name == b"id":
-            self._id = value.decode("utf-8", errors="replace")
-        return None
+            self._id = value.decode("utf-8", "replace")
