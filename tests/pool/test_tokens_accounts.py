@@ -143,3 +143,11 @@ def test_an_annotation_not_followed_by_a_token_is_dropped(tmp_path: Path) -> Non
     replace_tokens_file(path, ["kept-token"])
     assert "gone@example.com" not in path.read_text()
     assert read_tokens_entries(path) == [TokenEntry("kept-token")]
+
+
+def test_a_comment_that_only_looks_like_an_annotation_stays_a_comment(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.txt"
+    path.write_text("# account: personal, from my browser\n# account: personal\nhand-token\n")
+    assert read_tokens_entries(path) == [TokenEntry("hand-token")]
+    replace_tokens_file(path, ["hand-token"])
+    assert path.read_text().splitlines()[1:] == ["# account: personal, from my browser", "# account: personal", "hand-token"]

@@ -23,7 +23,7 @@ CredentialFactory = Callable[[str, str, "str | None"], Credential]  # (token, so
 
 HEADER_NOTE = "# written by chatbridge"
 ACCOUNT_NOTE = "# account: "
-_ACCOUNT_RE = re.compile(r"#\s*account:\s*(\S+)\s*$")
+_ACCOUNT_RE = re.compile(r"#\s*account:\s*(\S+@\S+)\s*$")  # an e-mail: "# account: personal" stays a comment
 
 
 @dataclass(frozen=True, slots=True)
