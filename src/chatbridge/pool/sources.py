@@ -99,7 +99,7 @@ def jwt_claims(token: str) -> dict[str, object]:
 
 
 def jwt_subject(token: str) -> str | None:
-    """Whose a JWT is (its `sub`, or the `id` K2Think's carry): two tokens with one subject are one account's."""
+    """Whose a JWT is (its `sub`, or an `id` claim as some upstreams use): two tokens with one subject are one account's."""
     claims = jwt_claims(token)
     subject = claims.get("sub", claims.get("id"))
     return str(subject) if isinstance(subject, (str, int)) and not isinstance(subject, bool) and subject != "" else None
