@@ -10,15 +10,18 @@ once read, so nothing can change them behind a running server's back.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
+from chatbridge.core.secrets import register_secrets
 from chatbridge.features.sessions import SessionSettings
 from chatbridge.providers import registry
-from chatbridge.providers.http import HttpSettings
+from chatbridge.providers.http import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENT_BYTES, BodyLimits, HttpSettings
 from chatbridge.providers.settings import SETTINGS_CONFIG, ProviderSettings, blank_is_none
 from chatbridge.providers.wiring import PoolDefaults
 
@@ -38,6 +41,8 @@ class Settings(BaseSettings):
     stream_idle_timeout: float = Field(300.0, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
     max_request_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    max_upstream_event_bytes: int = Field(DEFAULT_MAX_EVENT_BYTES, ge=1024)  # one event of an upstream stream
+    max_upstream_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)  # an upstream answer that is one body
     proxy_url: str | None = None
     workers: int = Field(1, ge=1)
 
@@ -84,6 +89,20 @@ class Settings(BaseSettings):
             name: plugin.settings_class(**options, **by_section.get(name, {}))
             for name, plugin in _plugins().items()
         }
+        register_secrets(self.secret_values())  # redacted by value from logs and error bodies from now on
+
+    def secret_values(self) -> Iterator[str]:
+        """Every secret the settings hold: each `SecretStr` (and each of its comma-separated keys), in
+        the core and every provider's section, and the password of any URL (PROXY_URL, a base URL)."""
+        for settings in (self, *self._sections.values()):
+            for name in type(settings).model_fields:
+                value = getattr(settings, name)
+                if isinstance(value, SecretStr):
+                    raw = value.get_secret_value()
+                    yield raw
+                    yield from (part.strip() for part in raw.split(","))
+                elif isinstance(value, str) and "://" in value:
+                    yield from _url_passwords(value)
 
     @field_validator("thinking_format", mode="before")
     @classmethod
@@ -122,8 +141,9 @@ class Settings(BaseSettings):
 
     def http_settings(self) -> HttpSettings:
         """What every provider's HTTP client shares."""
+        limits = BodyLimits(event_bytes=self.max_upstream_event_bytes, body_bytes=self.max_upstream_body_bytes)
         return HttpSettings(request_timeout=self.request_timeout, idle_timeout=self.stream_idle_timeout,
-                            proxy_url=self.proxy_url)
+                            proxy_url=self.proxy_url, limits=limits)
 
     def session_settings(self) -> SessionSettings:
         return SessionSettings(ttl=self.session_cache_ttl, max_sessions=self.max_session_size)
@@ -157,6 +177,16 @@ def parse_model_map(value: str) -> list[tuple[str, str]]:
             raise ValueError(f"ANTHROPIC_MODEL_MAP entry {entry.strip()!r} is not name=model")
         pairs.append((name.strip(), target.strip()))
     return pairs
+
+
+def _url_passwords(url: str) -> Iterator[str]:
+    """The password in a URL (`http://user:pass@proxy:3128`), as written and decoded."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return
+    if password:
+        yield from (password, unquote(password))
 
 
 def _split_keys(value: SecretStr | None) -> list[str]:

@@ -107,6 +107,8 @@ class InjectedFailure:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str | None = None
+    #: after ``body`` (bytes), write this chunk again and again until the client leaves
+    endless: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -311,6 +313,8 @@ class EmulatorBase:
         self.broken_streams = 0
         #: streams written to the end
         self.completed_streams = 0
+        #: bytes written of the last ``flood_next`` answer
+        self.flooded_bytes = 0
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -450,7 +454,37 @@ class EmulatorBase:
 
     def failure_response(self, failure: InjectedFailure) -> web.Response:
         body = failure.body if failure.body is not None else self.default_error_body(failure.status)
+        if failure.endless is not None:
+            return self._endless_response(failure, body)
         return self.error_response(failure.status, body, failure.headers, failure.content_type)
+
+    def flood_next(self, start: bytes, chunk: bytes, content_type: str, status: int = 200) -> None:
+        """Answer the next chat request with ``start``, then ``chunk`` forever (a body that never ends).
+
+        ``flooded_bytes`` counts what was written, so a test can tell how much a client read
+        before it gave up; the response ends when the client leaves (or after 1 GiB).
+        """
+        self.flooded_bytes = 0
+        with self._lock:
+            self._failures.append(InjectedFailure(status, start, {}, content_type, chunk))
+
+    def _endless_response(self, failure: InjectedFailure, start: bytes) -> web.Response:
+        assert failure.endless is not None
+        chunk = failure.endless
+
+        async def body() -> Any:
+            self.flooded_bytes = len(start)
+            yield start
+            try:
+                while self.flooded_bytes < 1 << 30:
+                    self.flooded_bytes += len(chunk)
+                    yield chunk
+            finally:
+                self.note_disconnect()
+
+        resp = web.Response(status=failure.status, body=body(), headers=failure.headers)
+        resp.content_type = failure.content_type or "application/octet-stream"
+        return resp
 
     @staticmethod
     def error_response(

@@ -148,6 +148,8 @@ class OpenAICompatEmulator(EmulatorBase):
         self.strict_models = False
         #: required bearer key; None accepts anything (including no key)
         self.api_key: str | None = None
+        #: a refused key is quoted in full in the 401 message (some servers do), not masked as OpenAI does
+        self.echo_key = False
         self.answer = DEFAULT_ANSWER
         self.reasoning: str | None = None
         #: list of {"name", "arguments": str | dict, "id"?}; replaces the text reply
@@ -184,7 +186,7 @@ class OpenAICompatEmulator(EmulatorBase):
         if key is None:
             return self.error_response(401, NO_KEY)
         if key != expected:
-            redacted = key[:3] + "*" * max(0, len(key) - 7) + key[-4:]
+            redacted = key if self.echo_key else key[:3] + "*" * max(0, len(key) - 7) + key[-4:]
             message = (
                 f"Incorrect API key provided: {redacted}. You can find your API key at "
                 "https://platform.openai.com/account/api-keys."

@@ -28,6 +28,8 @@ log = logging.getLogger("chatbridge.api")
 
 @dataclass(frozen=True, slots=True)
 class ApiError:
+    """What the client is told; the message is redacted here, the one way into every error body and in-stream error."""
+
     status: int
     message: str
     type: str
@@ -35,6 +37,9 @@ class ApiError:
     param: str | None = None
     retry_after: float | None = None
     overloaded: bool = False  # the upstream (or the pool) is overloaded, not broken: Anthropic's 529
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", redact(self.message))
 
     def openai_body(self) -> bytes:
         return orjson.dumps(

@@ -23,6 +23,7 @@ from chatbridge.commands.settings_errors import describe
 from chatbridge.config import Settings
 from chatbridge.pool.accounts import AccountsFile, read_accounts_file
 from chatbridge.pool.signin import Authenticator, SignInOutcome, SignInPolicy, sign_in_all
+from chatbridge.pool.sources import TokenEntry
 from chatbridge.pool.tokens_file import TokensFileError, backup_path, exclusive_lock, replace_tokens_file
 from chatbridge.providers import registry
 from chatbridge.providers.wiring import AccountSignIn
@@ -50,7 +51,7 @@ def login(
                      attempts=attempts or signin.policy.attempts)
     outcomes = asyncio.run(_sign_in_with_progress(console, parsed, signin, policy))
     _summary(console, outcomes)
-    tokens = [o.token.token.reveal() for o in outcomes if o.token is not None]
+    tokens = [TokenEntry(o.token.token.reveal(), o.account.email) for o in outcomes if o.token is not None]
     failed = len(outcomes) - len(tokens)
     if not tokens:
         console.print(f"[red]No account signed in; {out} was not touched.[/red]")

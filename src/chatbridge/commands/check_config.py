@@ -38,6 +38,10 @@ STREAM_IDLE_TIMEOUT=300
 MAX_RETRIES=3
 # Largest accepted request body, in bytes.
 MAX_REQUEST_BYTES=10485760
+# Largest single event of an upstream stream, and largest non-streamed upstream answer, in bytes;
+# more is a 502 naming the upstream (reading stops at the limit).
+MAX_UPSTREAM_EVENT_BYTES=16777216
+MAX_UPSTREAM_BODY_BYTES=67108864
 # Outbound proxy for every upstream call, e.g. http://user:pass@proxy:3128
 PROXY_URL=
 WORKERS=1

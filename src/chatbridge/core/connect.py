@@ -12,6 +12,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from chatbridge.core.errors import FrameTooLarge
+
 FLAG_COMPRESSED = 0x01
 FLAG_END_STREAM = 0x02
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # far above any chat frame: a length beyond it means garbage
@@ -58,8 +60,8 @@ class ConnectDecoder:
         start = 0
         while len(buffer) - start >= _HEADER.size:
             flags, length = _HEADER.unpack_from(buffer, start)
-            if length > self._max:
-                raise ConnectFramingError(f"a frame of {length} bytes is beyond the limit of {self._max}")
+            if length > self._max:  # refused from its header, before any of it is buffered
+                raise FrameTooLarge(f"a Connect envelope of {length} bytes is", self._max)
             end = start + _HEADER.size + length
             if len(buffer) < end:
                 break

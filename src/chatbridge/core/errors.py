@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from chatbridge.core.secrets import redact
+
 
 class ChatbridgeError(Exception):
     """Base of every error the gateway raises on purpose."""
@@ -59,9 +61,15 @@ class RequestTooLarge(ClientError):
 
 
 class UpstreamError(ChatbridgeError):
-    """Something went wrong talking to an upstream; carries where it happened."""
+    """Something went wrong talking to an upstream; carries where it happened.
+
+    The message is redacted when the error is made: it is built from what the upstream said,
+    which may echo a secret back, and it goes on to logs, the admin API, the saved pool health
+    and the client.
+    """
 
     def __init__(self, message: str, *, provider: str, credential_id: str | None = None) -> None:
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.provider = provider
@@ -101,6 +109,19 @@ class UpstreamStatusError(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     """The upstream sent something we cannot parse; retrying the same thing will not help."""
+
+
+class FrameTooLarge(ChatbridgeError):
+    """A sans-IO decoder was handed a frame (an SSE event, an envelope) over its size limit.
+
+    Raised by decoders that do not know which upstream they read; `stream_answer` turns it
+    into an `UpstreamProtocolError` naming the upstream and the setting.
+    """
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"{what} larger than {limit} bytes")
+        self.what = what
+        self.limit = limit
 
 
 class PoolExhausted(ChatbridgeError):

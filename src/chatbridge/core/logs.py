@@ -15,12 +15,23 @@ from chatbridge.core.secrets import redact
 
 
 class RedactingFilter(logging.Filter):
+    """Every registered secret (and anything shaped like a token) masked in the message, its
+    exception and its stack, before any handler formats them."""
+
+    _formatter = logging.Formatter()
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message or record.args:
             record.msg = cleaned
             record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 
@@ -32,7 +43,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.exc_info:
+        if record.exc_text:
+            entry["exception"] = redact(record.exc_text)
+        elif record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(entry).decode()
 

@@ -36,7 +36,7 @@ from chatbridge.pool.pool import CredentialHealth, CredentialPool, CredentialSta
 from chatbridge.pool.refresher import KnownToken, TokenRefresher
 from chatbridge.pool.source import CredentialSource, RenewalRejected
 from chatbridge.pool.sources import TokensFileSource
-from chatbridge.pool.tokens_file import FileSignature, cleanup_temp_files, exclusive_lock, has_tokens, signature
+from chatbridge.pool.tokens_file import FileSignature, cleanup_temp_files, has_tokens, signature
 from chatbridge.state import StateStore
 
 log = logging.getLogger("chatbridge.pool.lifecycle")
@@ -138,18 +138,13 @@ class PoolLifecycle:
 
     @staticmethod
     def _clean_leftovers(path: Path) -> None:
-        """Remove temporary files of a write that crashed, unless a writer (another worker,
-        `chatbridge accounts login`) holds the file's lock right now: those are its own."""
+        """Remove temporary files of a write that crashed (and finish a write in place it left half
+        done), unless a writer (another worker, `chatbridge accounts login`) holds the file's lock
+        right now: those are its own."""
         if not os.access(path.parent, os.W_OK):  # a read-only mount: nothing of ours can be there
             return
-        try:
-            with exclusive_lock(path) as locked:
-                if not locked:
-                    return
-                for leftover in cleanup_temp_files(path):
-                    log.info("removed a leftover temporary file %s", leftover.name)
-        except OSError as exc:
-            log.warning("could not check %s for leftover temporary files: %s", path.parent, exc)
+        for leftover in cleanup_temp_files(path):
+            log.info("removed a leftover temporary file %s", leftover.name)
 
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro, name=f"{self.provider}-{name}"))

@@ -27,7 +27,7 @@ from typing import Any
 from chatbridge.core.secrets import Secret, redact
 from chatbridge.pool.accounts import Account, read_accounts_file
 from chatbridge.pool.signin import Authenticator, SignInOutcome, SignInPolicy, sign_in_all
-from chatbridge.pool.sources import jwt_claims, read_tokens_file
+from chatbridge.pool.sources import TokenEntry, jwt_claims, jwt_subject, read_tokens_entries
 from chatbridge.pool.tokens_file import (
     FileSignature,
     TokensFileChanged,
@@ -236,25 +236,25 @@ class TokenRefresher:
         return await self._write(reason, parsed.accounts, outcomes, full=only is None)
 
     async def _write(self, reason: str, accounts: list[Account], outcomes: list[SignInOutcome], full: bool) -> RefreshResult:
-        fresh = {o.account.email.lower(): o for o in outcomes if o.token is not None}
+        fresh = {o.account.email.lower(): o.token.token.reveal() for o in outcomes if o.token is not None}
         errors = [f"line {o.account.line} {o.account.masked}: {o.error}" for o in outcomes if o.token is None]
         if not fresh:
             return RefreshResult(False, reason, f"no account signed in ({len(errors)} failed)",
                                  failed=len(errors), errors=errors)
         listed = {a.email.lower() for a in accounts}
-        tokens = [o.token.token.reveal() for o in fresh.values() if o.token is not None]
+        signed = [TokenEntry(o.token.token.reveal(), o.account.email) for o in outcomes if o.token is not None]
         path = self.settings.tokens_file
         for _ in range(MERGE_ATTEMPTS):
             try:
-                on_disk, read_signature = await asyncio.to_thread(_read_current, path)
+                on_disk, read_signature, annotated = await asyncio.to_thread(_read_current, path)
             except (OSError, UnicodeDecodeError) as exc:  # never overwrite a file we could not read
                 return RefreshResult(False, reason, f"cannot read the current {path.name}: {exc}; it was not replaced",
                                      failed=len(errors), errors=errors)
-            kept = self._kept_tokens(fresh, listed, full, on_disk)
-            all_tokens = list(dict.fromkeys(tokens + kept))
+            kept = self._kept_tokens(fresh, listed, full, on_disk, annotated)
+            entries = list({e.token: e for e in signed + kept}.values())
             note = f"{len(fresh)} signed in, {len(kept)} kept"
             try:
-                await asyncio.to_thread(replace_tokens_file, path, all_tokens, note, expected=read_signature)
+                await asyncio.to_thread(replace_tokens_file, path, entries, note, expected=read_signature)
                 break
             except TokensFileChanged:
                 log.info("%s was edited during the refresh; merging again", path.name)
@@ -263,39 +263,52 @@ class TokenRefresher:
         else:
             return RefreshResult(False, reason, f"{path.name} kept changing during the refresh; it was not replaced",
                                  failed=len(errors), errors=errors)
-        self._apply({o.token.token.reveal(): email for email, o in fresh.items() if o.token is not None})
-        message = f"{len(fresh)} account(s) signed in, {len(errors)} failed, {len(kept)} token(s) kept; {len(all_tokens)} in {self.settings.tokens_file.name}"
+        self._apply({e.token: e.account for e in signed if e.account})
+        message = f"{len(fresh)} account(s) signed in, {len(errors)} failed, {len(kept)} token(s) kept; {len(entries)} in {path.name}"
         return RefreshResult(True, reason, message, signed_in=len(fresh), failed=len(errors), kept=len(kept),
-                             total=len(all_tokens), errors=errors)
+                             total=len(entries), errors=errors)
 
-    def _kept_tokens(self, fresh: dict[str, SignInOutcome], listed: set[str], full: bool, on_disk: list[str]) -> list[str]:
-        """Tokens of the current file that stay: usable, not replaced, and (on a full refresh) still listed.
+    def _kept_tokens(
+        self, fresh: dict[str, str], listed: set[str], full: bool, on_disk: list[str], annotated: dict[str, str],
+    ) -> list[TokenEntry]:
+        """Tokens of the current file that stay, with their accounts: usable, not replaced, and (on a
+        full refresh) still listed.
 
-        A token the pool does not know yet (added by hand since the last reload) stays unless
-        its JWT has expired.
+        A token's account is its annotation in the file, else what the pool knows, else (for a file
+        an older version wrote) that of a fresh token with the same JWT subject. A token whose
+        account has just signed in again is that account's old one and goes: an orphan otherwise.
+        A token nobody knows (added by hand since the last reload) stays unless its JWT has expired.
         """
         known = {k.token.reveal(): k for k in self._known_tokens()}
+        subjects = {subject: email for email, token in fresh.items() if (subject := jwt_subject(token)) is not None}
         now = self._clock()
-        kept: list[str] = []
+        kept: list[TokenEntry] = []
         for token in on_disk:
             entry = known.get(token)
+            account = annotated.get(token) or (entry.account if entry is not None else None)
+            if account is None:
+                subject = jwt_subject(token)
+                account = subjects.get(subject) if subject is not None else None
+            owner = account.lower() if account else None
+            if owner is not None and owner in fresh and fresh[owner] != token:
+                continue  # replaced by the account's new token
+            if full and owner is not None and owner not in listed:
+                continue  # the account was removed from ACCOUNTS_FILE
             if entry is None:
                 exp = jwt_claims(token).get("exp")
-                if not (isinstance(exp, (int, float)) and exp <= now):
-                    kept.append(token)
+                if isinstance(exp, (int, float)) and exp <= now:
+                    continue
+            elif not entry.usable:
                 continue
-            account = entry.account.lower() if entry.account else None
-            if not entry.usable or (account is not None and account in fresh):
-                continue
-            if full and account is not None and account not in listed:
-                continue  # the account was removed from ACCOUNTS_FILE
-            kept.append(token)
+            kept.append(TokenEntry(token, account))
         return kept
 
 
-def _read_current(path: Path) -> tuple[list[str], FileSignature | None]:
-    """The tokens on disk now and the signature they were read at (no file: none, None)."""
+def _read_current(path: Path) -> tuple[list[str], FileSignature | None, dict[str, str]]:
+    """The tokens on disk now, the signature they were read at and their account annotations
+    (no file: none, None, none)."""
     before = signature(path)
     if before is None:
-        return [], None
-    return read_tokens_file(path), before
+        return [], None, {}
+    entries = read_tokens_entries(path)
+    return [e.token for e in entries], before, {e.token: e.account for e in entries if e.account}

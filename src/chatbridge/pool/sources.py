@@ -1,10 +1,15 @@
-"""Where JWT-style credentials come from: the environment and a tokens file of one token a line."""
+"""Where JWT-style credentials come from: the environment and a tokens file of one token a line.
+
+The file's format, with its account annotations, is described in `pool.tokens_file`.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -14,6 +19,22 @@ from chatbridge.core.secrets import Secret
 from chatbridge.pool.source import CredentialSource
 
 CredentialFactory = Callable[[str, str, "str | None"], Credential]  # (token, source, account)
+
+
+HEADER_NOTE = "# written by chatbridge"
+ACCOUNT_NOTE = "# account: "
+_ACCOUNT_RE = re.compile(r"#\s*account:\s*(\S+@\S+)\s*$")  # an e-mail: "# account: personal" stays a comment
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEntry:
+    """A token of the tokens file and, when the gateway signed it in, whose it is."""
+
+    token: str
+    account: str | None = None
+
+    def __repr__(self) -> str:
+        return f"TokenEntry(account={self.account!r})"
 
 
 def parse_tokens_text(text: str) -> list[str]:
@@ -26,8 +47,42 @@ def parse_tokens_text(text: str) -> list[str]:
     return list(seen)
 
 
+def parse_tokens_lines(text: str) -> list[str | TokenEntry]:
+    """The file as lines: the user's comments and blank lines as they are, each token as an entry
+    with the account its `# account:` annotation names; the gateway's header and annotations are
+    consumed, duplicates kept once."""
+    lines: list[str | TokenEntry] = []
+    seen: set[str] = set()
+    account: str | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        annotation = _ACCOUNT_RE.match(line) if line.startswith("#") else None
+        if annotation is not None:
+            account = annotation.group(1)
+            continue
+        if line.startswith(HEADER_NOTE):
+            account = None
+            continue
+        if line and not line.startswith("#"):
+            if line not in seen:
+                seen.add(line)
+                lines.append(TokenEntry(line, account))
+        else:
+            lines.append(raw.rstrip())
+        account = None
+    return lines
+
+
+def parse_tokens_entries(text: str) -> list[TokenEntry]:
+    return [line for line in parse_tokens_lines(text) if isinstance(line, TokenEntry)]
+
+
 def read_tokens_file(path: Path) -> list[str]:
     return parse_tokens_text(path.read_text(encoding="utf-8"))
+
+
+def read_tokens_entries(path: Path) -> list[TokenEntry]:
+    return parse_tokens_entries(path.read_text(encoding="utf-8"))
 
 
 def jwt_claims(token: str) -> dict[str, object]:
@@ -41,6 +96,13 @@ def jwt_claims(token: str) -> dict[str, object]:
     except (ValueError, orjson.JSONDecodeError):
         return {}
     return claims if isinstance(claims, dict) else {}
+
+
+def jwt_subject(token: str) -> str | None:
+    """Whose a JWT is (its `sub`, or an `id` claim as some upstreams use): two tokens with one subject are one account's."""
+    claims = jwt_claims(token)
+    subject = claims.get("sub", claims.get("id"))
+    return str(subject) if isinstance(subject, (str, int)) and not isinstance(subject, bool) and subject != "" else None
 
 
 def credential_id(provider: str, token: str) -> str:
@@ -75,12 +137,14 @@ class TokensFileSource(CredentialSource):
         return [self.path] if self.path is not None else []
 
     def load(self) -> list[Credential]:
+        """The static credentials and the file's tokens, each with its account: the file's annotation,
+        else what this process learnt (a file written by an older version has no annotations)."""
         credentials = list(self.static)
         if self.path is not None:
-            tokens = read_tokens_file(self.path) if self.path.exists() else []
-            for token in tokens:
-                credential = self.make_credential(token, "tokens_file", None)
-                credential.account = self.accounts.get(credential.id)
+            entries = read_tokens_entries(self.path) if self.path.exists() else []
+            for entry in entries:
+                credential = self.make_credential(entry.token, "tokens_file", entry.account)
+                credential.account = entry.account or self.accounts.get(credential.id)
                 credentials.append(credential)
         return credentials
 

@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 
 from chatbridge.core.errors import (
+    FrameTooLarge,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
@@ -31,6 +32,19 @@ from chatbridge.core.errors import (
 )
 from chatbridge.core.secrets import redact
 from chatbridge.core.types import Event
+
+MIB = 1024 * 1024
+DEFAULT_MAX_EVENT_BYTES = 16 * MIB
+DEFAULT_MAX_BODY_BYTES = 64 * MIB
+ERROR_BODY_BYTES = 64 * 1024  # of an error status's body: only an excerpt is ever shown
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    """How much of an upstream answer is held at once; more is a 502 naming the upstream and the setting."""
+
+    event_bytes: int = DEFAULT_MAX_EVENT_BYTES  # MAX_UPSTREAM_EVENT_BYTES: one frame of a stream (an SSE event)
+    body_bytes: int = DEFAULT_MAX_BODY_BYTES  # MAX_UPSTREAM_BODY_BYTES: an answer that is one body (JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +57,7 @@ class HttpSettings:
     # Upstream connections per provider; each open stream holds one, so this caps concurrent
     # streams (the rest wait for a connection). 1,000 open streams is a benchmarked target.
     connection_limit: int = 1024
+    limits: BodyLimits = BodyLimits()
 
 
 def create_session(settings: HttpSettings) -> aiohttp.ClientSession:
@@ -147,10 +162,7 @@ async def open_response(
     with map_aiohttp_errors(provider, credential_id):
         response = await session.request(method, url, headers=headers, data=data)
         if response.status >= 400:
-            try:
-                body = await response.text(errors="replace")
-            finally:
-                response.release()
+            body = await _error_body(response)
             raise status_error(provider, response.status, body, response.headers, credential_id)
     _allow_silence(response, idle_timeout)
     return response
@@ -181,13 +193,54 @@ async def iter_body(
         response.close()
 
 
-async def read_all(response: aiohttp.ClientResponse, provider: str, credential_id: str | None) -> bytes:
-    """The whole body (a non-streamed answer), errors translated; the response is always closed."""
+async def read_all(
+    response: aiohttp.ClientResponse, provider: str, credential_id: str | None, limit: int = DEFAULT_MAX_BODY_BYTES,
+) -> bytes:
+    """The whole body (a non-streamed answer), errors translated; the response is always closed.
+
+    Reading stops at `limit` bytes (after decompression), so an endless or huge body costs at
+    most that much memory: it is a protocol error naming MAX_UPSTREAM_BODY_BYTES.
+    """
     try:
         with map_aiohttp_errors(provider, credential_id):
-            return await response.read()
+            declared = response.content_length
+            if declared is None or declared <= limit:
+                body = await _read_prefix(response, limit + 1)
+                if len(body) <= limit:
+                    return body
+            raise UpstreamProtocolError(
+                f"{provider} upstream sent a response body larger than MAX_UPSTREAM_BODY_BYTES ({limit} bytes); "
+                "it was not read", provider=provider, credential_id=credential_id,
+            )
     finally:
         response.close()
+
+
+async def _error_body(response: aiohttp.ClientResponse) -> str:
+    """The start of an error status's body; the connection is reused only when it was read to the end."""
+    try:
+        body = await _read_prefix(response, ERROR_BODY_BYTES)
+    except BaseException:
+        response.close()
+        raise
+    if response.content.at_eof():
+        response.release()
+    else:
+        response.close()
+    return body.decode(errors="replace")
+
+
+async def _read_prefix(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """At most `limit` bytes of the body, read as they arrive (never more held at once)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return body[:limit]
 
 
 def status_error(
@@ -251,7 +304,11 @@ FrameT_contra = TypeVar("FrameT_contra", contravariant=True)
 
 
 class FrameDecoder(Protocol[FrameT_co]):
-    """Sans-IO: body bytes in, whole frames out, however the network chunked them."""
+    """Sans-IO: body bytes in, whole frames out, however the network chunked them.
+
+    Made with the largest frame it may hold (`decoder(max_frame_bytes)`, MAX_UPSTREAM_EVENT_BYTES);
+    a frame over it raises `core.errors.FrameTooLarge` as soon as the decoder holds that much.
+    """
 
     def decode(self, chunk: bytes) -> Iterable[FrameT_co]: ...
 
@@ -261,7 +318,9 @@ class FrameDecoder(Protocol[FrameT_co]):
 class AnswerReader(Protocol[FrameT_contra]):
     """A provider's reading of one upstream answer: frames (or a whole JSON body) in, events out.
 
-    `read` raises `UpstreamError` for an error the upstream reports in-band; `done` turns true
+    `read` returns the events of one frame, every field checked (`providers.fields`) before any
+    is returned, so a frame is used whole or not at all; it raises `UpstreamError` for an error
+    the upstream reports in-band (or `providers.fields.ShapeError`); `done` turns true
     once the upstream said the answer is complete; `finish` returns the closing events and raises
     `UpstreamProtocolError` when nothing that arrived was an answer (never an empty 200).
     """
@@ -289,6 +348,7 @@ class UpstreamCall:
     idle_timeout: float
     streamed: bool = True  # False: the answer is one JSON body whatever its content type
     envelope: Callable[[bytes], bytes] | None = None  # wraps the serialised body (Connect's streaming envelope)
+    limits: BodyLimits = BodyLimits()  # the provider's `HttpSettings.limits`
 
 
 # Shapes a reader trips over when an upstream sends JSON of the wrong form: a protocol error.
@@ -298,13 +358,13 @@ _SHAPE_ERRORS = (AttributeError, TypeError, ValueError, LookupError)
 async def stream_answer(
     session: aiohttp.ClientSession,
     call: UpstreamCall,
-    decoder: Callable[[], FrameDecoder[FrameT]],
+    decoder: Callable[[int], FrameDecoder[FrameT]],
     reader: AnswerReader[FrameT],
 ) -> AsyncGenerator[Event, None]:
     """Send `call` and yield the events of its answer; the response is always closed.
 
-    `decoder` makes the frame decoder, only for an answer that is a stream; `reader` reads the
-    frames, or the whole body of an answer that is not. One generator for the whole loop: every
+    `decoder` makes the frame decoder (given the largest frame it may hold), only for an answer
+    that is a stream; `reader` reads the frames, or the whole body of an answer that is not. One generator for the whole loop: every
     event of every stream passes through it, so it adds no layer of its own.
     """
     response = await open_response(
@@ -314,7 +374,7 @@ async def stream_answer(
     try:
         media_type = _media_type(response) if call.streamed else ""
         if not call.streamed or media_type == "application/json":
-            body = await read_all(response, call.provider, call.credential_id)
+            body = await read_all(response, call.provider, call.credential_id, call.limits.body_bytes)
             for event in list(reader.read_body(body)):
                 yield event
             return
@@ -324,7 +384,7 @@ async def stream_answer(
                 "(a firewall challenge or a login page?)",
                 provider=call.provider, credential_id=call.credential_id,
             )
-        frames = decoder()
+        frames = decoder(call.limits.event_bytes)
         async with aclosing(iter_body(response, call.provider, call.credential_id)) as chunks:
             async for chunk in chunks:
                 for frame in frames.decode(chunk):
@@ -339,6 +399,11 @@ async def stream_answer(
                     yield event
         for event in reader.finish():
             yield event
+    except FrameTooLarge as exc:
+        raise UpstreamProtocolError(
+            f"{call.provider} upstream sent an {exc.what} larger than MAX_UPSTREAM_EVENT_BYTES ({exc.limit} bytes); "
+            "the answer was not read further", provider=call.provider, credential_id=call.credential_id,
+        ) from None
     except _SHAPE_ERRORS as exc:
         raise _shape_error(call, exc) from exc
     finally:

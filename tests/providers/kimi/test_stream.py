@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import pytest
 
 from chatbridge.core.connect import ConnectDecoder, ConnectFrame, ConnectFramingError, envelope
-from chatbridge.core.errors import UpstreamProtocolError, UpstreamTransportError
+from chatbridge.core.errors import FrameTooLarge, UpstreamProtocolError, UpstreamTransportError
 from chatbridge.core.types import ConversationRef, Event, Finish, Notice, ReasoningDelta, TextDelta
 from chatbridge.providers.kimi.citations import MAX_MARKER, CitationRewriter, Sources
 from chatbridge.providers.kimi.errors import KimiError, classify_kimi_error, protobuf_strings
@@ -80,8 +80,8 @@ def test_the_decoder_holds_only_the_unfinished_frame() -> None:
         decoder.flush()
 
 
-def test_an_absurd_length_is_a_framing_error_not_a_huge_buffer() -> None:
-    with pytest.raises(ConnectFramingError, match="beyond the limit"):
+def test_an_absurd_length_is_refused_from_its_header_not_buffered() -> None:
+    with pytest.raises(FrameTooLarge, match="larger than"):
         ConnectDecoder().decode(b"\x00\xff\xff\xff\xff{")
 
 

@@ -68,7 +68,7 @@ class K2ThinkProvider(Provider):
         call = UpstreamCall(
             "POST", url, headers, build_body(request, guest=credential is None),
             provider=self.name, credential_id=credential.id if credential else None,
-            idle_timeout=self.config.http.idle_timeout,
+            idle_timeout=self.config.http.idle_timeout, limits=self.config.http.limits,
         )
         return stream_answer(self.session, call, SSEDecoder, K2ThinkStreamReader(self.name))
 

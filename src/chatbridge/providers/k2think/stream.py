@@ -22,9 +22,10 @@ from chatbridge.core.types import (
     MarkupDelta,
     MarkupSnapshot,
     ReasoningDelta,
-    Usage,
 )
+from chatbridge.providers import fields
 
+_EVENT, _DELTA = "event", "choices[0].delta"
 _END_MARKERS = frozenset({"[DONE]", "DONE", "done", "-1"})
 _FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop",
@@ -37,6 +38,10 @@ _FINISH_REASONS: dict[str, FinishReason] = {
 class K2ThinkStreamReader:
     """The `AnswerReader` of K2Think: SSE `data` payloads (or one JSON body) in, events out.
 
+    The fields it knows are read with their types checked (`providers.fields`): a value of
+    another type is a protocol error naming the upstream; unknown fields and events that are
+    not objects (Open WebUI sends several kinds) are passed over.
+
     `answered` says whether anything shaped like an answer (a snapshot, a choice, an end
     marker) arrived: a 200 that carried none of that is an upstream failure, never an empty
     completion.
@@ -48,58 +53,54 @@ class K2ThinkStreamReader:
         self.answered = False
         self.finish_reason: FinishReason = "stop"
 
-    def read(self, frame: ServerSentEvent) -> Iterator[Event]:
+    def read(self, frame: ServerSentEvent) -> list[Event]:
+        """The events of one SSE event, all checked before any is given out."""
         data = frame.data.strip()
         if not data:
-            return
+            return []
         if data in _END_MARKERS:
             self.done = self.answered = True
-            return
+            return []
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
             raise UpstreamProtocolError(
                 f"{self.provider} upstream sent an event that is not JSON", provider=self.provider
             ) from None
-        if isinstance(obj, dict):
-            yield from self._read_object(obj)
+        return list(self._read_object(obj)) if isinstance(obj, dict) else []
 
     def _read_object(self, obj: dict[str, Any]) -> Iterator[Event]:
         if obj.get("error"):
             raise _in_band_error(self.provider, obj["error"])
         if "detail" in obj and "content" not in obj and "choices" not in obj:
             raise _in_band_error(self.provider, obj["detail"])
-        choices = obj.get("choices")
-        if isinstance(choices, list):
+        choices = fields.opt_list(obj, "choices", _EVENT)
+        content = fields.opt_str(obj, "content", _EVENT)
+        if choices is not None:
             if choices:
-                yield from self._read_choice(choices[0])
-        elif isinstance(obj.get("content"), str):
+                yield from self._read_choice(fields.obj(choices[0], "choices[0]"))
+        elif content is not None:
             self.answered = True
-            yield MarkupSnapshot(obj["content"])
-        usage = obj.get("usage")
-        if isinstance(usage, dict):
-            parsed = parse_usage(usage)
+            yield MarkupSnapshot(content)
+        usage = fields.opt_obj(obj, "usage", _EVENT)
+        if usage:
+            parsed = fields.usage(usage, "usage")
             if parsed is not None:
                 yield parsed
         if obj.get("done") is True:
             self.done = self.answered = True
 
-    def _read_choice(self, choice: object) -> Iterator[Event]:
-        if not isinstance(choice, dict) or not isinstance(choice.get("delta") or choice.get("message") or {}, dict):
-            raise UpstreamProtocolError(
-                f"{self.provider} upstream sent a choice that is not an OpenAI chunk: {str(choice)[:100]}",
-                provider=self.provider,
-            )
-        delta = choice.get("delta") or choice.get("message") or {}
+    def _read_choice(self, choice: dict[str, Any]) -> Iterator[Event]:
+        delta = fields.opt_obj(choice, "delta", "choices[0]") or fields.opt_obj(choice, "message", "choices[0]") or {}
         self.answered = True
-        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
+        reasoning = fields.opt_str(delta, "reasoning_content", _DELTA) or fields.opt_str(delta, "reasoning", _DELTA)
+        if reasoning:
             yield ReasoningDelta(reasoning)
-        content = delta.get("content")
-        if isinstance(content, str) and content:
+        content = fields.opt_str(delta, "content", _DELTA)
+        if content:
             yield MarkupDelta(content)
-        reason = choice.get("finish_reason")
-        if isinstance(reason, str):
+        reason = fields.opt_str(choice, "finish_reason", "choices[0]")
+        if reason is not None:
             self.finish_reason = _FINISH_REASONS.get(reason, "stop")
 
     def finish(self) -> list[Event]:
@@ -120,16 +121,6 @@ class K2ThinkStreamReader:
         if not isinstance(obj, dict):
             raise UpstreamProtocolError(f"{self.provider} upstream sent an unexpected JSON body", provider=self.provider)
         return [*self._read_object(obj), *self.finish()]
-
-
-def parse_usage(usage: dict[str, Any]) -> Usage | None:
-    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
-    completion = usage.get("completion_tokens", usage.get("output_tokens"))
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
-    details = usage.get("completion_tokens_details") or {}
-    reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
-    return Usage(prompt, completion, estimated=False, reasoning_tokens=reasoning if isinstance(reasoning, int) else None)
 
 
 def _in_band_error(provider: str, error: object) -> UpstreamError:

@@ -139,7 +139,7 @@ class KimiProvider(Provider):
         call = UpstreamCall(
             "POST", endpoints.chat, chat_headers(endpoints, _identity(credential), credential.secret.reveal()),
             chat_body(request, text, files), provider=self.name, credential_id=credential.id,
-            idle_timeout=self.config.http.idle_timeout, envelope=envelope,
+            idle_timeout=self.config.http.idle_timeout, envelope=envelope, limits=self.config.http.limits,
         )
         return stream_answer(self.session, call, ConnectDecoder, KimiStreamReader(self.name, credential.id))
 

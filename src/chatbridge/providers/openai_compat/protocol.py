@@ -6,7 +6,6 @@ orjson and turned into events directly, with no per-chunk model validation.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -24,8 +23,8 @@ from chatbridge.core.types import (
     TextDelta,
     TextPart,
     ToolCallDelta,
-    Usage,
 )
+from chatbridge.providers import fields
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -125,57 +124,84 @@ def encode_message(message: Message) -> dict[str, Any]:
     return out
 
 
+_CHUNK, _CHOICE, _DELTA = "chunk", "choices[0]", "choices[0].delta"
+_CONTENT, _REASONING = "choices[0].delta.content", "choices[0].delta.reasoning_content"
+_CALL, _FUNCTION = "choices[0].delta.tool_calls[]", "choices[0].delta.tool_calls[].function"
+_BODY, _MESSAGE = "body", "choices[0].message"
+_BODY_CALL, _BODY_FUNCTION = "choices[0].message.tool_calls[]", "choices[0].message.tool_calls[].function"
+
+
 class CompletionReader:
-    """The `AnswerReader` of an OpenAI-compatible upstream: `chat.completion.chunk`s, or one completion."""
+    """The `AnswerReader` of an OpenAI-compatible upstream: `chat.completion.chunk`s, or one completion.
+
+    Every field is read with its type checked (`providers.fields`): a value of another type is a
+    protocol error naming the upstream, never an event.
+    """
 
     __slots__ = ("done", "finish_reason", "provider", "seen", "stop_sequence")
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
         self.finish_reason: FinishReason = "stop"
-        self.stop_sequence: str | None = None
+        self.stop_sequence: str | None = None  # vLLM's `stop_reason`: the stop string that ended the answer
         self.done = False
         self.seen = False  # any chunk at all: a stream of none is a failure, not an empty answer
 
-    def read(self, frame: ServerSentEvent) -> Iterator[Event]:
+    def read(self, frame: ServerSentEvent) -> list[Event]:
+        """The events of one chunk, all checked before any is given out: a chunk is used whole or not at all."""
         self.seen = True
         data = frame.data
         if data == "[DONE]":
             self.done = True
-            return
+            return []
         try:
-            obj = orjson.loads(data)
+            chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
             raise UpstreamProtocolError(f"{self.provider} upstream sent a chunk that is not JSON", provider=self.provider) from None
-        error = obj.get("error") if isinstance(obj, dict) else None
+        if type(chunk) is not dict:
+            fields.wrong(_CHUNK, chunk, "an object")
+        error = chunk.get("error")
         if error:
             message = error.get("message", error) if isinstance(error, dict) else error
             raise UpstreamError(f"{self.provider} upstream reported an error: {message}", provider=self.provider)
-        choices = obj.get("choices")
-        if choices:
-            choice = choices[0]
-            delta = choice.get("delta") or {}
+        events: list[Event] = []
+        choices = chunk.get("choices")
+        if choices is not None:
+            if type(choices) is not list:
+                fields.wrong("choices", choices, "a list")
+            if choices:
+                self._read_choice(fields.obj(choices[0], _CHOICE), events)
+        usage = chunk.get("usage")
+        if usage is not None:
+            parsed = fields.usage(fields.obj(usage, "usage"), "usage")
+            if parsed is not None:
+                events.append(parsed)
+        return events
+
+    def _read_choice(self, choice: dict[str, Any], events: list[Event]) -> None:
+        """The hot path: a plain string is checked inline, anything else goes through `fields`."""
+        delta = fields.opt_obj(choice, "delta", _CHOICE)
+        if delta:
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if reasoning:
-                yield ReasoningDelta(reasoning)
+                events.append(ReasoningDelta(reasoning if type(reasoning) is str else fields.as_text(reasoning, _REASONING)))
             content = delta.get("content")
-            if content:
-                yield TextDelta(content)
-            for call in delta.get("tool_calls") or ():
-                function = call.get("function") or {}
-                yield ToolCallDelta(
-                    index=call.get("index", 0), id=call.get("id"),
-                    name=function.get("name"), arguments=function.get("arguments") or "",
-                )
-            reason = choice.get("finish_reason")
+            if content is not None and content != "":
+                events.append(TextDelta(content if type(content) is str else fields.as_text(content, _CONTENT)))
+            calls = delta.get("tool_calls")
+            if calls is not None:
+                if type(calls) is not list:
+                    fields.wrong(_DELTA + ".tool_calls", calls, "a list")
+                events.extend(_tool_call(fields.obj(call, _CALL), None, _CALL, _FUNCTION) for call in calls)
+        reason = choice.get("finish_reason")
+        if reason is not None:
+            if type(reason) is not str:
+                fields.wrong(_CHOICE + ".finish_reason", reason, "a string")
             if reason:
                 self.finish_reason = _FINISH.get(reason, "stop")
-            matched = choice.get("stop_reason")  # vLLM: the stop string that ended the answer
-            if isinstance(matched, str) and matched:
-                self.stop_sequence = matched
-        usage = obj.get("usage")
-        if usage:
-            yield _usage(usage)
+        matched = choice.get("stop_reason")  # vLLM: the stop string that ended the answer (or a token id)
+        if type(matched) is str and matched:
+            self.stop_sequence = matched
 
     def finish(self) -> list[Event]:
         if not self.seen:
@@ -186,45 +212,46 @@ class CompletionReader:
         """A non-streamed `chat.completion` body; any other shape is the upstream's failure."""
         try:
             return _completion_events(orjson.loads(payload))
-        except (ValueError, LookupError, TypeError, AttributeError):  # orjson's JSONDecodeError is a ValueError
-            raise UpstreamProtocolError(f"{self.provider} upstream sent an unexpected completion body", provider=self.provider) from None
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(f"{self.provider} upstream sent a completion body that is not JSON",
+                                        provider=self.provider) from None
+        except (ValueError, LookupError, TypeError, AttributeError) as exc:
+            raise UpstreamProtocolError(f"{self.provider} upstream sent an unexpected completion body: {str(exc)[:200]}",
+                                        provider=self.provider) from None
 
 
-def _completion_events(obj: Any) -> list[Event]:
-    choice = obj["choices"][0]
-    message = choice.get("message") or {}
-    events: list[Event] = []
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if reasoning:
-        events.append(ReasoningDelta(_text(reasoning)))
-    if message.get("content"):
-        events.append(TextDelta(_text(message["content"])))
-    for index, call in enumerate(message.get("tool_calls") or ()):
-        function = call.get("function") or {}
-        events.append(ToolCallDelta(index=index, id=call.get("id"), name=function.get("name"), arguments=function.get("arguments") or ""))
-    if obj.get("usage"):
-        events.append(_usage(obj["usage"]))
-    reason = _FINISH.get(choice.get("finish_reason") or "stop", "stop")
-    matched = choice.get("stop_reason")
-    events.append(Finish(reason, matched if reason == "stop" and isinstance(matched, str) and matched else None))
-    return events
-
-
-def _text(value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected text, got {type(value).__name__}")
-    return value
-
-
-def _usage(usage: dict[str, Any]) -> Usage:
-    details = usage.get("completion_tokens_details") or {}
-    prompt_details = usage.get("prompt_tokens_details") or {}
-    cached = prompt_details.get("cached_tokens") if isinstance(prompt_details, dict) else None
-    written = prompt_details.get("cache_write_tokens") if isinstance(prompt_details, dict) else None
-    return Usage(
-        int(usage.get("prompt_tokens") or 0),
-        int(usage.get("completion_tokens") or 0),
-        reasoning_tokens=details.get("reasoning_tokens") if isinstance(details, dict) else None,
-        cache_read_tokens=cached if isinstance(cached, int) else None,
-        cache_write_tokens=written if isinstance(written, int) else None,
+def _tool_call(call: dict[str, Any], index: int | None, where: str, function_where: str) -> ToolCallDelta:
+    """One tool call (or a piece of one); a streamed piece names its `index`, a whole call has its place."""
+    function = fields.opt_obj(call, "function", where) or {}
+    if index is None:
+        index = fields.opt_count(call, "index", where) or 0
+    return ToolCallDelta(
+        index=index, id=fields.opt_str(call, "id", where), name=fields.opt_str(function, "name", function_where),
+        arguments=fields.opt_str(function, "arguments", function_where) or "",
     )
+
+
+def _completion_events(body: object) -> list[Event]:
+    completion = fields.obj(body, _BODY)
+    choices = fields.opt_list(completion, "choices", _BODY)
+    if not choices:
+        raise ValueError("it holds no choices")
+    choice = fields.obj(choices[0], "choices[0]")
+    message = fields.opt_obj(choice, "message", "choices[0]") or {}
+    events: list[Event] = []
+    reasoning = fields.opt_text(message, "reasoning_content", _MESSAGE) or fields.opt_text(message, "reasoning", _MESSAGE)
+    if reasoning:
+        events.append(ReasoningDelta(reasoning))
+    content = fields.opt_text(message, "content", _MESSAGE)
+    if content:
+        events.append(TextDelta(content))
+    for index, call in enumerate(fields.opt_list(message, "tool_calls", _MESSAGE) or ()):
+        events.append(_tool_call(fields.obj(call, _BODY_CALL), index, _BODY_CALL, _BODY_FUNCTION))
+    usage = fields.opt_obj(completion, "usage", _BODY)
+    parsed = fields.usage(usage, "usage") if usage else None
+    if parsed is not None:
+        events.append(parsed)
+    reason = _FINISH.get(fields.opt_str(choice, "finish_reason", "choices[0]") or "stop", "stop")
+    matched = choice.get("stop_reason")  # vLLM: the stop string that ended the answer (or a token id)
+    events.append(Finish(reason, matched if reason == "stop" and type(matched) is str and matched else None))
+    return events

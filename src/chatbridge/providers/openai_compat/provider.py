@@ -78,7 +78,7 @@ class OpenAICompatProvider(Provider):
     def stream(self, request: ChatRequest, credential: Credential | None) -> AsyncGenerator[Event, None]:
         call = UpstreamCall(
             "POST", self._url, self._headers, build_body(request, native_tools=self.native_tools),
-            provider=self.name, credential_id=None, idle_timeout=self.config.http.idle_timeout,
+            provider=self.name, credential_id=None, idle_timeout=self.config.http.idle_timeout, limits=self.config.http.limits,
             streamed=request.stream,
         )
         return stream_answer(self.session, call, SSEDecoder, CompletionReader(self.name))
