@@ -47,8 +47,9 @@ class Settings(BaseSettings):
     admin_api_key: SecretStr | None = None
 
     # --- credential pools (every provider's) ------------------------------------------------------
-    max_token_failures: int = Field(3, ge=1)
+    max_token_failures: int = Field(3, ge=1)  # transient failures in a row before a credential rests
     token_cooldown_seconds: float = Field(60.0, ge=0)
+    token_backoff_seconds: float = Field(5.0, ge=0)  # the first rest; doubled each further failure, at most 5 min
     token_refresh_ahead: float = Field(600.0, ge=0)  # refresh a credential this long before it expires
     token_refresh_min_interval: float = Field(30.0, ge=0)  # between two automatically triggered refreshes
     tokens_reload_interval: float = Field(2.0, gt=0)  # how often credential files are checked for edits
@@ -100,6 +101,7 @@ class Settings(BaseSettings):
     def pool_defaults(self) -> PoolDefaults:
         return PoolDefaults(
             max_failures=self.max_token_failures, cooldown=self.token_cooldown_seconds,
+            backoff=self.token_backoff_seconds, outage_window=max(30.0, 2 * self.request_timeout),
             refresh_ahead=self.token_refresh_ahead, refresh_min_interval=self.token_refresh_min_interval,
             reload_interval=self.tokens_reload_interval,
         )

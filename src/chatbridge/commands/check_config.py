@@ -50,8 +50,12 @@ VALID_API_KEY=
 ADMIN_API_KEY=
 
 # --- credential pools (every provider) ----------------------------------------------
-# Consecutive failures (5xx, timeouts) that disable a token; a success resets the count.
+# Transient failures in a row (5xx, timeouts, resets) after which a token rests, then gets
+# one trial request; it is never disabled for them. A success resets the count.
 MAX_TOKEN_FAILURES=3
+# The first rest, in seconds; doubled after each further failure, at most 5 minutes. When every
+# token fails at once, the whole upstream rests the same way instead.
+TOKEN_BACKOFF_SECONDS=5
 # Cooldown after a 429 without Retry-After, in seconds.
 TOKEN_COOLDOWN_SECONDS=60
 # Seconds between checks of credential files for edits.
