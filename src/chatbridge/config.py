@@ -33,8 +33,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
-    request_timeout: float = Field(60.0, gt=0)  # connect + first byte, not a healthy stream
-    stream_idle_timeout: float = Field(300.0, gt=0)
+    request_timeout: float = Field(60.0, gt=0)  # until the first content, all attempts together
+    stream_idle_timeout: float = Field(300.0, gt=0)  # silence in content (keep-alives are silence)
     max_retries: int = Field(3, ge=0, le=20)
     max_request_bytes: int = Field(10 * 1024 * 1024, gt=0)
     proxy_url: str | None = None

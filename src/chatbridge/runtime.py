@@ -101,6 +101,7 @@ def build_runtime(settings: Settings) -> Runtime:
             output_thinking=settings.output_thinking,
             thinking_format=settings.thinking_format,
             busy_wait=settings.request_timeout,
+            request_timeout=settings.request_timeout,
         ),
         tool_settings(settings),
     )

@@ -146,7 +146,8 @@ def test_resets_count_as_failures_but_an_outage_or_an_unreachable_upstream_blame
     assert all("broke off" in str(view[_masked(t)]["last_error"]) for t in tokens[:2])
     with pytest.raises(openai.APIStatusError) as caught:  # the third fails too: the upstream is down
         chat(gw)
-    assert caught.value.status_code == 503 and "all 3 usable credentials failed" in caught.value.message
+    assert caught.value.status_code == 502 and "broke off" in caught.value.message
+    assert "all 3 usable credentials failed" in stats(gw)["upstream_outage"]["reason"]
     view = _by_token(gw)
     assert [view[_masked(t)]["failures"] for t in tokens] == [0, 0, 0]  # nobody's verdict
     assert all("broke off" in str(view[_masked(t)]["last_error"]) for t in tokens)

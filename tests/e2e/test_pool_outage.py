@@ -39,15 +39,17 @@ def test_an_outage_of_every_token_leaves_them_all_serving_after_recovery_and_res
     gw = start_gateway(**settings)
 
     k2emu.fail_next(1000, 503)  # the upstream is down for everyone
-    with pytest.raises(openai.InternalServerError) as caught:
+    with pytest.raises(openai.InternalServerError) as caught:  # this request saw it: the upstream's failure
+        _chat(gw)
+    assert caught.value.status_code == 502 and "HTTP 503" in caught.value.message
+    reached = len(k2emu.chat_requests)
+    assert reached == 3  # one request tried each token once
+    with pytest.raises(openai.InternalServerError) as caught:  # while it rests, nothing is sent upstream
         _chat(gw)
     assert caught.value.status_code == 503 and caught.value.response.headers.get("retry-after")
     assert "all 3 usable credentials failed" in caught.value.message
-    reached = len(k2emu.chat_requests)
-    assert reached == 3  # one request tried each token once
-    with pytest.raises(openai.InternalServerError):  # while it rests, nothing is sent upstream
-        _chat(gw)
     assert len(k2emu.chat_requests) == reached
+    assert stats(gw)["upstream_outage"]["state"] in ("open", "trial")  # the rest is short here
 
     _wait_until_rested(gw)
     with pytest.raises(openai.InternalServerError):  # the trial request: still down

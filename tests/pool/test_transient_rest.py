@@ -81,7 +81,10 @@ def test_an_outage_of_every_credential_rests_the_upstream_and_judges_no_credenti
     with pytest.raises(PoolExhausted) as caught:
         pool.acquire_now()
     assert "all 3 usable credentials failed" in caught.value.message and "503" in caught.value.message
-    assert caught.value.retry_after == pytest.approx(5.0)
+    assert caught.value.retry_after == pytest.approx(5.0) and not caught.value.excluded_only
+    with pytest.raises(PoolExhausted) as caught:  # the request that saw it reports the upstream's failure
+        pool.acquire_now(frozenset(tried))
+    assert caught.value.excluded_only
 
     clock.now += 5  # the rest is over: one trial request, the others wait for its verdict
     trial = pool.acquire_now()

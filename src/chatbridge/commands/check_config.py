@@ -30,9 +30,9 @@ DATA_DIR=./data
 LOG_LEVEL=INFO
 # text or json
 LOG_FORMAT=text
-# Seconds to connect and get the first byte from an upstream.
+# Seconds until an answer's first content, all retries together (connect, headers, first data).
 REQUEST_TIMEOUT=60
-# Longest silence inside a healthy stream, in seconds.
+# Longest silence in content inside a healthy stream, in seconds (keep-alive comments are silence).
 STREAM_IDLE_TIMEOUT=300
 # Further credentials tried when an attempt fails before anything reached the client.
 MAX_RETRIES=3

@@ -27,7 +27,8 @@ EventStream = AsyncGenerator[Event, None]
 
 
 class Timing:
-    """Time spent waiting on upstreams, so the gateway's own overhead can be reported."""
+    """Time spent waiting on upstreams (and pausing between attempts), so the gateway's own
+    overhead can be reported without it."""
 
     __slots__ = ("upstream_wait",)
 

@@ -512,8 +512,9 @@ class CredentialPool:
     def _exhausted(self, now: float, some_excluded: bool) -> PoolExhausted:
         if self.outage.is_open(now):  # no refresh is triggered: new tokens would not help
             rest = self.outage.until - now
+            # A request whose own attempts showed the outage answers with the upstream's failure.
             return PoolExhausted(self.provider, f"{self.provider}: {self.outage.reason}; the upstream rests, next try "
-                                 f"in {rest:.0f} s", retry_after=max(1.0, rest))
+                                 f"in {rest:.0f} s", retry_after=max(1.0, rest), excluded_only=some_excluded)
         counts = self.counts()
         cooling = [e.cooldown_until - now for e in self._entries if e.state(now) is CredentialState.COOLING]
         retry_after = max(1.0, min(cooling)) if cooling else None
@@ -657,7 +658,7 @@ class CredentialPool:
                 entry.failed_epoch = -1
         self.consecutive_failures = 0
         rest = self.outage.open(now, reason)
-        log.warning("%s upstream outage: %s; resting %.0f s before a trial request", self.provider, reason, rest)
+        log.warning("%s upstream outage: %s; resting %.3g s before a trial request", self.provider, reason, rest)
         self._dispatch()
 
     def _notify(self, entry: CredentialHealth, failure: Failure | None) -> None:
