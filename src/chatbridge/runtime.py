@@ -64,14 +64,25 @@ class Runtime:
 
     async def astart(self) -> None:
         for name, wiring in self.wirings.items():
+            wiring.provider.on_models_changed(self.refresh_routes)
             try:
                 await wiring.provider.astart()
             except Exception as exc:  # one broken upstream must not keep the others down
                 log.error("provider %s failed to start: %s", name, exc)
-        self.router = Router(self.routes())
-        self.pipeline.router = self.router
+        self.refresh_routes()
         for lifecycle in self.lifecycles.values():
             await lifecycle.astart()
+
+    def refresh_routes(self) -> None:
+        """Rebuild the router from every provider's models now (a discovered list changed)."""
+        self.router = Router(self.routes(), self.discovery_hint)
+        self.pipeline.router = self.router
+
+    def discovery_hint(self) -> str | None:
+        """Providers whose model list is not read (yet), for a 404's message."""
+        unread = [f"{name} ({state.partition(':')[0]})" for name, p in self.providers.items()
+                  if (state := p.discovery()) is not None and state != "ok"]
+        return f"Model lists not read from their upstream yet: {', '.join(unread)}." if unread else None
 
     def routes(self) -> list[Route]:
         return [route for wiring in self.wirings.values() for route in wiring.routes()]

@@ -38,10 +38,10 @@ class InvalidRequest(ClientError):
 class ModelNotFound(ClientError):
     status = 404
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, hint: str | None = None) -> None:
         shown = model if len(model) <= 200 else model[:200] + "…"  # never echo a megabyte back
         super().__init__(
-            f"The model '{shown}' does not exist or is not served by this gateway.",
+            f"The model '{shown}' does not exist or is not served by this gateway." + (f" {hint}" if hint else ""),
             param="model",
             code="model_not_found",
         )
