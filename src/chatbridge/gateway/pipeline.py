@@ -34,6 +34,8 @@ from chatbridge.providers.base import Provider
 
 log = logging.getLogger("chatbridge.pipeline")
 
+_LEAST_ATTEMPT = 0.01  # seconds of budget below which another attempt is not worth starting
+
 
 @dataclass(frozen=True, slots=True)
 class PipelineSettings:
@@ -209,7 +211,7 @@ class Pipeline:
         last: tuple[UpstreamError, Failure] | None = None
         attempt_no = 0
         for attempt_no in range(self.settings.max_retries + 1):
-            if last is not None and clock() >= deadline:
+            if last is not None and clock() >= deadline - _LEAST_ATTEMPT:
                 raise self._out_of_time(provider, last, attempt_no)
             lease = await self._lease(pool, tried, last, attempt_no, prefer, deadline) if pool is not None else None
             if lease is None and last is not None:  # the same key (or none) again: pause first
@@ -242,6 +244,8 @@ class Pipeline:
                 continue
             return first, attempt
         assert last is not None
+        if clock() >= deadline - _LEAST_ATTEMPT:
+            raise self._out_of_time(provider, last, attempt_no + 1)
         raise AttemptsFailed(last[0], last[1], attempt_no + 1)
 
     def _pause(self, failure: Failure, attempt_no: int) -> float | None:
