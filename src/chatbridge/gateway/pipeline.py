@@ -214,6 +214,9 @@ class Pipeline:
             if last is not None and clock() >= deadline - _LEAST_ATTEMPT:
                 raise self._out_of_time(provider, last, attempt_no)
             lease = await self._lease(pool, tried, last, attempt_no, prefer, deadline) if pool is not None else None
+            if lease is not None and last is not None and clock() >= deadline - _LEAST_ATTEMPT:
+                lease.release()  # the wait for it took what was left: no credential is to blame
+                raise self._out_of_time(provider, last, attempt_no)
             if lease is None and last is not None:  # the same key (or none) again: pause first
                 pause = self._pause(last[1], attempt_no)
                 if pause is None or clock() + pause >= deadline:
