@@ -37,8 +37,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
-    request_timeout: float = Field(60.0, gt=0)  # connect + first byte, not a healthy stream
-    stream_idle_timeout: float = Field(300.0, gt=0)
+    request_timeout: float = Field(60.0, gt=0)  # until the first content, all attempts together
+    stream_idle_timeout: float = Field(300.0, gt=0)  # silence in content (keep-alives are silence)
     max_retries: int = Field(3, ge=0, le=20)
     max_request_bytes: int = Field(10 * 1024 * 1024, gt=0)
     max_upstream_event_bytes: int = Field(DEFAULT_MAX_EVENT_BYTES, ge=1024)  # one event of an upstream stream
@@ -53,8 +53,9 @@ class Settings(BaseSettings):
     admin_api_key: SecretStr | None = None
 
     # --- credential pools (every provider's) ------------------------------------------------------
-    max_token_failures: int = Field(3, ge=1)
+    max_token_failures: int = Field(3, ge=1)  # transient failures in a row before a credential rests
     token_cooldown_seconds: float = Field(60.0, ge=0)
+    token_backoff_seconds: float = Field(5.0, ge=0)  # the first rest; doubled each further failure, at most 5 min
     token_refresh_ahead: float = Field(600.0, ge=0)  # refresh a credential this long before it expires
     token_refresh_min_interval: float = Field(30.0, ge=0)  # between two automatically triggered refreshes
     tokens_reload_interval: float = Field(2.0, gt=0)  # how often credential files are checked for edits
@@ -151,6 +152,7 @@ class Settings(BaseSettings):
     def pool_defaults(self) -> PoolDefaults:
         return PoolDefaults(
             max_failures=self.max_token_failures, cooldown=self.token_cooldown_seconds,
+            backoff=self.token_backoff_seconds, outage_window=max(30.0, 2 * self.request_timeout),
             refresh_ahead=self.token_refresh_ahead, refresh_min_interval=self.token_refresh_min_interval,
             reload_interval=self.tokens_reload_interval,
         )

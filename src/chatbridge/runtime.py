@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,16 +71,27 @@ class Runtime:
         for lifecycle in self.lifecycles.values():
             await lifecycle.astart()
         for name, wiring in self.wirings.items():
+            wiring.provider.on_models_changed(self.refresh_routes)
             try:
                 await wiring.provider.astart()
             except Exception as exc:  # one broken upstream must not keep the others down
                 log.error("provider %s failed to start: %s", name, exc)
-        self.router = build_router(self.settings, self.routes())
-        self.pipeline.router = self.router
+        self.refresh_routes()
         for target in self.router.unserved_targets():
             log.warning("ANTHROPIC_MODEL_MAP / ANTHROPIC_DEFAULT_MODEL name %r, which no provider serves", target)
         # The tokenizer loads once per process, in the background, so neither start nor a request waits.
         self.warming = asyncio.get_running_loop().run_in_executor(None, count_text_tokens.warm_up)
+
+    def refresh_routes(self) -> None:
+        """Rebuild the router from every provider's models now (a discovered list changed)."""
+        self.router = build_router(self.settings, self.routes(), self.discovery_hint)
+        self.pipeline.router = self.router
+
+    def discovery_hint(self) -> str | None:
+        """Providers whose model list is not read (yet), for a 404's message."""
+        unread = [f"{name} ({state.partition(':')[0]})" for name, p in self.providers.items()
+                  if (state := p.discovery()) is not None and state != "ok"]
+        return f"Model lists not read from their upstream yet: {', '.join(unread)}." if unread else None
 
     def routes(self) -> list[Route]:
         return [route for wiring in self.wirings.values() for route in wiring.routes()]
@@ -111,6 +123,7 @@ def build_runtime(settings: Settings) -> Runtime:
             busy_wait=settings.request_timeout,
             pseudo_stream_chars=settings.pseudo_stream_chunk_chars,
             pseudo_stream_interval=settings.pseudo_stream_interval_ms / 1000,
+            request_timeout=settings.request_timeout,
         ),
         tool_settings(settings),
         planners={name: w.planner for name, w in wirings.items() if w.planner is not None},
@@ -121,9 +134,9 @@ def build_runtime(settings: Settings) -> Runtime:
                    admin_keys=admin, admin_key_source=admin_stored, disabled=disabled, store=store)
 
 
-def build_router(settings: Settings, routes: list[Route]) -> Router:
+def build_router(settings: Settings, routes: list[Route], missing_hint: Callable[[], str | None] | None = None) -> Router:
     """The providers' routes plus ANTHROPIC_MODEL_MAP and ANTHROPIC_DEFAULT_MODEL."""
-    return Router(routes, settings.model_aliases(), settings.model_fallback())
+    return Router(routes, settings.model_aliases(), settings.model_fallback(), missing_hint)
 
 
 def build_wirings(settings: Settings, context: WiringContext) -> tuple[dict[str, ProviderWiring], dict[str, str], list[str]]:

@@ -131,18 +131,25 @@ def test_two_credentials_failing_in_a_row_trigger_a_refresh(
     assert stats(gw)["total_tokens"] == 4
 
 
-def test_resets_count_as_failures_but_an_unreachable_upstream_blames_no_token(
+def test_resets_count_as_failures_but_an_outage_or_an_unreachable_upstream_blames_no_token(
     k2emu: K2ThinkEmulator, start_gateway: Callable[..., GatewayServer], tmp_path: Path
 ) -> None:
     tokens = [k2emu.mint_token() for _ in range(3)]
     (tmp_path / "tokens.txt").write_text("\n".join(tokens) + "\n")
     k2emu.break_mid_stream, k2emu.interrupt_after_events = True, 0  # headers, then the connection is cut
-    gw = start_gateway(k2think_base_url=k2emu.base_url, tokens_file=tmp_path / "tokens.txt", max_retries=2)
+    gw = start_gateway(k2think_base_url=k2emu.base_url, tokens_file=tmp_path / "tokens.txt", max_retries=1)
     with pytest.raises(openai.APIStatusError) as caught:
         chat(gw)
     assert caught.value.status_code == 502
     view = _by_token(gw)
-    assert [view[_masked(t)]["failures"] for t in tokens] == [1, 1, 1]
+    assert [view[_masked(t)]["failures"] for t in tokens] == [1, 1, 0]
+    assert all("broke off" in str(view[_masked(t)]["last_error"]) for t in tokens[:2])
+    with pytest.raises(openai.APIStatusError) as caught:  # the third fails too: the upstream is down
+        chat(gw)
+    assert caught.value.status_code == 502 and "broke off" in caught.value.message
+    assert "all 3 usable credentials failed" in stats(gw)["upstream_outage"]["reason"]
+    view = _by_token(gw)
+    assert [view[_masked(t)]["failures"] for t in tokens] == [0, 0, 0]  # nobody's verdict
     assert all("broke off" in str(view[_masked(t)]["last_error"]) for t in tokens)
 
     nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there

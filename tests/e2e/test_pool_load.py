@@ -43,12 +43,16 @@ def test_good_expired_revoked_and_rate_limited_under_load(
     limited_view = of(limited)
     assert limited_view["state"] == "cooling" and limited_view["failures"] == 0
     assert float(limited_view["cooldown_until"]) > time.time() + 100  # type: ignore[arg-type]
-    assert of(flaky)["state"] == "disabled" and int(of(flaky)["failures"]) >= 3  # type: ignore[call-overload]
+    flaky_view = of(flaky)  # resting (or back on trial), never disabled for 5xx
+    assert flaky_view["state"] in ("cooling", "active") and flaky_view["disabled_reason"] is None
+    assert int(flaky_view["failures"]) >= 3  # type: ignore[call-overload]
     assert all(of(t)["state"] == "active" and of(t)["failures"] == 0 for t in good)
     assert sum(int(of(t)["requests_served"]) for t in good) == 120  # type: ignore[call-overload]
     with httpx.Client() as http:
         health = http.get(gw.base_url + "/health").json()
-    assert health["providers"]["k2think"]["credentials"] == {"total": 6, "active": 2, "cooling": 1, "disabled": 2, "expired": 1}
+    counts = health["providers"]["k2think"]["credentials"]
+    assert {k: counts[k] for k in ("total", "disabled", "expired")} == {"total": 6, "disabled": 1, "expired": 1}
+    assert counts["active"] + counts["cooling"] == 4
     assert_no_full_token(gw.logs.text, everything)
 
 

@@ -69,7 +69,7 @@ def test_statuses(status: int, kind: FailureKind) -> None:
         assert failure.retry_after == 7
 
 
-def test_resets_and_timeouts_disable_after_max_failures_but_unreachable_never_does() -> None:
+def test_resets_and_timeouts_rest_a_credential_after_max_failures_but_unreachable_never_counts() -> None:
     credential = Credential(id="c", secret=Secret("secret-token-value-0123456789"), provider="p")
     pool = CredentialPool("p", [credential], max_failures=3)
     for _ in range(5):
@@ -79,7 +79,9 @@ def test_resets_and_timeouts_disable_after_max_failures_but_unreachable_never_do
     pool.acquire_now().fail(classify_http_error(UpstreamTimeout("slow", provider="p")))
     assert pool.counts()["active"] == 1
     pool.acquire_now().fail(classify_http_error(UpstreamTransportError("reset", provider="p")))
-    assert pool.find("c").disabled  # type: ignore[union-attr]
+    entry = pool.find("c")
+    assert entry is not None and not entry.disabled and entry.failures == 3  # resting, never disabled
+    assert pool.counts()["cooling"] == 1
 
 
 def test_an_upstream_echoing_the_credential_never_stores_it_in_full() -> None:

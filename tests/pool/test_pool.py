@@ -44,7 +44,7 @@ def test_round_robin_and_exclusion() -> None:
     assert lease.credential.id != "c0"
 
 
-def test_auth_disables_at_once_and_success_resets_failures() -> None:
+def test_auth_disables_at_once_transient_failures_rest_and_success_resets_failures() -> None:
     pool, _ = make(2, max_failures=3)
     c0 = pool.find("c0")
     assert c0 is not None
@@ -56,14 +56,14 @@ def test_auth_disables_at_once_and_success_resets_failures() -> None:
     assert c0.failures == 0
     for _ in range(3):
         pool.acquire_now(frozenset({"c1"})).fail(TRANSIENT)
-    assert c0.disabled and "3 consecutive failures" in (c0.disabled_reason or "")
+    assert not c0.disabled and c0.state(pool.now()) is CredentialState.COOLING  # resting, not disabled
     lease = pool.acquire_now()
     assert lease.credential.id == "c1"
     lease.fail(AUTH)
     assert pool.find("c1").disabled  # type: ignore[union-attr]
     with pytest.raises(PoolExhausted) as caught:
         pool.acquire_now()
-    assert "2 disabled" in caught.value.message
+    assert "1 disabled, 1 cooling down" in caught.value.message
 
 
 def test_rate_limit_cools_down_and_comes_back_without_counting() -> None:

@@ -119,9 +119,10 @@ class StreamSettings:
     split_sizes: tuple[int, ...]  # empty = write whole events
     split_write_delay: float
     line_ending: str
-    interrupt: str | None  # None | "break" | "hang"
+    interrupt: str | None  # None | "break" | "hang" | "keepalive"
     interrupt_after_events: int
     hang_seconds: float
+    keepalive_interval: float = 0.05
 
 
 def encode_sse(data: str, line_ending: str = "\n") -> bytes:
@@ -303,6 +304,9 @@ class EmulatorBase:
         self.break_mid_stream = False
         #: send ``interrupt_after_events`` events then stall until the client leaves
         self.hang_mid_stream = False
+        #: like ``hang_mid_stream``, but a ``: keep-alive`` comment every ``keepalive_interval`` s
+        self.keepalive_mid_stream = False
+        self.keepalive_interval = 0.05
         self.interrupt_after_events = 2
         #: upper bound of a hang; after it the connection is aborted
         self.hang_seconds = 30.0
@@ -539,7 +543,10 @@ class EmulatorBase:
     # -- streaming -------------------------------------------------------------
 
     def stream_settings(self) -> StreamSettings:
-        interrupt = "break" if self.break_mid_stream else "hang" if self.hang_mid_stream else None
+        interrupt = (
+            "break" if self.break_mid_stream else "hang" if self.hang_mid_stream
+            else "keepalive" if self.keepalive_mid_stream else None
+        )
         return StreamSettings(
             chunk_delay=self.chunk_delay,
             split_sizes=_split_sizes(self.split_size) if self.split_writes else (),
@@ -548,6 +555,7 @@ class EmulatorBase:
             interrupt=interrupt,
             interrupt_after_events=self.interrupt_after_events,
             hang_seconds=self.hang_seconds,
+            keepalive_interval=self.keepalive_interval,
         )
 
     async def wait_first_byte(self) -> None:
@@ -592,6 +600,11 @@ class EmulatorBase:
         await writer.flush()
         if settings.interrupt == "hang":
             await asyncio.sleep(settings.hang_seconds)
+        elif settings.interrupt == "keepalive":  # alive on the wire, but no content ever again
+            give_up = time.monotonic() + settings.hang_seconds
+            while time.monotonic() < give_up:
+                await writer.write(b": keep-alive\n\n")
+                await asyncio.sleep(settings.keepalive_interval)
         else:
             with self._lock:
                 self.broken_streams += 1

@@ -135,6 +135,7 @@ def pool_stats(pool: CredentialPool | None, lifecycle: PoolLifecycle | None) -> 
         "consecutive_upstream_errors": pool.consecutive_auth_failures if pool is not None else 0,
         "upstream_error_threshold": UPSTREAM_ERROR_THRESHOLD,
         "auto_update_enabled": lifecycle is not None and lifecycle.refresher is not None,
+        "upstream_outage": pool.outage.view(now) if pool is not None else None,
         "tokens": [credential_view(e, i, now) for i, e in enumerate(entries)],
     }
 
@@ -241,6 +242,7 @@ async def pools(request: Request) -> Response:
                 "counts": pool.counts(),
                 "max_failures": pool.max_failures,
                 "consecutive_failures": pool.consecutive_failures,
+                "upstream_outage": pool.outage.view(now),
                 "tokens_file": lifecycle.describe_files() if lifecycle else None,
                 "refresh": lifecycle.refresher.status() if lifecycle and lifecycle.refresher else None,
                 "credentials": [credential_view(e, i, now) for i, e in enumerate(pool.entries)],

@@ -30,9 +30,9 @@ DATA_DIR=./data
 LOG_LEVEL=INFO
 # text or json
 LOG_FORMAT=text
-# Seconds to connect and get the first byte from an upstream.
+# Seconds until an answer's first content, all retries together (connect, headers, first data).
 REQUEST_TIMEOUT=60
-# Longest silence inside a healthy stream, in seconds.
+# Longest silence in content inside a healthy stream, in seconds (keep-alive comments are silence).
 STREAM_IDLE_TIMEOUT=300
 # Further credentials tried when an attempt fails before anything reached the client.
 MAX_RETRIES=3
@@ -54,8 +54,12 @@ VALID_API_KEY=
 ADMIN_API_KEY=
 
 # --- credential pools (every provider) ----------------------------------------------
-# Consecutive failures (5xx, timeouts) that disable a token; a success resets the count.
+# Transient failures in a row (5xx, timeouts, resets) after which a token rests, then gets
+# one trial request; it is never disabled for them. A success resets the count.
 MAX_TOKEN_FAILURES=3
+# The first rest, in seconds; doubled after each further failure, at most 5 minutes. When every
+# token fails at once, the whole upstream rests the same way instead.
+TOKEN_BACKOFF_SECONDS=5
 # Cooldown after a 429 without Retry-After, in seconds.
 TOKEN_COOLDOWN_SECONDS=60
 # Seconds between checks of credential files for edits.

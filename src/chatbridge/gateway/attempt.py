@@ -38,9 +38,10 @@ EventStream = AsyncGenerator[Event, None]
 
 
 class Timing:
-    """What one request learns besides its events: time spent waiting on upstreams (so the
-    gateway's own overhead can be reported), and what the upstream said about the answer
-    (`Notice`s, the `ConversationRef` it went into), which never reaches the client's stream."""
+    """What one request learns besides its events: time spent waiting on upstreams and pausing
+    between attempts (so the gateway's own overhead can be reported without it), and what the
+    upstream said about the answer (`Notice`s, the `ConversationRef` it went into), which never
+    reaches the client's stream."""
 
     __slots__ = ("conversation", "notices", "upstream_wait")
 

@@ -5,18 +5,24 @@ classified by its provider (once, by the attempt), the credential is marked, and
 credential is tried (bounded by MAX_RETRIES). Once an attempt has produced its first event, a
 failure ends the stream with an error, never with a silent retry that could duplicate output.
 Tool emulation is a loop of rounds run here too (`_rounds`), each round with the same retries.
+
+Time does not multiply with attempts: REQUEST_TIMEOUT is one budget for the first event across
+all attempts of a round (`core.budget`: waits for a credential, backoff, the upstream's own
+time), and the same key is never retried after a 401/403 or before its 429's `Retry-After`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from chatbridge.core.budget import FIRST_CONTENT_DEADLINE, clock
 from chatbridge.core.credentials import Credential
-from chatbridge.core.errors import AttemptsFailed, Failure, FailureKind, PoolExhausted, UpstreamError
+from chatbridge.core.errors import AttemptsFailed, Failure, FailureKind, PoolExhausted, UpstreamError, UpstreamTimeout
 from chatbridge.core.tokens import count_prompt_tokens
 from chatbridge.core.types import ChatRequest, ConversationRef, Event, EventTransform, Route
 from chatbridge.features.content import UpstreamAbilities, fit_content, needs_fitting
@@ -33,6 +39,8 @@ from chatbridge.providers.base import Provider
 
 log = logging.getLogger("chatbridge.pipeline")
 
+_LEAST_ATTEMPT = 0.01  # seconds of budget below which another attempt is not worth starting
+
 
 @dataclass(frozen=True, slots=True)
 class PipelineSettings:
@@ -45,6 +53,7 @@ class PipelineSettings:
     # this go to `stream: true` clients in pieces this long, this far apart (0 s: off).
     pseudo_stream_chars: int = 16
     pseudo_stream_interval: float = 0.015
+    request_timeout: float = 60.0  # the budget for a round's first event, all attempts together (REQUEST_TIMEOUT)
 
 
 class AttemptPlan(Protocol):
@@ -291,21 +300,41 @@ class Pipeline:
 
         An upstream that says the credential is busy (another reply streaming on its account) costs
         no retry and no penalty: the pool holds the credential back for a moment, and the next
-        attempt takes another one or waits for it, for up to `busy_wait` in all.
+        attempt takes another one or waits for it. Every attempt shares one deadline
+        (REQUEST_TIMEOUT from now), which the HTTP layer reads from `core.budget`; once it has
+        passed, the last failure is the answer.
         """
+        deadline = clock() + self.settings.request_timeout
+        token = FIRST_CONTENT_DEADLINE.set(deadline)
+        try:
+            return await self._attempts(plan, provider, timing, transforms, deadline)
+        finally:
+            FIRST_CONTENT_DEADLINE.reset(token)
+
+    async def _attempts(
+        self, plan: AttemptPlan | ChatRequest, provider: Provider, timing: Timing,
+        transforms: TransformsFactory | None, deadline: float,
+    ) -> tuple[Event | None, Attempt]:
         prefer = None if isinstance(plan, ChatRequest) else plan.prefer
         pool = self.pools.get(provider.name) if provider.requires_credential else None
-        loop = asyncio.get_running_loop()
         tried: set[str] = set()
         renewed: set[str] = set()  # credentials this request waited on a renewal for (once each)
         last: tuple[UpstreamError, Failure] | None = None
         attempt_no = tries = 0  # failures that count toward MAX_RETRIES; every attempt
-        busy_until: float | None = None
         while attempt_no <= self.settings.max_retries:
-            wait = self.settings.busy_wait if busy_until is None else max(0.0, busy_until - loop.time())
-            lease = await self._lease(pool, tried, last, tries, prefer, wait) if pool is not None else None
-            if lease is None and tries and last is not None:
-                await asyncio.sleep(self.settings.retry_backoff * (2 ** max(0, attempt_no - 1)))
+            if last is not None and clock() >= deadline - _LEAST_ATTEMPT:
+                raise self._out_of_time(provider, last, tries)
+            lease = await self._lease(pool, tried, last, tries, prefer, deadline) if pool is not None else None
+            if lease is not None and last is not None and clock() >= deadline - _LEAST_ATTEMPT:
+                lease.release()  # the wait for it took what was left: no credential is to blame
+                raise self._out_of_time(provider, last, tries)
+            if lease is None and last is not None:  # the same key (or none) again: pause first
+                pause = self._pause(last[1], attempt_no)
+                if pause is None or clock() + pause >= deadline:
+                    raise AttemptsFailed(*last, tries)  # a 429 without Retry-After, or one that does not fit
+                started = time.perf_counter()
+                await asyncio.sleep(pause)
+                timing.upstream_wait += time.perf_counter() - started  # waiting, not gateway overhead
             credential = lease.credential if lease is not None else None
             request = plan if isinstance(plan, ChatRequest) else plan.request_for(credential, failover=attempt_no > 0)
             attempt = Attempt(provider.stream(request, credential), request, lease=lease, classify=provider.classify,
@@ -324,22 +353,41 @@ class Pipeline:
                 )
                 last = (error, failure)
                 if failure.kind is FailureKind.BUSY:
-                    busy_until = busy_until if busy_until is not None else loop.time() + self.settings.busy_wait
-                    if loop.time() >= busy_until:
-                        break
-                    continue
+                    continue  # not a retry: the pool holds the credential; the deadline bounds the waiting
                 if failure.scope == "request":  # what the plan sent was stale (e.g. a conversation gone): rebuild it
                     attempt_no += 1
                     continue
                 if credential is not None and not _renewing(lease, renewed):
                     tried.add(credential.id)
-                if not failure.is_retryable:
-                    break
+                if not failure.is_retryable or (lease is None and failure.kind is FailureKind.AUTH):
+                    break  # the client's fault, or the one key was refused: asking again cannot help
                 attempt_no += 1
                 continue
             return first, attempt
         assert last is not None
+        if clock() >= deadline - _LEAST_ATTEMPT:
+            raise self._out_of_time(provider, last, tries)
         raise AttemptsFailed(last[0], last[1], tries)
+
+    def _pause(self, failure: Failure, attempt_no: int) -> float | None:
+        """Before the same key (or no key) is tried again: the 429's `Retry-After`, else a backoff.
+
+        None: do not try again (a 429 that did not say when).
+        """
+        if failure.kind is FailureKind.RATE_LIMITED:
+            return failure.retry_after
+        return float(self.settings.retry_backoff * 2.0 ** (attempt_no - 1))
+
+    def _out_of_time(self, provider: Provider, last: tuple[UpstreamError, Failure], attempts: int) -> AttemptsFailed:
+        """The budget is spent: the last failure is the answer, saying so if the upstream was slow."""
+        error, failure = last
+        if isinstance(error, UpstreamTimeout):
+            error = UpstreamTimeout(
+                f"{provider.name} upstream sent no answer within REQUEST_TIMEOUT ({self.settings.request_timeout:g} s, "
+                f"all attempts together); last: {error.message}",
+                provider=error.provider, credential_id=error.credential_id,
+            )
+        return AttemptsFailed(error, failure, attempts)
 
     async def _lease(
         self,
@@ -348,10 +396,11 @@ class Pipeline:
         last: tuple[UpstreamError, Failure] | None,
         attempts: int,
         prefer: str | None,
-        timeout: float,
+        deadline: float,
     ) -> Lease:
+        wait = max(0.0, min(self.settings.busy_wait, deadline - clock()))
         try:
-            return await pool.acquire(frozenset(tried), prefer=prefer, timeout=timeout)
+            return await pool.acquire(frozenset(tried), prefer=prefer, timeout=wait)
         except PoolExhausted as exhausted:
             if last is None:
                 raise

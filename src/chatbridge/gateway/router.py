@@ -9,7 +9,7 @@ a served model id, or a provider's name for that provider's first model.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from chatbridge.core.errors import ModelNotFound
 from chatbridge.core.types import ModelInfo, Route
@@ -32,7 +32,10 @@ def _priority(indexed: tuple[int, Alias]) -> tuple[int, int, int]:
 class Router:
     """Exact-match lookup; ids are case-sensitive as OpenAI's are, with a case-blind fallback."""
 
-    def __init__(self, routes: Iterable[Route] = (), aliases: Sequence[Alias] = (), fallback: Alias | None = None) -> None:
+    def __init__(self, routes: Iterable[Route] = (), aliases: Sequence[Alias] = (), fallback: Alias | None = None,
+                 missing_hint: Callable[[], str | None] | None = None) -> None:
+        # Why a model may be missing now (a model list not read yet), for the 404's message.
+        self._missing_hint = missing_hint
         self._routes: dict[str, Route] = {}
         self._folded: dict[str, Route] = {}
         self._by_provider: dict[str, Route] = {}
@@ -54,7 +57,7 @@ class Router:
             return route
         target = self.alias_target(model)
         if target is None:
-            raise ModelNotFound(model)
+            raise ModelNotFound(model, hint=self._missing_hint() if self._missing_hint is not None else None)
         route = self._target(target)
         if route is None:
             raise ModelNotFound(model, f"it maps to '{target}', which no provider serves")

@@ -2,7 +2,9 @@
 
 The pipeline asks for a `Lease`, runs one attempt with its credential, and reports the
 outcome on the lease; the pool turns outcomes into state (failure counts, cooldowns,
-disabling) and never hands out a credential that is disabled, cooling or expired.
+disabling) and never hands out a credential that is disabled, cooling or expired. Only auth
+failures disable; transient ones rest a credential with a growing backoff, and a failure of
+every credential at once rests the whole upstream instead (`outage.py`).
 
 A credential may also be *busy*: at its cap of concurrent leases (`max_streams`) or being
 refreshed. Busy is not a failure. `acquire_now` raises `PoolBusy` at once; `await acquire(...,
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
+import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -25,6 +29,9 @@ from typing import Any
 
 from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import Failure, FailureKind, PoolBusy, PoolExhausted
+from chatbridge.pool.outage import Backoff, Outage
+
+log = logging.getLogger("chatbridge.pool")
 
 
 class CredentialState(str, enum.Enum):
@@ -60,6 +67,11 @@ class CredentialHealth:
     refreshing: bool = False  # a token refresh is running: not handed out meanwhile (not persisted)
     held_until: float = 0.0  # the upstream said it is busy (another reply streaming): busy, not failed, until then
     renewed_on_auth: bool = False  # an auth failure already sent it to renewal; a success clears it
+    # Its current run of transient failures (not persisted): when the last one was, the pool's
+    # success count then, and its health before the run (restored if the run was an outage).
+    failed_at: float = 0.0
+    failed_epoch: int = -1
+    before_run: tuple[int, float] | None = None
 
     def state(self, now: float) -> CredentialState:
         if self.disabled:
@@ -82,12 +94,19 @@ class CredentialHealth:
         self.failures = _as(record.get("failures"), int, self.failures)
         self.disabled = _as(record.get("disabled"), bool, self.disabled)
         self.disabled_reason = _as(record.get("disabled_reason"), str, None)
+        if self.disabled and _OLD_TRANSIENT_VERDICT.match(self.disabled_reason or ""):
+            # Saved by a version that disabled credentials for transient failures: now they rest.
+            self.disabled, self.disabled_reason = False, None
         self.cooldown_until = float(_as(record.get("cooldown_until"), (int, float), self.cooldown_until))
         self.last_error = _as(record.get("last_error"), str, None)
         self.requests_served = _as(record.get("requests_served"), int, self.requests_served)
         account = record.get("account")
         if isinstance(account, str) and self.credential.account is None:
             self.credential.account = account
+
+
+# How older versions worded disabling after MAX_TOKEN_FAILURES transient failures.
+_OLD_TRANSIENT_VERDICT = re.compile(r"\d+ consecutive failures: ")
 
 
 def _as(value: Any, kind: type | tuple[type, ...], default: Any) -> Any:
@@ -116,13 +135,13 @@ class Lease:
     def fail(self, failure: Failure) -> None:
         if not self._settled:
             self._settled = True
-            self.pool._on_failure(self.health, failure)
+            self.pool._on_failure(self.health, failure, self)
 
     def release(self) -> None:
         """Give the credential back without judging it (e.g. the client went away)."""
         if not self._settled:
             self._settled = True
-            self.pool._on_release(self.health)
+            self.pool._on_release(self.health, self)
 
 
 @dataclass(slots=True)
@@ -158,6 +177,8 @@ class CredentialPool:
         max_streams: int | None = None,
         renew_on_auth: bool = False,
         busy_hold: float = 2.0,
+        backoff: Backoff = Backoff(),
+        outage_window: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if max_streams is not None and (isinstance(max_streams, bool) or max_streams < 1):
@@ -167,10 +188,18 @@ class CredentialPool:
         # Credentials that can be renewed (a refresh token behind an access token): the first
         # auth failure holds the credential for renewal (`refreshing`) instead of disabling it.
         self.renew_on_auth = renew_on_auth
+        # Transient failures in a row after which a credential rests (`backoff`, doubling), then
+        # gets one trial request at a time until it succeeds; it is never disabled for them.
         self.max_failures = max_failures
         self.default_cooldown = default_cooldown
         # How long a credential the upstream called busy is held back when it said nothing of when.
         self.busy_hold = busy_hold
+        self.backoff = backoff
+        # Every usable credential failing within this many seconds, with no success between: the
+        # upstream is down (see outage.py).
+        self.outage_window = outage_window
+        self.outage = Outage(backoff)
+        self._successes = 0  # answers served so far: "no success since" is an unchanged count
         self._clock = clock
         self._entries: list[CredentialHealth] = []
         self._by_id: dict[str, CredentialHealth] = {}
@@ -287,7 +316,10 @@ class CredentialPool:
             raise self._unavailable(picked, now, exclude)
         picked.in_flight += 1  # `_lease`, inlined on the hot path
         picked.last_used = now
-        return Lease(self, picked)
+        lease = Lease(self, picked)
+        if self.outage.streak:  # the upstream rested after an outage: this request is its trial
+            self.outage.trial = lease
+        return lease
 
     async def acquire(
         self, exclude: frozenset[str] = frozenset(), prefer: str | None = None, timeout: float = 0.0
@@ -338,7 +370,7 @@ class CredentialPool:
         """
         entry.refreshing = refreshing
         if not refreshing:
-            if _is_free(entry, self._clock()):
+            if self._is_free(entry, self._clock()):
                 self._refill(entry)
             else:  # the refresh failed (it rests or is disabled): waiters left with nothing usable are told now
                 self._dispatch()
@@ -358,14 +390,21 @@ class CredentialPool:
 
     def _select(self, exclude: frozenset[str], prefer: str | None, now: float) -> CredentialHealth | int:
         """A usable credential with a free slot, or how many usable ones are busy (0: none usable)."""
+        outage = self.outage
+        if outage.streak:  # the upstream is resting (nothing usable), or its one trial is out (busy)
+            if now < outage.until:
+                return 0
+            if outage.trial is not None:
+                return 1
         if prefer is not None and prefer not in exclude:
             entry = self._by_id.get(prefer)
-            if entry is not None and _is_free(entry, now):
+            if entry is not None and self._is_free(entry, now):
                 return entry
         entries = self._entries
         size = len(entries)
         busy = 0
         if size:
+            limit = self.max_failures
             start = self._cursor
             self._cursor = start + 1
             offset = 0
@@ -381,11 +420,24 @@ class CredentialPool:
                 if state is not CredentialState.ACTIVE:
                     continue
                 cap = entry.max_streams
+                if entry.failures >= limit:  # back from a rest, on trial: one request at a time
+                    cap = 1
                 if (cap is not None and entry.in_flight >= cap) or entry.held_until > now:
                     busy += 1
                     continue
                 return entry
         return busy
+
+    def _is_free(self, entry: CredentialHealth, now: float) -> bool:
+        """`entry` may take one more lease now (the checks of `_select`, for one credential)."""
+        outage = self.outage
+        if outage.streak and (now < outage.until or outage.trial is not None):
+            return False
+        cap = 1 if entry.failures >= self.max_failures else entry.max_streams
+        return (
+            not entry.refreshing and (cap is None or entry.in_flight < cap) and entry.held_until <= now
+            and entry.state(now) is CredentialState.ACTIVE
+        )
 
     def _claim(self, exclude: frozenset[str], prefer: str | None, now: float) -> CredentialHealth | int:
         """`_select` for a newcomer, after the waiters queued before it took what they can use."""
@@ -397,7 +449,10 @@ class CredentialPool:
     def _lease(self, entry: CredentialHealth, now: float) -> Lease:
         entry.in_flight += 1
         entry.last_used = now
-        return Lease(self, entry)
+        lease = Lease(self, entry)
+        if self.outage.streak:  # the upstream rested after an outage: this request is its trial
+            self.outage.trial = lease
+        return lease
 
     def _unavailable(
         self, busy: int, now: float, exclude: frozenset[str], waited: float | None = None
@@ -406,7 +461,10 @@ class CredentialPool:
         return self._busy(busy, waited) if busy else self._exhausted(now, bool(exclude))
 
     def _busy(self, busy: int, waited: float | None = None) -> PoolBusy:
-        message = f"{self.provider}: all {busy} usable credentials are busy (at their stream cap or being refreshed)"
+        if self.outage.trial is not None:
+            message = f"{self.provider}: the upstream is on trial after an outage (one request at a time)"
+        else:
+            message = f"{self.provider}: all {busy} usable credentials are busy (at their stream cap or being refreshed)"
         if waited is not None:
             message += f"; none freed up within {waited:g} s"
         return PoolBusy(self.provider, message, retry_after=1.0)
@@ -415,7 +473,7 @@ class CredentialPool:
 
     def _hand_off(self, entry: CredentialHealth, now: float) -> bool:
         """Give one free slot of `entry` to the oldest waiter that may use it; False if none."""
-        if self._by_id.get(entry.credential.id) is not entry or not _is_free(entry, now):
+        if self._by_id.get(entry.credential.id) is not entry or not self._is_free(entry, now):
             return False
         waiters = self._waiters
         for index, waiter in enumerate(waiters):
@@ -473,6 +531,11 @@ class CredentialPool:
             future.result().release()  # settles it, so the slot goes to the next waiter
 
     def _exhausted(self, now: float, some_excluded: bool) -> PoolExhausted:
+        if self.outage.is_open(now):  # no refresh is triggered: new tokens would not help
+            rest = self.outage.until - now
+            # A request whose own attempts showed the outage answers with the upstream's failure.
+            return PoolExhausted(self.provider, f"{self.provider}: {self.outage.reason}; the upstream rests, next try "
+                                 f"in {rest:.0f} s", retry_after=max(1.0, rest), excluded_only=some_excluded)
         counts = self.counts()
         cooling = [e.cooldown_until - now for e in self._entries if e.state(now) is CredentialState.COOLING]
         retry_after = max(1.0, min(cooling)) if cooling else None
@@ -504,23 +567,40 @@ class CredentialPool:
         entry.failures = 0
         entry.renewed_on_auth = False
         entry.requests_served += 1
+        self._successes += 1
         self.consecutive_failures = 0
         self.consecutive_auth_failures = 0
         self._notify(entry, None)
-        if self._waiters:
+        if self.outage.streak:
+            self._recovered()
+        elif self._waiters:
             self._slot_freed(entry)
 
-    def _on_release(self, entry: CredentialHealth) -> None:
+    def _on_release(self, entry: CredentialHealth, lease: Lease) -> None:
         entry.in_flight -= 1
-        if self._waiters:
+        if self.outage.trial is lease:  # the trial ended without a verdict: the next request is one
+            self.outage.trial = None
+            self._dispatch()
+        elif self._waiters:
             self._slot_freed(entry)
 
-    def _on_failure(self, entry: CredentialHealth, failure: Failure) -> None:
+    def _on_failure(self, entry: CredentialHealth, failure: Failure, lease: Lease) -> None:
         entry.in_flight -= 1
+        trial = self.outage.trial is lease
+        if trial:
+            self.outage.trial = None
         if failure.scope == "credential":
             self._judge(entry, failure)
-        if self._waiters:
+        if trial:
+            self._dispatch()
+        elif self._waiters:
             self._slot_freed(entry)
+
+    def _recovered(self) -> None:
+        """An answer after an outage: the upstream is back, every credential serves again."""
+        log.info("%s upstream answers again after %d outage rest(s)", self.provider, self.outage.streak)
+        self.outage.close()
+        self._dispatch()
 
     def _slot_freed(self, entry: CredentialHealth) -> None:
         now = self._clock()
@@ -545,14 +625,64 @@ class CredentialPool:
             entry.cooldown_until = max(entry.cooldown_until, self._clock() + wait)
         elif failure.kind is FailureKind.BUSY:
             self.hold(entry, failure.retry_after if failure.retry_after is not None else self.busy_hold)
-        elif failure.kind is FailureKind.TRANSIENT:
-            entry.failures += 1
-            if entry.failures >= self.max_failures:
-                entry.disabled = True
-                entry.disabled_reason = f"{entry.failures} consecutive failures: {message}"
+        elif failure.kind is FailureKind.TRANSIENT and not self._transient(entry, message):
+            self._notify(entry, None)  # the upstream's failure, not this credential's: no verdict
+            return
         if failure.penalises_credential:
             self.consecutive_failures += 1
         self._notify(entry, failure)
+
+    def _transient(self, entry: CredentialHealth, message: str) -> bool:
+        """Count a transient failure against `entry`; False when it is the upstream's (an outage)."""
+        now = self._clock()
+        outage = self.outage
+        if outage.streak:  # resting or on trial after an outage: the upstream failed again
+            if now >= outage.until:
+                self._open_outage(now, f"the upstream still fails after {outage.streak} rest(s): {message}")
+            return False
+        if not self._in_run(entry, now):
+            entry.before_run = (entry.failures, entry.cooldown_until)
+        entry.failed_at, entry.failed_epoch = now, self._successes
+        entry.failures += 1
+        if entry.failures >= self.max_failures:  # rest, longer each time; then one trial request
+            rest = self.backoff.delay(entry.failures - self.max_failures + 1)
+            entry.cooldown_until = max(entry.cooldown_until, now + rest)
+        failed = self._all_failed(now)
+        if failed:
+            self._open_outage(now, f"all {failed} usable credentials failed within {self.outage_window:g} s: {message}")
+            return False
+        return True
+
+    def _in_run(self, entry: CredentialHealth, now: float) -> bool:
+        """Whether `entry` failed transiently within the window with no success anywhere since."""
+        return entry.failed_epoch == self._successes and entry.failed_at > now - self.outage_window
+
+    def _all_failed(self, now: float) -> int:
+        """How many usable credentials failed in a run, if every one did (and at least two); else 0."""
+        failed = 0
+        for entry in self._entries:
+            if entry.disabled or entry.refreshing:
+                continue
+            expires_at = entry.credential.expires_at
+            if expires_at is not None and expires_at <= now:
+                continue
+            if self._in_run(entry, now):
+                failed += 1
+            elif entry.cooldown_until <= now:
+                return 0  # a usable credential that has not failed: the upstream answers
+        return failed if failed >= 2 else 0
+
+    def _open_outage(self, now: float, reason: str) -> None:
+        """The upstream is down: undo the verdicts of its failures and rest the whole provider."""
+        for entry in self._entries:
+            if entry.before_run is not None and self._in_run(entry, now):
+                entry.failures, entry.cooldown_until = entry.before_run
+                entry.before_run = None
+                entry.failed_epoch = -1
+        self.consecutive_failures = 0
+        rest = self.outage.open(now, reason)
+        log.warning("%s upstream outage: %s; resting %.3g s before a trial request", self.provider, reason, rest)
+        self._dispatch()
 
     def _notify(self, entry: CredentialHealth, failure: Failure | None) -> None:
         for listener in self.listeners:
@@ -584,6 +714,7 @@ class CredentialPool:
         self._dispatch()
 
     def reset_all(self) -> None:
+        self.outage.close()
         for entry in self._entries:
             self.reset(entry)
         self.reset_consecutive()
@@ -623,14 +754,6 @@ class CredentialPool:
 
 
 _RENEWABLE = (CredentialState.ACTIVE, CredentialState.EXPIRED)
-
-
-def _is_free(entry: CredentialHealth, now: float) -> bool:
-    cap = entry.max_streams
-    return (
-        not entry.refreshing and (cap is None or entry.in_flight < cap) and entry.held_until <= now
-        and entry.state(now) is CredentialState.ACTIVE
-    )
 
 
 def _without_secret(message: str, credential: Credential) -> str:

@@ -7,7 +7,7 @@ answer into core `Event`s. It knows nothing about HTTP ingress, pools or other p
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import (
@@ -58,7 +58,14 @@ class Provider(abc.ABC):
         return []
 
     async def astart(self) -> None:
-        """Called once in the application lifespan (e.g. to discover models)."""
+        """Called once in the application lifespan (e.g. to start discovering models); must not block long."""
+
+    def discovery(self) -> str | None:
+        """How a discovered model list stands: "ok", "pending" or "failed: …"; None when the list is fixed."""
+        return None
+
+    def on_models_changed(self, callback: Callable[[], None]) -> None:
+        """Have `callback` called whenever `models()` changes (a provider that discovers its models)."""
 
     async def aclose(self) -> None:
         """Release upstream connections."""

@@ -10,7 +10,10 @@ event-stream frames plug in the same way; `core.sse.SSEDecoder` is one) and its 
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import functools
+import math
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import aclosing
@@ -21,6 +24,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import aiohttp
 import orjson
 
+from chatbridge.core.budget import FIRST_CONTENT_DEADLINE, clock
 from chatbridge.core.errors import (
     FrameTooLarge,
     UpstreamError,
@@ -51,8 +55,8 @@ class BodyLimits:
 class HttpSettings:
     """What every provider's HTTP client shares."""
 
-    request_timeout: float = 60.0  # connect + time to response headers
-    idle_timeout: float = 300.0  # longest silence inside a healthy stream
+    request_timeout: float = 60.0  # connect + time to response headers (the pipeline's budget bounds it further)
+    idle_timeout: float = 300.0  # longest silence in content inside a healthy stream
     proxy_url: str | None = None
     # Upstream connections per provider; each open stream holds one, so this caps concurrent
     # streams (the rest wait for a connection). 1,000 open streams is a benchmarked target.
@@ -146,12 +150,15 @@ async def open_response(
     json_body: Any,
     idle_timeout: float,
     envelope: Callable[[bytes], bytes] | None = None,
+    deadline: float | None = None,
 ) -> aiohttp.ClientResponse:
     """Send a request and wait for the response headers; error statuses raise.
 
     The wait for the headers (and for an error body) is bounded by the session's read timeout,
-    REQUEST_TIMEOUT; from then on the body may fall silent for up to `idle_timeout`. (An
-    `asyncio.timeout` around the request did the same at a tenth of the client's CPU per request.)
+    REQUEST_TIMEOUT, and by the time left before `deadline` (the request's first-content budget,
+    `time.monotonic()` seconds) through aiohttp's own per-request timeouts; from then on the body
+    may fall silent for up to `idle_timeout`, and not past `deadline` before its first content.
+    (An `asyncio.timeout` around the request did the same at a tenth of the client's CPU.)
     """
     # Serialised here, straight to bytes: aiohttp's `json=` would go bytes → str → bytes.
     data = orjson.dumps(json_body)
@@ -159,13 +166,41 @@ async def open_response(
         data = envelope(data)
     if not any(name.lower() == "content-type" for name in headers):
         headers = {**headers, "Content-Type": "application/json"}
+    left = _time_left(deadline, provider, credential_id)
     with map_aiohttp_errors(provider, credential_id):
-        response = await session.request(method, url, headers=headers, data=data)
+        if left is None:
+            response = await session.request(method, url, headers=headers, data=data)
+        else:
+            response = await session.request(method, url, headers=headers, data=data, timeout=_timeout(math.ceil(left * 100)))
         if response.status >= 400:
             body = await _error_body(response)
             raise status_error(provider, response.status, body, response.headers, credential_id)
-    _allow_silence(response, idle_timeout)
+    _allow_silence(response, idle_timeout if deadline is None else _positive(min(idle_timeout, deadline - clock())))
     return response
+
+
+def _time_left(deadline: float | None, provider: str, credential_id: str | None) -> float | None:
+    """Seconds left of the first-content budget (None: none is set); none left is a timeout."""
+    if deadline is None:
+        return None
+    left = deadline - clock()
+    if left <= 0:
+        raise UpstreamTimeout(f"{provider} upstream: no time was left of REQUEST_TIMEOUT for another attempt",
+                              provider=provider, credential_id=credential_id)
+    return left
+
+
+@functools.lru_cache(maxsize=512)
+def _timeout(centiseconds: int) -> aiohttp.ClientTimeout:
+    """aiohttp's timeouts for a request with this much time left (rounded up to 10 ms; making
+    one costs 3 µs, and a first attempt always has the same time left)."""
+    left = max(centiseconds, 1) / 100
+    return aiohttp.ClientTimeout(total=None, connect=left, sock_connect=left, sock_read=left)
+
+
+def _positive(seconds: float) -> float:
+    """aiohttp reads a timeout of 0 as "none": the smallest wait instead."""
+    return max(seconds, 0.001)
 
 
 def _allow_silence(response: aiohttp.ClientResponse, seconds: float) -> None:
@@ -366,15 +401,25 @@ async def stream_answer(
     `decoder` makes the frame decoder (given the largest frame it may hold), only for an answer
     that is a stream; `reader` reads the frames, or the whole body of an answer that is not. One generator for the whole loop: every
     event of every stream passes through it, so it adds no layer of its own.
+
+    Time: the first event must come before the request's first-content deadline (the pipeline's,
+    `core.budget`; without one, within `idle_timeout`), a whole body likewise; after it, frames
+    must keep coming: aiohttp's socket read timeout (`idle_timeout`) ends a total silence, and
+    keep-alive comments, which are no content, for `idle_timeout` from the first of them end the
+    stream too. Checked on received chunks; a chunk with frames costs no clock read.
     """
+    deadline = FIRST_CONTENT_DEADLINE.get()
     response = await open_response(
         session, call.method, call.url, provider=call.provider, credential_id=call.credential_id,
         headers=call.headers, json_body=call.json_body, idle_timeout=call.idle_timeout, envelope=call.envelope,
+        deadline=deadline,
     )
+    idle = call.idle_timeout
+    limit = deadline if deadline is not None else clock() + idle  # for the first content, then for the next
     try:
         media_type = _media_type(response) if call.streamed else ""
         if not call.streamed or media_type == "application/json":
-            body = await read_all(response, call.provider, call.credential_id, call.limits.body_bytes)
+            body = await _read_whole(response, call, limit, deadline is not None)
             for event in list(reader.read_body(body)):
                 yield event
             return
@@ -385,15 +430,29 @@ async def stream_answer(
                 provider=call.provider, credential_id=call.credential_id,
             )
         frames = decoder(call.limits.event_bytes)
+        waiting = True  # no event yet: `limit` is the first-content deadline
+        quiet = False  # only keep-alives since the last frame: `limit` is then when that silence ends
         async with aclosing(iter_body(response, call.provider, call.credential_id)) as chunks:
             async for chunk in chunks:
+                framed = False
                 for frame in frames.decode(chunk):
+                    framed = True
                     for event in reader.read(frame):
+                        if waiting:
+                            waiting = False
+                            _allow_silence(response, idle)
                         yield event
                     if reader.done:
                         for event in reader.finish():
                             yield event
                         return
+                if framed and not waiting:  # content: no clock read on this, the common path
+                    quiet = False
+                elif waiting or quiet:
+                    if clock() > limit:
+                        raise _no_content(call, waiting, deadline is not None)
+                else:  # the first keep-alive after content (total silence: the socket's read timeout)
+                    quiet, limit = True, clock() + idle
             for frame in frames.flush():
                 for event in reader.read(frame):
                     yield event
@@ -409,6 +468,25 @@ async def stream_answer(
     finally:
         if not response.closed:  # reading to the end has closed (released) it already
             response.close()
+
+
+async def _read_whole(response: aiohttp.ClientResponse, call: UpstreamCall, limit: float, budget: bool) -> bytes:
+    """A whole body (a non-streamed answer), read before `limit`: it is the first content."""
+    try:
+        async with asyncio.timeout(_positive(limit - clock())):
+            return await read_all(response, call.provider, call.credential_id, call.limits.body_bytes)
+    except TimeoutError:
+        raise _no_content(call, True, budget) from None
+
+
+def _no_content(call: UpstreamCall, first: bool, budget: bool) -> UpstreamTimeout:
+    """No content in time: before the first (REQUEST_TIMEOUT's budget), or since the last."""
+    if first:
+        within = "within REQUEST_TIMEOUT" if budget else f"within {call.idle_timeout:g} s"
+        what = f"sent no answer {within} (keep-alive comments are not one)"
+    else:
+        what = f"sent no content for {call.idle_timeout:g} s (STREAM_IDLE_TIMEOUT; keep-alive comments are not content)"
+    return UpstreamTimeout(f"{call.provider} upstream {what}", provider=call.provider, credential_id=call.credential_id)
 
 
 def _media_type(response: aiohttp.ClientResponse) -> str:

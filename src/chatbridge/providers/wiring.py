@@ -9,15 +9,17 @@ the pool's lifecycle (if it has one), its routes, what startup prints, and what 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from chatbridge.core.credentials import Credential
 from chatbridge.core.findings import Finding
 from chatbridge.core.types import ChatRequest, Route
 from chatbridge.features.sessions import SessionSettings
 from chatbridge.pool.lifecycle import LifecycleSettings, PoolLifecycle
+from chatbridge.pool.outage import Backoff
 from chatbridge.pool.pool import CredentialPool
 from chatbridge.pool.signin import Authenticator, SignInPolicy
 from chatbridge.providers.base import Provider
@@ -41,11 +43,19 @@ class Planner(Protocol):
 class PoolDefaults:
     """Pool behaviour the core settings set for every provider (MAX_TOKEN_FAILURES, ...)."""
 
-    max_failures: int = 3
+    max_failures: int = 3  # transient failures in a row before a credential rests
     cooldown: float = 60.0  # after a 429 without Retry-After
+    backoff: float = 5.0  # the first rest after transient failures (doubling, at most 5 min)
+    outage_window: float = 30.0  # every credential failing within it: the upstream is down
     refresh_ahead: float = 600.0  # refresh a credential this long before it expires
     refresh_min_interval: float = 30.0  # between two automatically triggered refreshes
     reload_interval: float = 2.0  # how often credential files are checked for hand edits
+
+
+    def pool(self, provider: str, credentials: Iterable[Credential], **options: Any) -> CredentialPool:
+        """A credential pool with these health rules (`options`: the provider's own, e.g. `max_streams`)."""
+        return CredentialPool(provider, credentials, max_failures=self.max_failures, default_cooldown=self.cooldown,
+                              backoff=Backoff(self.backoff), outage_window=self.outage_window, **options)
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,3 +105,20 @@ def test_split_at_every_pair_of_offsets_matches_feeding_whole(
         for second in range(first, len(text)):
             pieces = [text[:first], text[first:second], text[second:]]
             assert _run(text, policy, pieces) == whole, (first, second)
+
+
+def test_untagged_text_kept_for_the_answer_fallback_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatbridge.features.thinking import markup
+
+    monkeypatch.setattr(markup, "UNTAGGED_KEPT", 100)
+    short = MarkupParser("reasoning")
+    assert short.feed("x" * 60) == ("x" * 60, "")
+    assert short.finish() == ("", "x" * 60)  # no </think>: the answer after all
+    long = MarkupParser("reasoning")
+    for _ in range(5):
+        long.feed("y" * 60)
+    assert long.finish() == ("", "")  # past the bound: it stays the reasoning it was shown as
+    closed = MarkupParser("reasoning")
+    for _ in range(5):
+        closed.feed("z" * 60)
+    assert closed.feed("</think>Answer.") == ("", "Answer.")

@@ -1,4 +1,9 @@
-"""A scripted upstream: each attempt plays the steps a scenario function returns for it."""
+"""A scripted upstream: each attempt plays the steps a scenario function returns for it.
+
+Like the HTTP layer (`providers/http.stream_answer`), it honours the request's first-content
+deadline (`core.budget`): a pause before the first event that would outlast it ends in
+`UpstreamTimeout` when the deadline passes.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,9 @@ import asyncio
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 
+from chatbridge.core.budget import FIRST_CONTENT_DEADLINE, clock
 from chatbridge.core.credentials import Credential
+from chatbridge.core.errors import UpstreamTimeout
 from chatbridge.core.types import ChatRequest, Event, Finish, ModelInfo, TextDelta
 from chatbridge.providers.base import Provider
 
@@ -43,13 +50,18 @@ class MockProvider(Provider):
     async def stream(self, request: ChatRequest, credential: Credential | None) -> AsyncGenerator[Event, None]:
         call = Call(request, credential)
         self.calls.append(call)
+        deadline = FIRST_CONTENT_DEADLINE.get()
         try:
             for step in self.scenario(request, credential):
                 if isinstance(step, Exception):
                     raise step
                 if isinstance(step, float):
+                    if deadline is not None and clock() + step > deadline:
+                        await asyncio.sleep(max(0.0, deadline - clock()))
+                        raise UpstreamTimeout(f"{self.name} upstream sent no answer within REQUEST_TIMEOUT", provider=self.name)
                     await asyncio.sleep(step)
                     continue
+                deadline = None  # the first event is out: the budget no longer applies
                 yield step
         finally:
             call.closed = True

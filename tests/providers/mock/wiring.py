@@ -5,7 +5,6 @@ from __future__ import annotations
 from chatbridge.core.credentials import Credential
 from chatbridge.core.secrets import Secret
 from chatbridge.core.types import Route
-from chatbridge.pool.pool import CredentialPool
 from chatbridge.providers.wiring import ProviderPlugin, ProviderWiring, WiringContext
 from tests.providers.mock.provider import MockProvider, Scenario, hello
 from tests.providers.mock.settings import MockSettings
@@ -33,8 +32,7 @@ class MockPlugin(ProviderPlugin):
                 Credential(id=f"mock-{i}", secret=Secret(f"mock-secret-{i}-0123456789"), provider=self.name)
                 for i in range(section.mock_credentials)
             ]
-            pool = CredentialPool(self.name, credentials, max_failures=context.pool.max_failures,
-                                  default_cooldown=context.pool.cooldown, max_streams=section.mock_max_streams)
+            pool = context.pool.pool(self.name, credentials, max_streams=section.mock_max_streams)
 
         def routes() -> list[Route]:
             return [Route(m.id, self.name, m.id, owned_by=self.name) for m in provider.models()]

@@ -21,6 +21,9 @@ _THINK_CLOSE = "</think>"
 _DETAILS_CLOSE = "</details>"
 _SUMMARY_OPEN = "<summary>"
 _SUMMARY_CLOSE = "</summary>"
+# Untagged text kept in case no `</think>` follows and it was the answer after all; past this many
+# characters it is reasoning for good (memory per stream stays bounded), as it was shown.
+UNTAGGED_KEPT = 1 << 20
 
 
 class _State(enum.Enum):
@@ -70,6 +73,7 @@ class MarkupParser:
         self._line_start = True  # for `> ` quoting inside <details>
         self._in_summary = False
         self._untagged_text: list[str] = []
+        self._untagged_chars = 0  # in `_untagged_text`; -1 once past UNTAGGED_KEPT (none kept)
         self._answer_leading = False
         self._reasoning_leading = True  # blank lines before the first reasoning word are layout
         self.saw_reasoning_close = False
@@ -92,13 +96,16 @@ class MarkupParser:
 
         Returns (reasoning, answer). When the parser assumed reasoning for untagged text and
         no `</think>` ever came, that text was in fact the answer: it is returned as answer
-        too (the caller has already emitted it as reasoning, which cannot be taken back).
+        too (the caller has already emitted it as reasoning, which cannot be taken back),
+        unless it grew past `UNTAGGED_KEPT` characters.
         """
         held = self._buffer
         self._buffer = ""
         if self._state is _State.START:
             return "", held.lstrip() if held.strip() else ""
         if self._state is _State.UNTAGGED:
+            if self._untagged_chars < 0:
+                return held, ""
             whole = "".join(self._untagged_text) + held
             return held, whole.strip()
         if self._state in (_State.THINK, _State.DETAILS):
@@ -153,12 +160,22 @@ class MarkupParser:
         if end != -1:
             reasoning.append(self._buffer[:end].rstrip("\n"))
             self._untagged_text.clear()
+            self._untagged_chars = 0
             self._close_reasoning(self._buffer[end + len(_THINK_CLOSE) :])
             return
         piece = self._take_reasoning()
         reasoning.append(piece)
-        if self._state is _State.UNTAGGED:
-            self._untagged_text.append(piece)  # the answer after all, if `</think>` never comes
+        if self._state is _State.UNTAGGED and self._untagged_chars >= 0:
+            self._keep_untagged(piece)
+
+    def _keep_untagged(self, piece: str) -> None:
+        """Keep untagged reasoning: the answer after all, if `</think>` never comes (up to a bound)."""
+        self._untagged_chars += len(piece)
+        if self._untagged_chars > UNTAGGED_KEPT:
+            self._untagged_text.clear()
+            self._untagged_chars = -1
+        else:
+            self._untagged_text.append(piece)
 
     def _take_reasoning(self) -> str:
         """What can be emitted now: all but a possible partial close tag and trailing newlines.

@@ -11,12 +11,15 @@ from chatbridge.features.thinking.markup import MarkupParser, UntaggedStart
 
 
 class SnapshotSplitter:
-    """Turns cumulative, re-rendered snapshots into deltas of reasoning and of answer."""
+    """Turns cumulative, re-rendered snapshots into deltas of reasoning and of answer.
+
+    Only lengths of what was emitted are kept (and the last snapshot, which `finish` re-reads).
+    """
 
     def __init__(self, untagged_start: UntaggedStart = "answer") -> None:
         self._untagged_start = untagged_start
-        self._reasoning = ""
-        self._answer = ""
+        self._reasoning = 0  # characters of reasoning emitted so far
+        self._answer = 0  # characters of answer emitted so far
         self._last_snapshot = ""
 
     def feed(self, snapshot: str) -> tuple[str, str]:
@@ -37,15 +40,13 @@ class SnapshotSplitter:
     def _advance(self, reasoning: str, answer: str) -> tuple[str, str]:
         new_reasoning = _new_part(self._reasoning, reasoning)
         new_answer = _new_part(self._answer, answer)
-        if len(reasoning) > len(self._reasoning):
-            self._reasoning = reasoning
-        if len(answer) > len(self._answer):
-            self._answer = answer
+        self._reasoning = max(self._reasoning, len(reasoning))
+        self._answer = max(self._answer, len(answer))
         return new_reasoning, new_answer
 
 
-def _new_part(emitted: str, current: str) -> str:
-    """What `current` adds to what was already emitted; a re-render that shrank adds nothing."""
-    if len(current) <= len(emitted):
+def _new_part(emitted: int, current: str) -> str:
+    """What `current` adds to the `emitted` characters already out; a re-render that shrank adds nothing."""
+    if len(current) <= emitted:
         return ""
-    return current[len(emitted) :]
+    return current[emitted:]

@@ -219,7 +219,7 @@ class ToolEmulator:
     # -- rounds -------------------------------------------------------------------------------
 
     def _new_round(self, *, live: bool) -> _Round:
-        return _Round(live=live, parser=ToolCallParser(self.marker))
+        return _Round(live=live, parser=ToolCallParser(self.marker), builder=ReplyBuilder(streamed=live))
 
     def _repair_round(self) -> tuple[list[Message], _Round] | None:
         if not self._needs_repair(self._attempts):
@@ -260,11 +260,12 @@ class ToolEmulator:
             text = "" if answer.live else reply.text.rstrip()
         elif chosen is not answer:  # a repair round took the call back: its text is the answer
             text = chosen.reply.raw
-            if answer.live and reply.text.strip():  # after the text already streamed
+            if answer.live and reply.has_text:  # after the text already streamed
                 text = "\n\n" + text.lstrip()
+        elif answer.live:  # its text before the calls has streamed: what is left of it
+            text = answer.held + ("" if reply.truncated else reply.unsent)
         else:
-            content = reply.text if reply.truncated else reply.raw
-            text = answer.held + content[len(reply.text) :] if answer.live else content
+            text = reply.text if reply.truncated else reply.raw
         events: list[Event] = [TextDelta(text)] if text else []
         for index, call in enumerate(chosen.calls):
             events.extend(self._call_events(index, call))

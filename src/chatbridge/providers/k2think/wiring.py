@@ -90,7 +90,7 @@ class K2ThinkPlugin(ProviderPlugin):
             return ProviderWiring(provider, mode="guest", report=report, routes=routes,
                                   no_pool_reason="runs in guest mode (no K2THINK_TOKEN, no TOKENS_FILE, and no "
                                                  "ACCOUNTS_FILE with ENABLE_TOKEN_AUTO_UPDATE=true)")
-        pool = CredentialPool(NAME, found, max_failures=context.pool.max_failures, default_cooldown=context.pool.cooldown)
+        pool = context.pool.pool(NAME, found)
         wiring = ProviderWiring(provider, mode="token", routes=routes, pool=pool,
                                 report=f"token mode, {len(found)} credential(s) ({', '.join(notes) or 'K2THINK_TOKEN'})",
                                 no_refresh_reason="set ENABLE_TOKEN_AUTO_UPDATE=true and ACCOUNTS_FILE")

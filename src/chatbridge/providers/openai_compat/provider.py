@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import orjson
@@ -14,6 +15,7 @@ from chatbridge.core.secrets import Secret
 from chatbridge.core.sse import SSEDecoder
 from chatbridge.core.types import ChatRequest, Event, ModelInfo
 from chatbridge.providers.base import Provider
+from chatbridge.providers.discovery import ModelDiscovery
 from chatbridge.providers.http import (
     HttpSettings,
     UpstreamCall,
@@ -33,6 +35,7 @@ class OpenAICompatConfig:
     emulate_tools: bool = False
     name: str = "openai"
     extra_headers: dict[str, str] = field(default_factory=dict)
+    models_refresh: float = 600.0  # seconds between reads of /models (when none are configured); 0: once
 
 
 class OpenAICompatProvider(Provider):
@@ -44,6 +47,10 @@ class OpenAICompatProvider(Provider):
         self.name = config.name
         self.native_tools = not config.emulate_tools
         self._model_ids = list(config.model_ids)
+        # Without configured ids, /models is read in the background (retried, refreshed).
+        self._discovery = None if self._model_ids else ModelDiscovery(
+            config.name, self._read_models, timeout=config.http.request_timeout, refresh_interval=config.models_refresh,
+        )
         self._session = session
         self._url = config.base_url.rstrip("/") + "/chat/completions"
         self._headers = {"Content-Type": "application/json", **config.extra_headers}
@@ -57,21 +64,38 @@ class OpenAICompatProvider(Provider):
         return self._session
 
     def models(self) -> list[ModelInfo]:
-        return [ModelInfo(id=m, owned_by=self.name) for m in self._model_ids]
+        ids = self._model_ids if self._discovery is None else self._discovery.ids
+        return [ModelInfo(id=m, owned_by=self.name) for m in ids]
 
     async def astart(self) -> None:
-        """Read the model list from the upstream when none was configured."""
-        if self._model_ids:
-            return
+        """Start reading the model list from the upstream when none was configured (never blocks long)."""
+        if self._discovery is not None:
+            await self._discovery.astart()
+
+    def discovery(self) -> str | None:
+        return None if self._discovery is None else self._discovery.state
+
+    def on_models_changed(self, callback: Callable[[], None]) -> None:
+        if self._discovery is not None:
+            self._discovery.listeners.append(callback)
+
+    async def _read_models(self) -> list[str]:
+        """The upstream's `/models` ids."""
         url = self.config.base_url.rstrip("/") + "/models"
         with map_aiohttp_errors(self.name):
             async with self.session.get(url, headers=self._headers) as response:
                 if response.status >= 400:
                     raise UpstreamError(f"{self.name} upstream /models returned HTTP {response.status}", provider=self.name)
-                data = orjson.loads(await response.read())
-        self._model_ids = [m["id"] for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
+                body = await response.read()
+        try:
+            listed: Any = orjson.loads(body)["data"]
+            return list(dict.fromkeys(m["id"] for m in listed if isinstance(m, dict) and isinstance(m.get("id"), str)))
+        except (ValueError, LookupError, TypeError) as exc:
+            raise UpstreamError(f"{self.name} upstream /models sent no model list", provider=self.name) from exc
 
     async def aclose(self) -> None:
+        if self._discovery is not None:
+            await self._discovery.aclose()
         if self._session is not None:
             await self._session.close()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from chatbridge.providers.settings import ProviderSettings, blank_is_none
 
@@ -12,6 +12,8 @@ class OpenAICompatSettings(ProviderSettings):
     openai_compat_api_key: SecretStr | None = None
     openai_compat_models: str | None = None
     openai_compat_emulate_tools: bool = False
+    # Seconds between reads of the upstream's /models when OPENAI_COMPAT_MODELS is unset (0: read once).
+    openai_compat_models_refresh: float = Field(600.0, ge=0)
 
     _blank = field_validator("openai_compat_base_url", "openai_compat_models", mode="before")(blank_is_none)
 

@@ -17,8 +17,10 @@ EXAMPLE_ENV = """\
 # Enables the provider, e.g. http://127.0.0.1:11434/v1
 OPENAI_COMPAT_BASE_URL=
 OPENAI_COMPAT_API_KEY=
-# Comma-separated model ids to expose; unset: read from the upstream's /models at start.
+# Comma-separated model ids to expose; unset: read from the upstream's /models in the
+# background (retried until it answers, then every OPENAI_COMPAT_MODELS_REFRESH seconds).
 OPENAI_COMPAT_MODELS=
+OPENAI_COMPAT_MODELS_REFRESH=600
 # Prompt-based tool calling instead of the upstream's native tools.
 OPENAI_COMPAT_EMULATE_TOOLS=false
 """
@@ -42,8 +44,9 @@ class OpenAICompatPlugin(ProviderPlugin):
             model_ids=tuple(section.openai_compat_model_ids),
             emulate_tools=section.openai_compat_emulate_tools,
             name=self.name,
+            models_refresh=section.openai_compat_models_refresh,
         ))
-        models = ", ".join(section.openai_compat_model_ids) or "read from the upstream's /models at start"
+        models = ", ".join(section.openai_compat_model_ids) or "read from the upstream's /models in the background"
 
         def routes() -> list[Route]:
             return [Route(m.id, self.name, m.id, owned_by=self.name) for m in provider.models()]
