@@ -12,11 +12,13 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from chatbridge import __version__
 from chatbridge.api import admin, admin_tokens
 from chatbridge.api.asgi import GatewayApp
-from chatbridge.api.auth import key_policy
+from chatbridge.api.auth import key_kind, key_policy
+from chatbridge.api.cors import with_cors
 from chatbridge.api.endpoint import ChatEndpoint
 from chatbridge.api.errors import ApiError, to_api_error
 from chatbridge.api.health import health
@@ -29,12 +31,13 @@ from chatbridge.runtime import Runtime, build_runtime
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 
 
-def create_app(runtime: Runtime) -> GatewayApp:
-    """The gateway: chat completions on their own lane, everything else through FastAPI."""
+def create_app(runtime: Runtime) -> ASGIApp:
+    """The gateway: chat completions on their own lane, everything else through FastAPI; CORS in front."""
     framework = create_framework_app(runtime)
     chat = ChatEndpoint(OpenAIDialect(), runtime.pipeline, runtime.settings.max_request_bytes)
     keys_for = key_policy(runtime.client_keys, runtime.admin_keys)
-    return GatewayApp(framework, keys_for, dict.fromkeys(CHAT_PATHS, chat))
+    gateway = GatewayApp(framework, keys_for, dict.fromkeys(CHAT_PATHS, chat))
+    return with_cors(gateway, runtime.settings.cors_origin_list)
 
 
 def create_framework_app(runtime: Runtime) -> FastAPI:
@@ -70,14 +73,17 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if request.url.path.startswith("/admin/"):
-            return admin.error(_admin_message(request, exc), exc.status_code)
+            refused = admin.error(_admin_message(request, exc), exc.status_code)
+            refused.headers.update(_allow_header(exc))
+            return refused
         if exc.status_code == 404:
             error = ApiError(404, f"Unknown route: {request.method} {request.url.path}", "invalid_request_error", "not_found")
         elif exc.status_code == 405:
             error = ApiError(405, f"Method {request.method} is not allowed on {request.url.path}", "invalid_request_error", "method_not_allowed")
         else:
             error = ApiError(exc.status_code, str(exc.detail), "invalid_request_error")
-        return Response(error.openai_body(), status_code=error.status, media_type="application/json")
+        return Response(error.openai_body(), status_code=error.status, media_type="application/json",
+                        headers=_allow_header(exc))
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         if request.url.path.startswith("/admin/"):
@@ -94,6 +100,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, unexpected)
+
+
+def _allow_header(exc: StarletteHTTPException) -> dict[str, str]:
+    """A 405 names the methods the route takes (Starlette puts them on the exception)."""
+    allow = (exc.headers or {}).get("Allow") if exc.status_code == 405 else None
+    return {"Allow": allow} if allow else {}
 
 
 def _admin_message(request: Request, exc: StarletteHTTPException) -> str:
@@ -131,13 +143,48 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         },
     }
     schema["paths"] = {"/v1/chat/completions": {"post": chat_operation}, **schema.get("paths", {})}
-    schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-    schema["security"] = [{"bearer": []}]
+    _document_keys(schema)
     app.openapi_schema = schema
     return schema
 
 
-def create_serving_app(runtime: Runtime) -> GatewayApp:
+_SECURITY_SCHEMES = {
+    "clientKey": {"type": "http", "scheme": "bearer",
+                  "description": "A client key: VALID_API_KEY, or the key generated in DATA_DIR/api_key."},
+    "clientKeyHeader": {"type": "apiKey", "in": "header", "name": "x-api-key", "description": "A client key, as x-api-key."},
+    "adminKey": {"type": "http", "scheme": "bearer",
+                 "description": "The admin key: ADMIN_API_KEY, or the key generated in DATA_DIR/admin_key."},
+    "adminKeyHeader": {"type": "apiKey", "in": "header", "name": "x-api-key", "description": "The admin key, as x-api-key."},
+}
+_SECURITY: dict[str, list[dict[str, list[str]]]] = {"client": [{"clientKey": []}, {"clientKeyHeader": []}], "admin": [{"adminKey": []}, {"adminKeyHeader": []}]}
+_ERROR_SCHEMAS = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["message", "type"],
+        "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                       "param": {"type": "string", "nullable": True}, "code": {"type": "string", "nullable": True}}}}},
+    "AdminError": {"type": "object", "required": ["status", "message"],
+                   "properties": {"status": {"type": "string", "enum": ["error"]}, "message": {"type": "string"}}},
+}
+
+
+def _document_keys(schema: dict[str, Any]) -> None:
+    """Each operation's key, from the same rule the gateway enforces (`auth.key_kind`), and its refusals."""
+    components = schema.setdefault("components", {})
+    components["securitySchemes"] = _SECURITY_SCHEMES
+    components.setdefault("schemas", {}).update(_ERROR_SCHEMAS)
+    for path, operations in schema.get("paths", {}).items():
+        kind = key_kind(path)
+        for operation in operations.values():
+            operation["security"] = _SECURITY[kind] if kind else []
+            if kind is None:
+                continue
+            ref = {"$ref": "#/components/schemas/" + ("AdminError" if kind == "admin" else "Error")}
+            responses = operation.setdefault("responses", {})
+            responses["401"] = {"description": "Missing or invalid " + ("admin key (a client key does not open /admin/)" if kind == "admin" else "API key"),
+                                "content": {"application/json": {"schema": ref}}}
+
+
+def create_serving_app(runtime: Runtime) -> ASGIApp:
     """The app for a serving process, whose collector is tuned once the app is built."""
     from chatbridge.api.gc_policy import tune_for_serving
 
@@ -146,6 +193,6 @@ def create_serving_app(runtime: Runtime) -> GatewayApp:
     return gateway
 
 
-def create_app_from_env() -> GatewayApp:
+def create_app_from_env() -> ASGIApp:
     """Factory for `uvicorn --factory`: each worker process builds its own."""
     return create_serving_app(build_runtime(load_settings()))
