@@ -46,6 +46,7 @@ class LimitedConfig(Config):
 
 
 LINGER = 2.0  # seconds a refused connection's further input is read and dropped before it is closed
+LINGER_REFUSED = 0.5  # the same for a connection refused at the cap: short, as it holds a descriptor
 
 
 class _Refused(Exception):
@@ -77,7 +78,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections and not self._close_oldest_idle():
             self.transport, self.refused = transport, True
-            self._answer_and_close(_refusal(503, "The gateway has too many open connections (MAX_CONNECTIONS); retry shortly."))
+            self._answer_and_close(_refusal(503, "The gateway has too many open connections (MAX_CONNECTIONS); retry shortly."),
+                                   linger=LINGER_REFUSED)
             return
         super().connection_made(transport)
         self.idle[self] = None
@@ -133,8 +135,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                     return
             if self.deadline is None:
                 self._arm(self.limits.header_timeout)
-        elif self.in_body and self.deadline is None:
-            self._arm(self.limits.body_timeout)
+        elif self.in_body:
+            if self.deadline is None:
+                self._arm(self.limits.body_timeout)
+        elif self.deadline is None and (self.cycle is None or self.cycle.response_complete):
+            self._arm(self.limits.header_timeout)  # bytes that begin no request (blank lines) keep nothing open
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -198,7 +203,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         path = self.url.split(b"?", 1)[0].decode("latin-1")
         self._answer_and_close(_refusal(status, message, path))
 
-    def _answer_and_close(self, response: bytes) -> None:
+    def _answer_and_close(self, response: bytes, linger: float = LINGER) -> None:
         """Send `response`, then read and drop what the client still sends for a moment before closing
         (a lingering close): closing at once with unread input resets the connection, and the client
         would see the reset instead of the answer."""
@@ -209,7 +214,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.flow is not None:
             self.flow.resume_reading()
         self._disarm()
-        self.deadline = self.loop.call_later(LINGER, transport.close)
+        self.deadline = self.loop.call_later(linger, transport.close)
 
     def _arm(self, seconds: float) -> None:
         self._disarm()
@@ -228,7 +233,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(408, f"The request body did not arrive within {self.limits.body_timeout:g} s (BODY_TIMEOUT).")
         elif self.in_headers:
             self._refuse(408, f"The request headers did not arrive within {self.limits.header_timeout:g} s (HEADER_TIMEOUT).")
-        elif self.cycle is None:  # connected and never sent a byte
+        elif self.cycle is None or self.cycle.response_complete:  # no request begun: nothing to answer
             self.refused = True
             self.transport.close()
 
