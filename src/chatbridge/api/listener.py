@@ -12,7 +12,9 @@ path stays what it was: no timer is armed for a request that arrives in one read
 from __future__ import annotations
 
 import asyncio
+import heapq
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,9 +55,38 @@ class _Refused(Exception):
     """Raised from a parser callback to stop parsing a request a limit refuses."""
 
 
-# The connections of each server that wait for a request (new or kept alive), oldest first:
-# the ones to close when the connection cap is reached.
-_idle_by_server: weakref.WeakKeyDictionary[ServerState, dict[LimitedHttpToolsProtocol, None]] = weakref.WeakKeyDictionary()
+class _Evictor:
+    """Finds, only once the connection cap is reached, the connection that has waited longest for a request.
+
+    Nothing is tracked per request: waiting connections are read off the server's connections
+    (their timers say since when they wait) into a heap, used until it runs dry; an entry whose
+    connection has since got busy or started waiting anew is skipped.
+    """
+
+    RESCAN_AFTER = 0.05  # seconds before scanning again when the last scan found no waiting connection
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[float, int, weakref.ref[LimitedHttpToolsProtocol]]] = []
+        self.empty_until = 0.0
+
+    def pop(self, connections: Iterable[object], now: float) -> LimitedHttpToolsProtocol | None:
+        for rescanned in (False, True):
+            while self.heap:
+                since, _, ref = heapq.heappop(self.heap)
+                victim = ref()
+                if victim is not None and victim.waiting_since() == since:
+                    return victim
+            if rescanned or now < self.empty_until:
+                return None
+            self.heap = [(began, id(c), weakref.ref(c)) for c in connections
+                         if isinstance(c, LimitedHttpToolsProtocol) and (began := c.waiting_since()) is not None]
+            heapq.heapify(self.heap)
+            if not self.heap:
+                self.empty_until = now + self.RESCAN_AFTER
+        return None
+
+
+_evictors: weakref.WeakKeyDictionary[ServerState, _Evictor] = weakref.WeakKeyDictionary()
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -63,13 +94,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits: ListenerLimits = getattr(config, "limits", None) or ListenerLimits()
-        self.idle = _idle_by_server.setdefault(server_state, {})
+        self.evictor = _evictors.setdefault(server_state, _Evictor())
         self.refused = False  # answered by a limit (or closed for room): closing, reads are ignored
-        self.in_headers = False  # a request has begun and its headers are not complete
-        self.in_body = False  # its headers are complete and its body is not
-        self.requests_begun = 0
-        self.request_bytes = 0  # bytes of an unfinished request line + headers, as fed
-        self.header_bytes = 0  # sizes of the headers parsed so far
+        self.scope_done: Any = None  # the scope of the last request whose headers completed
+        self.in_body = False  # a request's headers are complete and its body is not
+        self.request_bytes = 0  # bytes of this request's head fed in earlier reads
+        self.read_size = 0  # bytes in the read being parsed
+        self.max_header_bytes = self.limits.max_header_bytes
+        self.max_headers = self.limits.max_headers
         self.deadline: asyncio.TimerHandle | None = None
         self.url = b""
 
@@ -82,11 +114,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                                    linger=LINGER_REFUSED)
             return
         super().connection_made(transport)
-        self.idle[self] = None
         self._arm(self.limits.header_timeout)  # a connection that never sends a whole request is closed too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.idle.pop(self, None)
         self._disarm()
         if self.flow is None:  # refused in connection_made: uvicorn's state was never set up
             return
@@ -94,13 +124,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _close_oldest_idle(self) -> bool:
         """Make room by closing the connection that has waited longest without a request in flight."""
-        for victim in self.idle:
-            del self.idle[victim]
-            victim.refused = True
-            victim._disarm()
-            victim.transport.close()
-            return True
-        return False
+        victim = self.evictor.pop(self.connections, self.loop.time())
+        if victim is None:
+            return False
+        victim.refused = True
+        victim._disarm()
+        victim.transport.close()
+        return True
+
+    def waiting_since(self) -> float | None:
+        """Since when this connection waits for (the rest of) a request; None while one is being answered."""
+        if self.refused or self.transport.is_closing():
+            return None
+        cycle = self.cycle
+        if self.in_body or (cycle is not None and not cycle.response_complete):
+            return None
+        if self.deadline is not None:  # a fresh connection, or a head arriving: its header deadline runs
+            return float(self.deadline.when()) - self.limits.header_timeout
+        if self.timeout_keep_alive_task is not None:  # kept alive after an answer
+            return float(self.timeout_keep_alive_task.when()) - self.limits.keepalive_timeout
+        return 0.0
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -108,7 +151,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.refused:
             return
         self._unset_keepalive_if_required()
-        begun_before = self.requests_begun
+        scope_before = self.scope  # uvicorn makes a new scope when a request begins
+        self.read_size = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -125,14 +169,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self.refused:
             return
-        if self.in_headers:
+        if self.scope is not self.scope_done:  # inside a request's head
             # httptools keeps an unfinished request line or header whole in memory: bound what it keeps.
             # (The read that began the request is not counted: at most one read beyond the limit.)
-            if self.requests_begun == begun_before:
+            if self.scope is scope_before:
                 self.request_bytes += len(data)
-                if self.request_bytes > self.limits.max_header_bytes:
+                if self.request_bytes > self.max_header_bytes:
                     self._refuse_headers()
                     return
+            else:
+                self.request_bytes = 0
             if self.deadline is None:
                 self._arm(self.limits.header_timeout)
         elif self.in_body:
@@ -141,28 +187,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         elif self.deadline is None and (self.cycle is None or self.cycle.response_complete):
             self._arm(self.limits.header_timeout)  # bytes that begin no request (blank lines) keep nothing open
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.requests_begun += 1
-        self.in_headers = True
-        self.request_bytes = self.header_bytes = 0
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        name = name.lower()
-        if name == b"expect" and value.lower() == b"100-continue":
-            self.expect_100_continue = True
-        self.headers.append((name, value))
-        self.header_bytes += len(name) + len(value) + 4
-        if len(self.headers) > self.limits.max_headers or self.header_bytes + len(self.url) > self.limits.max_header_bytes:
-            self._refuse_headers()
-            raise _Refused
+    @property
+    def in_headers(self) -> bool:
+        """A request has begun and its headers are not complete."""
+        return self.scope is not self.scope_done
 
     def on_headers_complete(self) -> None:
-        if self.header_bytes + len(self.url) > self.limits.max_header_bytes:  # a long URL, few headers
+        # The head is at most what earlier reads held plus this read: counted exactly only when that is over.
+        # (The headers of one read are parsed before this check: at most one read's worth, then dropped.)
+        if len(self.headers) > self.max_headers or (
+                self.request_bytes + self.read_size > self.max_header_bytes and self._head_size() > self.max_header_bytes):
             self._refuse_headers()
             raise _Refused
-        self.in_headers, self.in_body = False, True
-        self.idle.pop(self, None)
+        self.scope_done, self.in_body = self.scope, True
         if self.deadline is not None:
             self._disarm()
         super().on_headers_complete()
@@ -173,15 +210,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._disarm()
         super().on_message_complete()
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self.timeout_keep_alive_task is not None and not (self.in_headers or self.in_body):
-            self.idle[self] = None  # kept alive and waiting for the next request: may be closed for room
+    def _head_size(self) -> int:
+        """The request line and headers as sent, near enough (the method and version are a few bytes)."""
+        return len(self.url) + 16 + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     # -- limits -------------------------------------------------------------------------------------
 
     def _refuse_headers(self) -> None:
-        if self.headers is not None and len(self.headers) > self.limits.max_headers:
+        if self.headers is not None and len(self.headers) > self.max_headers:
             self._refuse(431, f"The request has more than {self.limits.max_headers} headers (MAX_HEADERS).")
         else:
             self._refuse(431, f"The request line and headers exceed {self.limits.max_header_bytes} bytes (MAX_HEADER_BYTES).")
