@@ -90,6 +90,11 @@ _evictors: weakref.WeakKeyDictionary[ServerState, _Evictor] = weakref.WeakKeyDic
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    # Slots, not instance attributes: uvicorn's protocol already has about 30, the most an instance
+    # dict shares its keys for; more would cost every open connection a private dict (~1 KiB).
+    __slots__ = ("deadline", "evictor", "in_body", "limits", "max_header_bytes", "max_headers", "read_size",
+                 "refused", "request_bytes", "scope_done")
+
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
@@ -103,7 +108,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.max_header_bytes = self.limits.max_header_bytes
         self.max_headers = self.limits.max_headers
         self.deadline: asyncio.TimerHandle | None = None
-        self.url = b""
+        self.url = b""  # uvicorn sets it when a request begins; a deadline may read it before
 
     # -- connection ---------------------------------------------------------------------------------
 
