@@ -21,6 +21,7 @@ import httpx
 import uvicorn
 
 from chatbridge.api.app import create_app
+from chatbridge.api.server import listener_limits, server_config
 from chatbridge.config import Settings
 from chatbridge.runtime import build_runtime
 
@@ -59,9 +60,10 @@ class GatewayServer:
         self.runtime = build_runtime(settings)
         self.app = create_app(self.runtime)
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_config=None, access_log=False,
-            loop="asyncio", lifespan="on", timeout_graceful_shutdown=2,
+        limits, _ = listener_limits(settings)  # the protocol and limits `chatbridge serve` runs with
+        self.server = uvicorn.Server(server_config(
+            self.app, limits, host="127.0.0.1", port=self.port, access_log=False, loop="asyncio",
+            timeout_graceful_shutdown=2,
         ))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.logs = LogCapture()
@@ -145,6 +147,9 @@ class GatewayProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited early:\n{self.output}")
+            if "serve" in self.command and "listening on http://" not in self.output:
+                time.sleep(0.05)  # not bound yet: whatever answers on the port now is not this gateway
+                continue
             try:
                 httpx.get(self.base_url + "/health", timeout=0.5)
                 return self

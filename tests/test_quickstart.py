@@ -21,7 +21,8 @@ def _quickstart_commands() -> list[str]:
 
 def test_readme_quickstart_is_two_commands_and_ci_runs_the_second() -> None:
     install_and_serve, install_and_test = _quickstart_commands()
-    assert install_and_serve == "pip install -e . && chatbridge serve"
+    # a virtual environment first: Debian's and Ubuntu's system Python refuse `pip install`
+    assert install_and_serve == "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && chatbridge serve"
     assert "\n" not in install_and_test and "pytest" in install_and_test and ".[test]" in install_and_test
     ci = (ROOT / ".ci" / "run").read_text()
     assert install_and_test in ci.replace("pip install -q ", "pip install "), ".ci/run must run README's test command"

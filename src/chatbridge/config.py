@@ -25,6 +25,7 @@ from chatbridge.providers.http import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENT_
 from chatbridge.providers.settings import SETTINGS_CONFIG, ProviderSettings, blank_is_none
 from chatbridge.providers.wiring import PoolDefaults
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _ENV_FILE_OPTIONS = frozenset({"_env_file", "_env_file_encoding", "_case_sensitive", "_env_prefix"})
 
 
@@ -33,7 +34,7 @@ class Settings(BaseSettings):
 
     # --- server -------------------------------------------------------------------------------
     host: str = "0.0.0.0"
-    port: int = Field(8001, ge=1, le=65535)
+    port: int = Field(8001, ge=0, le=65535)  # 0: any free port (the one bound is printed)
     data_dir: Path = Path("./data")
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -45,6 +46,15 @@ class Settings(BaseSettings):
     max_upstream_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)  # an upstream answer that is one body
     proxy_url: str | None = None
     workers: int = Field(1, ge=1)
+
+    # --- the listener (each worker process) ---------------------------------------------------
+    max_header_bytes: int = Field(64 * 1024, ge=1024)  # request line + headers; more → 431
+    max_headers: int = Field(100, ge=8)  # more → 431
+    header_timeout: float = Field(10.0, gt=0)  # first byte of a request → end of its headers; more → 408
+    body_timeout: float = Field(60.0, gt=0)  # end of the headers → end of the body; more → 408
+    keepalive_timeout: float = Field(5.0, gt=0)  # idle between two requests on one connection
+    max_connections: int = Field(2048, ge=1)  # open at once; an idle one is closed for a newcomer, else 503
+    cors_origins: str | None = None  # browser origins allowed to call the API: comma separated, or *
 
     # --- client keys --------------------------------------------------------------------------
     valid_api_key: SecretStr | None = Field(
@@ -111,7 +121,7 @@ class Settings(BaseSettings):
         return value.strip().lower() if isinstance(value, str) else value
 
     _blank = field_validator("proxy_url", "toolify_custom_prompt", "anthropic_model_map", "anthropic_default_model",
-                             mode="before")(blank_is_none)
+                             "cors_origins", mode="before")(blank_is_none)
 
     @field_validator("anthropic_model_map")
     @classmethod
@@ -127,6 +137,29 @@ class Settings(BaseSettings):
     def model_fallback(self) -> tuple[str, str] | None:
         """ANTHROPIC_DEFAULT_MODEL, for any `claude-*` id nothing else maps."""
         return ("claude*", self.anthropic_default_model) if self.anthropic_default_model else None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().upper() in LOG_LEVELS:
+            return value.strip().upper()
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+
+    @field_validator("proxy_url")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        """Checked at start: a proxy the HTTP client cannot use would otherwise fail every upstream call."""
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value.strip())
+            parts.port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            scheme = f" ({parts.scheme}:// is not supported)" if parts is not None and parts.scheme and parts.hostname else ""
+            raise ValueError(f"must be an http:// or https:// proxy URL with a host, e.g. http://user:pass@proxy:3128{scheme}")
+        return value.strip()
 
     def section(self, provider: str) -> Any:
         """The settings section of a registered provider."""
@@ -156,6 +189,11 @@ class Settings(BaseSettings):
             refresh_ahead=self.token_refresh_ahead, refresh_min_interval=self.token_refresh_min_interval,
             reload_interval=self.tokens_reload_interval,
         )
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """CORS_ORIGINS split on commas (`*` allows every origin); empty: CORS is off."""
+        return [o.strip().rstrip("/") for o in (self.cors_origins or "").split(",") if o.strip()]
 
     @property
     def client_keys(self) -> list[str]:

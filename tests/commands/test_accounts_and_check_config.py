@@ -69,7 +69,7 @@ def test_check_config_explains_errors_and_fails(cli: typer.Typer, tmp_path: Path
     assert "ENABLE_TOKEN_AUTO_UPDATE: is true but no ACCOUNTS_FILE" in output
     assert "is also a client key" in output and "same-key-0123456789" not in output
     code, output = run(cli, "check-config", PORT="not-a-port")
-    assert code == 1 and "PORT" in output
+    assert code == 2 and "PORT" in output  # an invalid setting: exit 2, as `serve` does
 
 
 def test_accounts_login_writes_a_tokens_file(tmp_path: Path, k2emu: K2ThinkEmulator) -> None:
@@ -91,7 +91,7 @@ def test_accounts_login_writes_a_tokens_file(tmp_path: Path, k2emu: K2ThinkEmula
         )
 
     first = login()
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 3, first.stderr  # written, but one account failed
     output = first.stdout + first.stderr
     issued = [t for tokens in k2emu.issued_tokens.values() for t in tokens]
     assert sorted(line for line in out.read_text().splitlines() if not line.startswith("#")) == sorted(issued)
@@ -128,7 +128,7 @@ def test_accounts_login_waits_for_a_writer_holding_the_tokens_file(
     assert out.read_text() == "# the gateway is refreshing this file\nkept-token\n"
 
     code, output = run(cli, *args, COLUMNS="200")
-    assert code == 0, output
+    assert code == 3, output  # written, but x@example.com was refused
     rows = [line for line in output.splitlines() if "@example.com" in line]
     assert any(re.search(r"\b1\b.*al\*\*\*@example\.com.*signed in", row) for row in rows), output
     assert any(re.search(r"\b2\b.*x\*\*\*@example\.com.*refused", row) for row in rows), output  # the line tells them apart
@@ -169,3 +169,48 @@ def test_check_config_reports_kimi_tokens_and_mode(cli: typer.Typer, tmp_path: P
     code, output = run(cli, "check-config", KIMI_TOKENS_FILE=str(tmp_path / "none.txt"), KIMI_BASE_URL="www.kimi.com",
                        DATA_DIR=str(tmp_path / "d"))
     assert code == 1 and "none.txt does not exist" in output and "KIMI_BASE_URL" in output
+
+
+def test_check_config_warns_about_mistyped_names(cli: typer.Typer, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("ENABLE_TOKEN_AUTOUPDATE=true\nAPI_KEY=alias-key-0123456789abcdef\nFOO_BAR=1\n")
+    code, output = run(cli, "check-config", VALID_APIKEY="sk-typo-0123456789abcdef", LOGLEVEL="debug",
+                       DATA_DIR=str(tmp_path / "d"), EDITOR="vim")
+    assert code == 0, output
+    assert re.search(r"warning VALID_APIKEY: in the environment .*did you mean VALID_API_KEY\?", output), output
+    assert re.search(r"warning LOGLEVEL: in the environment .*did you mean LOG_LEVEL\?", output), output
+    assert re.search(r"warning ENABLE_TOKEN_AUTOUPDATE: in .*\.env .*did you mean ENABLE_TOKEN_AUTO_UPDATE\?", output), output
+    assert re.search(r"warning FOO_BAR: in .*\.env is not a chatbridge variable", output), output
+    assert "warning API_KEY" not in output  # an accepted alias is not unknown
+    assert "EDITOR" not in output  # other programs' variables are left alone
+    assert "sk-typo-0123456789abcdef" not in output
+    assert "0 error(s), 4 warning(s)" in output
+
+
+@pytest.mark.parametrize(("env", "name"), [
+    ({"LOG_LEVEL": "bogus"}, "LOG_LEVEL"),
+    ({"PROXY_URL": "socks5://u:proxy-pass-0123456789@127.0.0.1:1080"}, "PROXY_URL"),
+    ({"MAX_HEADER_BYTES": "tiny"}, "MAX_HEADER_BYTES"),
+])
+def test_check_config_refuses_invalid_settings_in_one_line_with_exit_2(
+    cli: typer.Typer, tmp_path: Path, env: dict[str, str], name: str,
+) -> None:
+    code, output = run(cli, "check-config", DATA_DIR=str(tmp_path / "d"), **env)
+    assert code == 2, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("✗ error") and f"{name}:" in lines[0], output
+    assert "Traceback" not in output and "proxy-pass-0123456789" not in output
+
+
+def test_accounts_login_exits_0_only_when_every_account_signed_in(tmp_path: Path, k2emu: K2ThinkEmulator) -> None:
+    k2emu.add_account("alice@example.com", "pw-alice-secret")
+    k2emu.add_account("bob@example.com", "pw-bob-secret")
+    accounts = write_accounts(tmp_path / "accounts.txt", [("alice@example.com", "pw-alice-secret"),
+                                                          ("bob@example.com", "pw-bob-secret")])
+    out = tmp_path / "tokens.txt"
+    result = subprocess.run(
+        [sys.executable, "-m", "chatbridge", "accounts", "login", "--accounts", str(accounts), "--out", str(out),
+         "--base-url", k2emu.base_url],
+        cwd=tmp_path, env={**_clean_environ(), "COLUMNS": "200"}, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 signed in, 0 failed" in result.stdout + result.stderr

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.harness import _clean_environ
 
@@ -32,3 +35,52 @@ def test_admin_key_equal_to_client_key_is_refused(tmp_path: Path) -> None:
 def test_version() -> None:
     result = subprocess.run([sys.executable, "-m", "chatbridge", "version"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and result.stdout.strip()
+
+
+@pytest.mark.parametrize(("env", "names"), [
+    ({"LOG_LEVEL": "bogus"}, ["LOG_LEVEL"]),
+    ({"PROXY_URL": "socks5://proxyuser:proxy-pass-0123456789@127.0.0.1:1080"}, ["PROXY_URL"]),
+    ({"PROXY_URL": "proxy.example:3128"}, ["PROXY_URL"]),
+    ({"HEADER_TIMEOUT": "0", "MAX_CONNECTIONS": "many"}, ["HEADER_TIMEOUT", "MAX_CONNECTIONS"]),
+])
+def test_an_invalid_setting_is_one_line_per_variable_and_exit_2(env: dict[str, str], names: list[str], tmp_path: Path) -> None:
+    result = _serve({**env, "DATA_DIR": str(tmp_path)}, tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == len(names), result.stderr
+    assert all(line.startswith("chatbridge: invalid configuration: " + name + ":") for line, name in zip(lines, names, strict=True))
+    assert "Traceback" not in result.stderr + result.stdout and "listening" not in result.stdout
+    assert "proxy-pass-0123456789" not in result.stderr + result.stdout
+
+
+def test_a_port_in_use_is_one_line_and_exit_2_and_never_says_listening(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _serve({"HOST": "127.0.0.1", "PORT": str(port), "DATA_DIR": str(tmp_path), "K2THINK_ENABLED": "false"}, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"chatbridge: cannot listen on 127.0.0.1:{port}: Address already in use (HOST/PORT, or --host/--port)"]
+    assert "listening" not in result.stdout and "Traceback" not in result.stdout + result.stderr
+
+
+def test_listening_is_printed_once_the_port_takes_connections(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**_clean_environ(), "HOST": "127.0.0.1", "PORT": str(port), "DATA_DIR": str(tmp_path), "K2THINK_ENABLED": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "chatbridge", "serve"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "listening on" in line:
+                break
+        else:
+            raise AssertionError("never said it was listening")
+        with socket.create_connection(("127.0.0.1", port), timeout=10):
+            pass  # the port is bound and listening the moment the line is out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from chatbridge import __version__
 from chatbridge.api import admin, admin_tokens
@@ -20,7 +21,8 @@ from chatbridge.api.anthropic.count import CountTokensEndpoint
 from chatbridge.api.anthropic.models import error_response as anthropic_error_response
 from chatbridge.api.anthropic.schema import MessagesRequestIn
 from chatbridge.api.asgi import GatewayApp, RawEndpoint
-from chatbridge.api.auth import key_policy
+from chatbridge.api.auth import key_kind, key_policy
+from chatbridge.api.cors import with_cors
 from chatbridge.api.endpoint import ChatEndpoint
 from chatbridge.api.errors import ApiError, to_api_error
 from chatbridge.api.health import health
@@ -34,8 +36,8 @@ CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 MESSAGES_PATH, COUNT_TOKENS_PATH = "/v1/messages", "/v1/messages/count_tokens"
 
 
-def create_app(runtime: Runtime) -> GatewayApp:
-    """The gateway: chat completions and messages on their own lanes, everything else through FastAPI."""
+def create_app(runtime: Runtime) -> ASGIApp:
+    """The gateway: chat completions and messages on their own lanes, everything else through FastAPI; CORS in front."""
     framework = create_framework_app(runtime)
     limit = runtime.settings.max_request_bytes
     chat = ChatEndpoint(OpenAIDialect(), runtime.pipeline, limit)
@@ -43,7 +45,7 @@ def create_app(runtime: Runtime) -> GatewayApp:
     keys_for = key_policy(runtime.client_keys, runtime.admin_keys)
     lanes: dict[str, RawEndpoint] = {**dict.fromkeys(CHAT_PATHS, chat), MESSAGES_PATH: messages,
                                      COUNT_TOKENS_PATH: CountTokensEndpoint(runtime.pipeline, limit)}
-    return GatewayApp(framework, keys_for, lanes)
+    return with_cors(GatewayApp(framework, keys_for, lanes), runtime.settings.cors_origin_list)
 
 
 def is_anthropic(request: Request) -> bool:
@@ -90,14 +92,18 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if request.url.path.startswith("/admin/"):
-            return admin.error(_admin_message(request, exc), exc.status_code)
+            refused = admin.error(_admin_message(request, exc), exc.status_code)
+            refused.headers.update(_allow_header(exc))
+            return refused
         if exc.status_code == 404:
             error = ApiError(404, f"Unknown route: {request.method} {request.url.path}", "invalid_request_error", "not_found")
         elif exc.status_code == 405:
             error = ApiError(405, f"Method {request.method} is not allowed on {request.url.path}", "invalid_request_error", "method_not_allowed")
         else:
             error = ApiError(exc.status_code, str(exc.detail), "invalid_request_error")
-        return _error_response(request, error)
+        response = _error_response(request, error)
+        response.headers.update(_allow_header(exc))
+        return response
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         if request.url.path.startswith("/admin/"):
@@ -119,6 +125,12 @@ def _error_response(request: Request, error: ApiError) -> Response:
     if is_anthropic(request):
         return anthropic_error_response(error, request)
     return Response(error.openai_body(), status_code=error.status, media_type="application/json")
+
+
+def _allow_header(exc: StarletteHTTPException) -> dict[str, str]:
+    """A 405 names the methods the route takes (Starlette puts them on the exception)."""
+    allow = (exc.headers or {}).get("Allow") if exc.status_code == 405 else None
+    return {"Allow": allow} if allow else {}
 
 
 def _admin_message(request: Request, exc: StarletteHTTPException) -> str:
@@ -157,8 +169,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     }
     schema["paths"] = {"/v1/chat/completions": {"post": chat_operation}, **_messages_paths(components),
                        **schema.get("paths", {})}
-    schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-    schema["security"] = [{"bearer": []}]
+    _document_keys(schema)
     app.openapi_schema = schema
     return schema
 
@@ -199,7 +210,49 @@ def _messages_paths(components: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def create_serving_app(runtime: Runtime) -> GatewayApp:
+_SECURITY_SCHEMES = {
+    "clientKey": {"type": "http", "scheme": "bearer",
+                  "description": "A client key: VALID_API_KEY, or the key generated in DATA_DIR/api_key."},
+    "clientKeyHeader": {"type": "apiKey", "in": "header", "name": "x-api-key", "description": "A client key, as x-api-key."},
+    "adminKey": {"type": "http", "scheme": "bearer",
+                 "description": "The admin key: ADMIN_API_KEY, or the key generated in DATA_DIR/admin_key."},
+    "adminKeyHeader": {"type": "apiKey", "in": "header", "name": "x-api-key", "description": "The admin key, as x-api-key."},
+}
+_SECURITY: dict[str, list[dict[str, list[str]]]] = {"client": [{"clientKey": []}, {"clientKeyHeader": []}], "admin": [{"adminKey": []}, {"adminKeyHeader": []}]}
+_ERROR_SCHEMAS = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["message", "type"],
+        "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                       "param": {"type": "string", "nullable": True}, "code": {"type": "string", "nullable": True}}}}},
+    "AnthropicError": {"type": "object", "required": ["type", "error"], "properties": {
+        "type": {"type": "string", "enum": ["error"]},
+        "error": {"type": "object", "required": ["type", "message"],
+                  "properties": {"type": {"type": "string"}, "message": {"type": "string"}}},
+        "request_id": {"type": "string", "nullable": True}}},
+    "AdminError": {"type": "object", "required": ["status", "message"],
+                   "properties": {"status": {"type": "string", "enum": ["error"]}, "message": {"type": "string"}}},
+}
+
+
+def _document_keys(schema: dict[str, Any]) -> None:
+    """Each operation's key, from the same rule the gateway enforces (`auth.key_kind`), and its refusals."""
+    components = schema.setdefault("components", {})
+    components["securitySchemes"] = _SECURITY_SCHEMES
+    components.setdefault("schemas", {}).update(_ERROR_SCHEMAS)
+    for path, operations in schema.get("paths", {}).items():
+        kind = key_kind(path)
+        for operation in operations.values():
+            operation["security"] = _SECURITY[kind] if kind else []
+            if kind is None:
+                continue
+            envelope = "AdminError" if kind == "admin" else "AnthropicError" if path.startswith(MESSAGES_PATH) else "Error"
+            ref = {"$ref": "#/components/schemas/" + envelope}
+            responses = operation.setdefault("responses", {})
+            responses["401"] = {"description": "Missing or invalid " + ("admin key (a client key does not open /admin/)" if kind == "admin" else "API key"),
+                                "content": {"application/json": {"schema": ref}}}
+
+
+def create_serving_app(runtime: Runtime) -> ASGIApp:
     """The app for a serving process, whose collector is tuned once the app is built."""
     from chatbridge.api.gc_policy import tune_for_serving
 
@@ -208,6 +261,6 @@ def create_serving_app(runtime: Runtime) -> GatewayApp:
     return gateway
 
 
-def create_app_from_env() -> GatewayApp:
+def create_app_from_env() -> ASGIApp:
     """Factory for `uvicorn --factory`: each worker process builds its own."""
     return create_serving_app(build_runtime(load_settings()))

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chatbridge.api.auth import KeyPolicy, header, key_ok, presented_key, unauthorized_body
+from chatbridge.api.auth import KeyPolicy, header, key_ok, presented_key
 from chatbridge.core.ids import request_id as new_request_id
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -67,10 +67,10 @@ class GatewayApp:
         if keys is not None:
             presented = presented_key(request_headers)
             if not key_ok(presented, keys):
-                body = unauthorized_body(path, presented is not None, request_id)
+                status, body = self.keys_for.refusal(path, presented, request_id)
                 response_headers += [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),
                                      overhead_header(scope)]
-                await send({"type": "http.response.start", "status": 401, "headers": response_headers})
+                await send({"type": "http.response.start", "status": status, "headers": response_headers})
                 await send({"type": "http.response.body", "body": body})
                 return
             state["client"] = client_identity(presented)

@@ -1,31 +1,60 @@
-"""Which key opens which path, and the check itself (constant time, Bearer or x-api-key)."""
+"""Which key opens which path, the check itself (constant time, Bearer or x-api-key), and the refusal."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Literal
 
-import orjson
-
-from chatbridge.api.errors import ApiError
+from chatbridge.api.errors import ApiError, error_body_for_path
 
 RawHeaders = Iterable[tuple[bytes, bytes]]
-KeyPolicy = Callable[[str], "Sequence[bytes] | None"]
+KeyKind = Literal["client", "admin"]
+
+_ADMIN_HINT = ("/admin/ routes need the admin key (ADMIN_API_KEY, or the key generated in DATA_DIR/admin_key "
+               "and printed at first start)")
+
+
+def key_kind(path: str) -> KeyKind | None:
+    """Client keys open the API, admin keys (only) `/admin`; other paths are open (None)."""
+    if path.startswith("/v1/") or path == "/chat/completions":
+        return "client"
+    if path.startswith("/admin/") or path == "/admin":
+        return "admin"
+    return None
+
+
+class KeyPolicy:
+    """The keys each path needs (`policy(path)`, None for an open path) and what a refused request is told."""
+
+    def __init__(self, client_keys: Sequence[str], admin_keys: Sequence[str] = ()) -> None:
+        self.client = [k.encode() for k in client_keys]
+        self.admin = [k.encode() for k in admin_keys if k not in client_keys]
+
+    def __call__(self, path: str) -> Sequence[bytes] | None:
+        kind = key_kind(path)
+        if kind is None:
+            return None
+        return self.client if kind == "client" else self.admin
+
+    def refusal(self, path: str, presented: bytes | None, request_id: str) -> tuple[int, bytes]:
+        """The 401 in the envelope of the API the path belongs to. Every wrong key gets the same answer
+        (a client key on /admin/ included), so it tells nothing about which keys exist."""
+        admin = key_kind(path) == "admin"
+        if not presented:
+            message = "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
+            if admin:
+                message = f"Missing admin key: {_ADMIN_HINT}; send it as 'Authorization: Bearer <key>'."
+        elif admin:
+            message = f"Invalid admin key: {_ADMIN_HINT}; a client key does not open them."
+        else:
+            message = "Invalid API key provided."
+        error = ApiError(401, message, "invalid_request_error", "invalid_api_key")
+        return 401, error_body_for_path(path, error, request_id)
 
 
 def key_policy(client_keys: Sequence[str], admin_keys: Sequence[str] = ()) -> KeyPolicy:
-    """Client keys open the API, admin keys (only) `/admin`; other paths are open (None)."""
-    client = [k.encode() for k in client_keys]
-    admin = [k.encode() for k in admin_keys if k not in client_keys]
-
-    def keys_for(path: str) -> Sequence[bytes] | None:
-        if path.startswith("/v1/") or path == "/chat/completions":
-            return client
-        if path.startswith("/admin/") or path == "/admin":
-            return admin
-        return None
-
-    return keys_for
+    return KeyPolicy(client_keys, admin_keys)
 
 
 def header(headers: RawHeaders, name: bytes) -> bytes | None:
@@ -54,17 +83,3 @@ def key_ok(presented: bytes | None, keys: Sequence[bytes]) -> bool:
     for key in keys:
         ok |= hmac.compare_digest(presented, key)
     return ok
-
-
-def unauthorized_body(path: str, presented: bool, request_id: str) -> bytes:
-    """The 401 body in the envelope of the API the path belongs to; it names no configured key."""
-    if presented:
-        message = "Invalid API key provided."
-    else:
-        message = "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
-    if path.startswith("/admin"):
-        return orjson.dumps({"status": "error", "message": message})
-    error = ApiError(401, message, "invalid_request_error", "invalid_api_key" if presented else None)
-    if path.startswith("/v1/messages"):
-        return error.anthropic_body(request_id)
-    return error.openai_body()

@@ -64,6 +64,15 @@ class ApiError:
         return {"Retry-After": str(max(1, round(self.retry_after)))}
 
 
+def error_body_for_path(path: str, error: ApiError, request_id: str | None = None) -> bytes:
+    """`error` in the envelope of the API `path` belongs to: admin, Anthropic, else OpenAI."""
+    if path.startswith("/admin"):
+        return orjson.dumps({"status": "error", "message": error.message})
+    if path.startswith("/v1/messages"):
+        return error.anthropic_body(request_id)
+    return error.openai_body()
+
+
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
     404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",

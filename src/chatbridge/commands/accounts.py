@@ -2,7 +2,9 @@
 
 The provider does the sign-in (its plugin's `account_signin`); this command shows progress,
 a masked summary, and replaces the tokens file atomically under the same lock the gateway's
-own refresh takes.
+own refresh takes. Exit codes, so scripts can tell the outcomes apart: 0 every account signed in,
+3 the tokens file was written but some accounts failed, 1 nothing was written (no account
+signed in, or the file could not be written), 2 the command or its input is wrong.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from chatbridge.providers import registry
 from chatbridge.providers.wiring import AccountSignIn
 
 LOCK_WAIT = 120.0  # seconds to wait for a gateway refresh that is writing the same file
+EXIT_NOTHING_WRITTEN = 1
+EXIT_SOME_FAILED = 3
 
 accounts_app = typer.Typer(no_args_is_help=True, help="Account tooling: sign accounts in to get tokens.")
 
@@ -55,20 +59,22 @@ def login(
     failed = len(outcomes) - len(tokens)
     if not tokens:
         console.print(f"[red]No account signed in; {out} was not touched.[/red]")
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_NOTHING_WRITTEN)
     try:
         with exclusive_lock(out, wait=LOCK_WAIT) as locked:
             if not locked:
                 console.print(f"[red]Another process (a running gateway's token refresh?) is writing {out}; "
                               f"it was not touched. Try again in a moment.[/red]")
-                raise typer.Exit(1)
+                raise typer.Exit(EXIT_NOTHING_WRITTEN)
             had_file = out.exists()
             replace_tokens_file(out, tokens, note=f"{len(tokens)} signed in, {failed} failed")
     except (TokensFileError, OSError) as exc:
         console.print(f"[red]{exc}; {out} was not touched.[/red]")
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_NOTHING_WRITTEN) from None
     backup = f" (previous file kept as {backup_path(out).name})" if had_file else ""
     console.print(f"Wrote {len(tokens)} token(s) to {out}{backup}; {failed} account(s) failed.")
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 def _signin(console: Console, provider: str, base_url: str | None) -> AccountSignIn:
@@ -82,7 +88,7 @@ def _signin(console: Console, provider: str, base_url: str | None) -> AccountSig
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        console.print(f"[red]The configuration is invalid:[/red]\n{describe(exc, with_input=True)}\nRun `chatbridge check-config` for details.")
+        console.print(describe(exc, with_input=True, prefix="[red]Invalid configuration:[/red] "), highlight=False)
         raise typer.Exit(2) from None
     signin = plugin.account_signin(settings.section(provider), settings.http_settings())
     if signin is None:

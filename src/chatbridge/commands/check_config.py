@@ -6,14 +6,18 @@ here prints a token, key or password in full.
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import typer
+from pydantic import AliasChoices
+from pydantic_settings import BaseSettings
 from rich.console import Console
 
 from chatbridge.commands.settings_errors import describe
-from chatbridge.config import Settings
+from chatbridge.config import Settings, env_names
 from chatbridge.core.findings import Finding
 from chatbridge.core.secrets import mask
 from chatbridge.providers import registry
@@ -42,9 +46,25 @@ MAX_REQUEST_BYTES=10485760
 # more is a 502 naming the upstream (reading stops at the limit).
 MAX_UPSTREAM_EVENT_BYTES=16777216
 MAX_UPSTREAM_BODY_BYTES=67108864
-# Outbound proxy for every upstream call, e.g. http://user:pass@proxy:3128
+# Outbound proxy for every upstream call: http:// or https:// (socks is not supported),
+# e.g. http://user:pass@proxy:3128
 PROXY_URL=
 WORKERS=1
+
+# --- the listener (per worker process) ----------------------------------------------
+# Largest request line + headers, in bytes, and most headers; more get 431.
+MAX_HEADER_BYTES=65536
+MAX_HEADERS=100
+# Seconds to receive a request's headers (from its first byte), and then its body; slower gets 408.
+HEADER_TIMEOUT=10
+BODY_TIMEOUT=60
+# Seconds an idle connection is kept open between two requests.
+KEEPALIVE_TIMEOUT=5
+# Connections open at once; when full, the longest-idle one is closed for a newcomer, else 503.
+# Lowered at start to what the open-file limit allows.
+MAX_CONNECTIONS=2048
+# Browser origins allowed to call the API (CORS), comma separated, or * for any. Unset: none.
+CORS_ORIGINS=
 
 # --- keys ---------------------------------------------------------------------------
 # Client keys (comma separated). Unset: one is generated in DATA_DIR and printed once.
@@ -102,30 +122,74 @@ def check_config(
     example: bool = typer.Option(False, "--example", help="Print a complete, commented example .env and exit."),
     env_file: Path = typer.Option(Path(".env"), "--env-file", help="The .env file to read."),
 ) -> None:
-    """Check the environment, .env and every file they name; exit non-zero on errors."""
+    """Check the environment, .env and every file they name; exit 1 on errors, 2 on invalid settings."""
     if example:
         typer.echo(example_env(), nl=False)
         return
     from pydantic import ValidationError
 
     console = Console(soft_wrap=True)
+    names = unknown_names(os.environ, env_file if env_file.is_file() else None)
     try:
         settings = Settings(_env_file=env_file if env_file.exists() else None)
     except ValidationError as exc:
-        console.print("[red]✗ error[/red]   the settings cannot be read:")
-        console.print(describe(exc, with_input=True))
-        raise typer.Exit(1) from None
-    findings = check_settings(settings, env_file)
-    marks = {"ok": "[green]✓ ok[/green]     ", "warning": "[yellow]! warning[/yellow]", "error": "[red]✗ error[/red]  "}
-    for finding in findings:
-        console.print(f"{marks[finding.level]} [bold]{finding.subject}[/bold]: {finding.message}", highlight=False)
-        if finding.fix and finding.level != "ok":
-            console.print(f"           fix: {finding.fix}", highlight=False)
+        _print(console, names)
+        console.print(describe(exc, with_input=True, prefix="[red]✗ error[/red]    "), highlight=False)
+        raise typer.Exit(2) from None
+    findings = names + check_settings(settings, env_file)
+    _print(console, findings)
     errors = sum(1 for f in findings if f.level == "error")
     warnings = sum(1 for f in findings if f.level == "warning")
     console.print(f"\n{errors} error(s), {warnings} warning(s).")
     if errors:
         raise typer.Exit(1)
+
+
+_MARKS = {"ok": "[green]✓ ok[/green]     ", "warning": "[yellow]! warning[/yellow]", "error": "[red]✗ error[/red]  "}
+
+
+def _print(console: Console, findings: Iterable[Finding]) -> None:
+    for finding in findings:
+        console.print(f"{_MARKS[finding.level]} [bold]{finding.subject}[/bold]: {finding.message}", highlight=False)
+        if finding.fix and finding.level != "ok":
+            console.print(f"           fix: {finding.fix}", highlight=False)
+
+
+def accepted_names() -> set[str]:
+    """Every variable name the gateway reads, aliases included (`API_KEY` for `VALID_API_KEY`)."""
+    names = set(env_names())
+    models: list[type[BaseSettings]] = [Settings, *(plugin.settings_class for plugin in registry.plugins())]
+    for model in models:
+        for field in model.model_fields.values():
+            if isinstance(field.validation_alias, AliasChoices):
+                names |= {str(choice).upper() for choice in field.validation_alias.choices}
+    return names
+
+
+def unknown_names(environ: Mapping[str, str], env_file: Path | None) -> list[Finding]:
+    """Names that are not ours but look like it: a typo is read as nothing, silently, so say so.
+
+    Everything in .env is meant for the gateway; the environment holds every other program's
+    variables too, so only a close match to one of ours is mentioned there.
+    """
+    known = accepted_names()
+    findings: list[Finding] = []
+    if env_file is not None:
+        from dotenv import dotenv_values
+
+        for name in dotenv_values(env_file):
+            if name.upper() not in known:
+                nearest = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+                hint = f"; did you mean {nearest[0]}?" if nearest else ""
+                findings.append(Finding("warning", name, f"in {env_file} is not a chatbridge variable and is ignored{hint}",
+                                        f"rename it to {nearest[0]}" if nearest else "remove it, or see `chatbridge check-config --example`"))
+    for name in sorted(environ):
+        if name.upper() not in known:
+            nearest = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.85)
+            if nearest:
+                findings.append(Finding("warning", name, f"in the environment is not a chatbridge variable and is ignored; "
+                                        f"did you mean {nearest[0]}?", f"rename it to {nearest[0]}"))
+    return findings
 
 
 def check_settings(settings: Settings, env_file: Path | None = None) -> list[Finding]:
@@ -137,7 +201,6 @@ def check_settings(settings: Settings, env_file: Path | None = None) -> list[Fin
             findings.append(Finding("ok", ".env", "no .env in the current folder; using the environment only"))
     findings += _data_dir(settings)
     findings += _keys(settings)
-    findings += _proxy(settings)
     for plugin in registry.plugins():
         section = settings.section(plugin.name)
         reason = plugin.disabled_reason(section)
@@ -187,11 +250,3 @@ def _keys(settings: Settings) -> list[Finding]:
         if any(len(k) < 16 for k in keys):
             findings.append(Finding("warning", name, "a key is shorter than 16 characters", "use a long random key, e.g. `openssl rand -hex 24`"))
     return findings
-
-
-def _proxy(settings: Settings) -> list[Finding]:
-    value = settings.proxy_url
-    schemes = ("http://", "https://", "socks5://", "socks4://")
-    if value is not None and not value.startswith(schemes):
-        return [Finding("error", "PROXY_URL", f"{value!r} is not a URL", "start it with http:// or https://")]
-    return []

@@ -1,4 +1,8 @@
-"""`chatbridge serve`: settings in, the gateway listening."""
+"""`chatbridge serve`: settings in, the socket bound, the gateway listening.
+
+The socket is bound before anything is printed, so "listening on" is true when it appears and
+a port in use is a one-line error (exit code 2), like every other configuration error.
+"""
 
 from __future__ import annotations
 
@@ -21,38 +25,56 @@ def serve(
     """Start the gateway."""
     import uvicorn
 
+    from chatbridge.api.server import bind_socket, listener_limits, raise_open_file_limit, server_config
     from chatbridge.core.logs import configure_logging
     from chatbridge.runtime import ConfigurationError, build_runtime, describe_keys
 
     overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
     settings = _settings_or_exit(overrides)
     configure_logging(settings.log_level, settings.log_format)
+    limits, limits_note = listener_limits(settings, raise_open_file_limit())
+    try:
+        sock = bind_socket(settings.host, settings.port)
+    except OSError as exc:
+        typer.echo(f"chatbridge: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc} "
+                   f"(HOST/PORT, or --host/--port)", err=True)
+        raise typer.Exit(2) from None
     try:
         runtime = build_runtime(settings)  # creates the keys on first start, before workers fork
     except ConfigurationError as exc:
+        sock.close()
         typer.echo(f"chatbridge: configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
     shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    bound_port = sock.getsockname()[1]  # PORT=0 picks a free one
     lines = [
-        f"chatbridge {__version__} listening on http://{settings.host}:{settings.port} "
-        f"(OpenAI base URL: http://{shown_host}:{settings.port}/v1, docs: /docs)",
+        f"chatbridge {__version__} listening on http://{settings.host}:{bound_port} "
+        f"(OpenAI base URL: http://{shown_host}:{bound_port}/v1, docs: /docs)",
         *runtime.report,
+        *([limits_note] if limits_note else []),
+        *([f"CORS: browsers may call the API from {', '.join(settings.cors_origin_list)}"] if settings.cors_origin_list else []),
         *describe_keys(runtime),
     ]
     typer.echo("\n".join(lines))
-    common = dict(host=settings.host, port=settings.port, log_config=None, access_log=access_log,
-                  loop="uvloop", http="httptools", timeout_graceful_shutdown=5)
+    common = dict(access_log=access_log, loop="uvloop", timeout_graceful_shutdown=5, workers=settings.workers)
     if settings.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
         _export_overrides(overrides)
-        uvicorn.run("chatbridge.api.app:create_app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+        config = server_config("chatbridge.api.app:create_app_from_env", limits, factory=True, **common)
+        Multiprocess(config, sockets=[sock]).run()
     else:
         from chatbridge.api.app import create_serving_app
 
-        uvicorn.run(create_serving_app(runtime), **common)  # type: ignore[arg-type]
+        config = server_config(create_serving_app(runtime), limits, **common)
+        server = uvicorn.Server(config)
+        server.run(sockets=[sock])
+        if not server.started:
+            raise typer.Exit(3)  # the app failed to start; its error is in the log above
 
 
 def _settings_or_exit(overrides: Mapping[str, object]) -> Settings:
-    """Settings, or a readable list of what is wrong with them (no traceback)."""
+    """Settings, or one line per invalid variable (no traceback), exit code 2."""
     from pydantic import ValidationError
 
     from chatbridge.commands.settings_errors import describe
@@ -61,7 +83,7 @@ def _settings_or_exit(overrides: Mapping[str, object]) -> Settings:
     try:
         return load_settings(**overrides)
     except ValidationError as exc:
-        typer.echo("chatbridge: invalid configuration:\n" + describe(exc), err=True)
+        typer.echo(describe(exc, prefix="chatbridge: invalid configuration: "), err=True)
         raise typer.Exit(2) from None
 
 

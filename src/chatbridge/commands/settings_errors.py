@@ -1,4 +1,4 @@
-"""Invalid settings as a readable list naming each variable, never a traceback."""
+"""Invalid settings as one line per variable, naming it, never a traceback."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from pydantic import ValidationError
 from chatbridge.core.secrets import redact
 
 
-def describe(exc: ValidationError, *, with_input: bool = False) -> str:
+def describe(exc: ValidationError, *, with_input: bool = False, prefix: str = "  ") -> str:
     lines = []
     for item in exc.errors(include_url=False):
         name = ".".join(str(p) for p in item["loc"]).upper() or "settings"
+        message = str(item["msg"]).removeprefix("Value error, ")
         got = f" (got {_short(item.get('input'))})" if with_input else ""
-        lines.append(f"  {name}: {item['msg']}{got}")
+        lines.append(f"{prefix}{name}: {message}{got}")
     return "\n".join(lines)
 
 
