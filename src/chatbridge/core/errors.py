@@ -145,6 +145,8 @@ class Failure:
     status: int | None = None
     retry_after: float | None = None
     scope: str = "credential"  # "credential" or "provider" (e.g. a per-IP limit)
+    code: str | None = None  # the API error code the client sees, when the upstream's reason names one
+    renewable: bool = True  # False: an auth failure a token refresh cannot cure (a suspended account)
 
     @property
     def is_retryable(self) -> bool:

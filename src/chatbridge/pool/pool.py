@@ -513,7 +513,7 @@ class CredentialPool:
         message = _without_secret(failure.message, entry.credential)
         entry.last_error = message
         if failure.kind is FailureKind.AUTH:
-            if self.renew_on_auth and not entry.renewed_on_auth:
+            if self.renew_on_auth and failure.renewable and not entry.renewed_on_auth:
                 entry.renewed_on_auth = entry.refreshing = True  # a listener (the lifecycle) renews it
             else:
                 entry.disabled = True
