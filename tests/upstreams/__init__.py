@@ -1,7 +1,8 @@
 """Loopback HTTP emulators of upstream chat services, for tests and benchmarks.
 
-``K2ThinkEmulator`` speaks K2Think / Open WebUI; ``OpenAICompatEmulator`` is a
-plain OpenAI-compatible server. Both run in a background thread on
+``K2ThinkEmulator`` speaks K2Think / Open WebUI; ``KiroEmulator`` speaks Kiro's
+binary event stream and its logins; ``OpenAICompatEmulator`` is a plain
+OpenAI-compatible server. Each runs in a background thread on
 127.0.0.1 (``start()`` returns the base URL; also context managers).
 
 Exports are resolved lazily so that ``python -m tests.upstreams.<module>``
@@ -16,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .common import RecordedRequest, Reply
     from .k2think import K2ThinkEmulator
+    from .kiro import KiroEmulator
     from .openai_compat import OpenAICompatEmulator
     from .server import BackgroundServer
 
 __all__ = [
     "BackgroundServer",
     "K2ThinkEmulator",
+    "KiroEmulator",
     "OpenAICompatEmulator",
     "RecordedRequest",
     "Reply",
@@ -30,6 +33,7 @@ __all__ = [
 _HOMES = {
     "BackgroundServer": ".server",
     "K2ThinkEmulator": ".k2think",
+    "KiroEmulator": ".kiro",
     "OpenAICompatEmulator": ".openai_compat",
     "RecordedRequest": ".common",
     "Reply": ".common",
