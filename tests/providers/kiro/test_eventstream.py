@@ -149,3 +149,15 @@ def test_memory_stays_flat_over_a_long_stream() -> None:
         assert len(decoder.decode(frame[:50])) == 0
         assert len(decoder.decode(frame[50:])) == 1
     assert len(decoder._buffer) == 0
+
+
+def test_messages_before_a_corrupt_frame_are_delivered_first() -> None:
+    good = event_frame("assistantResponseEvent", {"content": "kept"})
+    bad = encode_frame({":message-type": "event"}, b"{}", corrupt="message")
+    decoder = EventStreamDecoder()
+    [message] = decoder.decode(good + bad + good)
+    assert message.payload == b'{"content":"kept"}'
+    with pytest.raises(UpstreamProtocolError, match="message CRC"):
+        decoder.decode(b"")
+    with pytest.raises(UpstreamProtocolError, match="message CRC"):
+        decoder.flush()

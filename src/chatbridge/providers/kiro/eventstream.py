@@ -50,39 +50,56 @@ class EventStreamDecoder:
     long the stream runs.
     """
 
-    __slots__ = ("_buffer", "_provider")
+    __slots__ = ("_buffer", "_failed", "_provider")
 
     def __init__(self, provider: str = "kiro") -> None:
         self._buffer = bytearray()
         self._provider = provider
+        self._failed: UpstreamProtocolError | None = None
 
     def decode(self, chunk: bytes) -> list[EventStreamMessage]:
-        buffer = self._buffer
-        buffer += chunk
+        """Whole messages so far; a corrupt frame raises, after the good messages before it were returned."""
+        if self._failed is not None:
+            raise self._failed
+        self._buffer += chunk
         messages: list[EventStreamMessage] = []
-        start = 0
-        while len(buffer) - start >= PRELUDE_LENGTH:
-            total, headers_length, prelude_crc = _PRELUDE.unpack_from(buffer, start)
-            if zlib.crc32(buffer[start:start + 8]) != prelude_crc:
-                raise self._error("a frame whose prelude CRC does not match (the stream is corrupt)")
-            if total < MIN_FRAME or total > MAX_FRAME or headers_length > total - MIN_FRAME:
-                raise self._error(f"a frame with impossible lengths (total {total}, headers {headers_length})")
-            if len(buffer) - start < total:
-                break
-            end = start + total
-            (message_crc,) = _UINT32.unpack_from(buffer, end - 4)
-            if zlib.crc32(buffer[start:end - 4]) != message_crc:
-                raise self._error("a frame whose message CRC does not match (the stream is corrupt)")
-            headers_end = start + PRELUDE_LENGTH + headers_length
-            headers = self._headers(bytes(buffer[start + PRELUDE_LENGTH:headers_end]))
-            messages.append(EventStreamMessage(headers, bytes(buffer[headers_end:end - 4])))
-            start = end
-        if start:
-            del buffer[:start]
+        try:
+            self._decode(messages)
+        except UpstreamProtocolError as exc:
+            self._buffer.clear()
+            if not messages:
+                raise
+            self._failed = exc  # raised on the next call, once what came before it has been read
         return messages
+
+    def _decode(self, messages: list[EventStreamMessage]) -> None:
+        buffer = self._buffer
+        start = 0
+        try:
+            while len(buffer) - start >= PRELUDE_LENGTH:
+                total, headers_length, prelude_crc = _PRELUDE.unpack_from(buffer, start)
+                if zlib.crc32(buffer[start:start + 8]) != prelude_crc:
+                    raise self._error("a frame whose prelude CRC does not match (the stream is corrupt)")
+                if total < MIN_FRAME or total > MAX_FRAME or headers_length > total - MIN_FRAME:
+                    raise self._error(f"a frame with impossible lengths (total {total}, headers {headers_length})")
+                if len(buffer) - start < total:
+                    break
+                end = start + total
+                (message_crc,) = _UINT32.unpack_from(buffer, end - 4)
+                if zlib.crc32(buffer[start:end - 4]) != message_crc:
+                    raise self._error("a frame whose message CRC does not match (the stream is corrupt)")
+                headers_end = start + PRELUDE_LENGTH + headers_length
+                headers = self._headers(bytes(buffer[start + PRELUDE_LENGTH:headers_end]))
+                messages.append(EventStreamMessage(headers, bytes(buffer[headers_end:end - 4])))
+                start = end
+        finally:
+            if start:
+                del buffer[:start]
 
     def flush(self) -> list[EventStreamMessage]:
         """The stream ended: a partial frame left over means it was cut off mid-frame."""
+        if self._failed is not None:
+            raise self._failed
         if self._buffer:
             left = len(self._buffer)
             self._buffer.clear()
