@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import time
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def kiro_findings(section: KiroSettings, data_dir: Path) -> list[Finding]:
     findings: list[Finding] = []
     files = [section.token_file] if section.kiro_token_file is not None or section.token_file.is_file() else []
     for pattern in section.token_file_patterns:
-        matches = sorted(Path().glob(pattern)) if not Path(pattern).is_absolute() else sorted(Path("/").glob(pattern.lstrip("/")))
+        matches = [Path(m) for m in sorted(glob.glob(pattern))] if glob.has_magic(pattern) else [Path(pattern)]
         if not matches:
             findings.append(Finding("warning", "KIRO_TOKEN_FILES", f"{pattern!r} matches no file",
                                     "log in with the IDE and copy its kiro-auth-token.json there, or fix the pattern"))
