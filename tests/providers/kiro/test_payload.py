@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -161,3 +162,34 @@ def test_any_schema_becomes_an_object_schema(schema: dict[str, Any]) -> None:
 def test_the_input_estimate_counts_what_is_sent_and_the_hidden_prompt() -> None:
     body = body_for([Message(role="user", content="word " * 400)])
     assert HIDDEN_PROMPT_TOKENS + 400 < estimate_input_tokens(body) < HIDDEN_PROMPT_TOKENS + 700
+
+
+def random_history(rng: random.Random) -> list[Message]:
+    """Any sequence of roles, contents and tool traffic a client might send, valid or not for Kiro."""
+    messages: list[Message] = []
+    calls: list[str] = []
+    for _ in range(rng.randint(0, 12)):
+        kind = rng.choice(["system", "user", "user", "assistant", "assistant", "tool", "tool", "empty"])
+        text = rng.choice(["", "  ", "hello", "春天", "x" * 30])
+        if kind == "system":
+            messages.append(Message(role="system", content=text))
+        elif kind in ("user", "empty"):
+            messages.append(Message(role="user", content=text if kind == "user" else ""))
+        elif kind == "assistant":
+            new = [f"call_{rng.randrange(10**6)}" for _ in range(rng.randint(0, 3))]
+            calls += new
+            name = rng.choice(["get_weather", "search.web", "w" * 70, "get_weather"])
+            messages.append(Message(role="assistant", content=text or None,
+                                    tool_calls=[ToolCall(c, name, rng.choice(["{}", '{"a": 1}', "oops", ""])) for c in new]))
+        elif kind == "tool":
+            call_id = rng.choice([*calls, "call_unknown"]) if calls else "call_unknown"
+            messages.append(Message(role="tool", content=text, tool_call_id=call_id))
+    return messages
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_any_history_goes_out_in_a_shape_kiro_takes(seed: int) -> None:
+    rng = random.Random(seed)
+    tools = (WEATHER,) if rng.random() < 0.5 else ()
+    body = body_for(random_history(rng), tools=tools, offer_tools=rng.random() < 0.8)
+    assert check_body(body, set(MODELS), set()) is None

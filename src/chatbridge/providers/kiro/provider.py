@@ -48,7 +48,12 @@ CATALOG_TIMEOUT = 5.0  # the model catalog is asked at start; startup never wait
 
 
 class KiroProfileMissing(UpstreamError):
-    """No `profileArn` is known for a credential, and the service listed none: Kiro would refuse every request."""
+    """No `profileArn` is known for a credential, and the service listed none: Kiro would refuse every request.
+
+    A refresh may bring one (a social login's refresh answer names it); an API key's never does.
+    """
+
+    renewable = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +118,7 @@ class KiroProvider(Provider):
 
     def classify(self, error: Exception) -> Failure:
         if isinstance(error, KiroProfileMissing):
-            return Failure(FailureKind.AUTH, error.message)
+            return Failure(FailureKind.AUTH, error.message, renewable=error.renewable)
         return classify(error)
 
     def stream(self, request: ChatRequest, credential: Credential | None) -> AsyncGenerator[Event, None]:
@@ -196,10 +201,12 @@ class KiroProvider(Provider):
         answer = await self._post_json(self.config.endpoints.profiles_url, credential, {})
         arn = first_profile_arn(answer)
         if arn is None:
-            raise KiroProfileMissing(
+            missing = KiroProfileMissing(
                 f"{self.name}: no profileArn is known for credential {credential.id} and ListAvailableProfiles "
                 "listed none; set KIRO_PROFILE_ARN (or log in to Kiro again)",
                 provider=self.name, credential_id=credential.id)
+            missing.renewable = not account_of(credential).is_api_key
+            raise missing
         log.info("kiro: credential %s uses profile %s (from ListAvailableProfiles)", credential.id, arn)
         self._profiles[credential.id] = arn
         return arn
