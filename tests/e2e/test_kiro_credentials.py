@@ -134,13 +134,18 @@ def test_the_original_tools_environment_tokens(kiro_emu: KiroEmulator, start_gat
     assert json.loads(saved.read_text())["refreshToken"] == account.refresh_token  # survives a restart
 
 
-def test_an_idc_login_without_a_profile_looks_it_up_once(kiro_emu: KiroEmulator, start_gateway: StartGateway, tmp_path: Path) -> None:
+@pytest.mark.parametrize("rest", [True, False])
+def test_an_idc_login_without_a_profile_looks_it_up_once(
+    kiro_emu: KiroEmulator, start_gateway: StartGateway, tmp_path: Path, rest: bool,
+) -> None:
     account = kiro_emu.add_account("idc", profile_arn="arn:aws:codewhisperer:us-east-1:111122223333:profile/IDC")
     path = kiro_emu.write_idc_files(tmp_path / "kiro-auth-token.json", account)
+    kiro_emu.profiles_rest = rest  # False: only the older JSON-RPC form answers
     gateway = start_gateway(**kiro_settings(kiro_emu, kiro_token_file=path))
     assert ask(gateway) and ask(gateway)
     assert [r.json["profileArn"] for r in kiro_emu.chat_requests] == [account.profile_arn] * 2
-    assert len(kiro_emu.requests_to("/ListAvailableProfiles")) == 1 and kiro_emu.rejections == []
+    lookups = kiro_emu.requests_to("/ListAvailableProfiles") + kiro_emu.requests_to("/")
+    assert len(lookups) == (1 if rest else 2) and kiro_emu.rejections == []
 
 
 def test_a_login_with_no_profile_anywhere_says_to_set_kiro_profile_arn(

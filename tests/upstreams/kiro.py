@@ -81,6 +81,7 @@ class KiroEmulator(EmulatorBase):
         self.catalog_extra: list[dict[str, Any]] = []  # more ListAvailableModels entries
         self.catalog_fails = False
         self.profiles_listed = True  # ListAvailableProfiles names the account's profile
+        self.profiles_rest = True  # False: only the older JSON-RPC form (POST / with x-amz-target) answers
         self.rotate_refresh_tokens = True
         self.expires_in = 3600
         self.truncate = False  # leave out the closing events, as a cut-off stream does
@@ -102,6 +103,7 @@ class KiroEmulator(EmulatorBase):
         app.router.add_post(IDC_REFRESH_PATH, self._handle_idc_refresh)
         app.router.add_get(MODELS_PATH, self._handle_models)
         app.router.add_post(PROFILES_PATH, self._handle_profiles)
+        app.router.add_post("/", self._handle_json_rpc)
         return app
 
     def default_error_body(self, status: int) -> Any:
@@ -249,7 +251,19 @@ class KiroEmulator(EmulatorBase):
         entries = [{"modelId": m, "modelName": m} for m in self.models] + self.catalog_extra
         return web.json_response({"models": entries, "defaultModel": {"modelId": "auto"}})
 
+    async def _handle_json_rpc(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("x-amz-target") != "AmazonCodeWhispererService.ListAvailableProfiles":
+            await self.record(request)
+            return self.error_response(400, {"__type": "UnknownOperationException"})
+        return await self._profiles(request)
+
     async def _handle_profiles(self, request: web.Request) -> web.StreamResponse:
+        if not self.profiles_rest:
+            await self.record(request)
+            return self.error_response(404, {"message": "Not Found"})
+        return await self._profiles(request)
+
+    async def _profiles(self, request: web.Request) -> web.StreamResponse:
         await self.record(request)
         bearer = _bearer(request)
         account = self.account_for(bearer)

@@ -100,8 +100,8 @@ class KiroProvider(Provider):
             return
         try:
             async with asyncio.timeout(min(CATALOG_TIMEOUT, self.config.http.request_timeout)):
-                found = parse_catalog(await self._get_json(self.config.endpoints.models_url, credential,
-                                                           {"origin": "AI_EDITOR", **self._arn_query(credential)}))
+                found = parse_catalog(await self._json("GET", self.config.endpoints.models_url, credential,
+                                                       query={"origin": "AI_EDITOR", **self._arn_query(credential)}))
         except (UpstreamError, TimeoutError) as exc:
             log.info("kiro: the model catalog did not answer (%s); serving the built-in model list", exc)
             return
@@ -198,7 +198,15 @@ class KiroProvider(Provider):
         known = self._profiles.get(credential.id)
         if known is not None:
             return known
-        answer = await self._post_json(self.config.endpoints.profiles_url, credential, {})
+        try:
+            answer = await self._json("POST", self.config.endpoints.profiles_url, credential, {"origin": "AI_EDITOR"})
+        except UpstreamStatusError as error:
+            if error.status not in (404, 405):
+                raise
+            # The older JSON-RPC form of the same operation, on the service's root path.
+            answer = await self._json("POST", self.config.endpoints.api_base + "/", credential, {"origin": "AI_EDITOR"},
+                                      extra={"Content-Type": "application/x-amz-json-1.0",
+                                             "x-amz-target": "AmazonCodeWhispererService.ListAvailableProfiles"})
         arn = first_profile_arn(answer)
         if arn is None:
             missing = KiroProfileMissing(
@@ -211,14 +219,9 @@ class KiroProvider(Provider):
         self._profiles[credential.id] = arn
         return arn
 
-    async def _get_json(self, url: str, credential: Credential, query: dict[str, str]) -> object:
-        return await self._json("GET", url, credential, None, query)
-
-    async def _post_json(self, url: str, credential: Credential, body: object) -> object:
-        return await self._json("POST", url, credential, body, {})
-
-    async def _json(self, method: str, url: str, credential: Credential, body: object, query: dict[str, str]) -> object:
-        headers = self._headers(credential)
+    async def _json(self, method: str, url: str, credential: Credential, body: object = None,
+                    query: dict[str, str] | None = None, extra: dict[str, str] | None = None) -> object:
+        headers = {**self._headers(credential), **(extra or {})}
         data = orjson.dumps(body) if body is not None else None
         with map_aiohttp_errors(self.name, credential.id):
             async with self.session.request(method, url, headers=headers, data=data, params=query) as response:
