@@ -95,6 +95,14 @@ class GatewayServer:
 
         return openai.OpenAI(base_url=self.base_url + "/v1", api_key=kwargs.pop("api_key", self.api_key), max_retries=0, **kwargs)
 
+    def anthropic(self, **kwargs: Any) -> Any:
+        """The official `anthropic` client, by `x-api-key` (or `auth_token=` for a Bearer token, as Claude Code)."""
+        import anthropic
+
+        if "auth_token" not in kwargs:
+            kwargs.setdefault("api_key", self.api_key)
+        return anthropic.Anthropic(base_url=self.base_url, max_retries=kwargs.pop("max_retries", 0), **kwargs)
+
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=30)
 
@@ -126,7 +134,7 @@ class GatewayProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 20) -> GatewayProcess:
+    def start(self, timeout: float = 60) -> GatewayProcess:  # generous: spawned workers start slowly on a loaded machine
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             self.command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,

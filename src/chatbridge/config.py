@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     output_thinking: bool = True
     thinking_format: Literal["reasoning_content", "tags"] = "reasoning_content"
 
+    # --- Anthropic Messages API -----------------------------------------------------------------
+    # `claude-sonnet-4-5=some-model,claude-*haiku*=some-provider`: names or globs → a model id or provider.
+    anthropic_model_map: str | None = None
+    anthropic_default_model: str | None = None  # for every other `claude-*` id
+
     # --- tools --------------------------------------------------------------------------------
     enable_toolify: bool = True
     toolify_custom_prompt: str | None = None
@@ -78,7 +83,23 @@ class Settings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
-    _blank = field_validator("proxy_url", "toolify_custom_prompt", mode="before")(blank_is_none)
+    _blank = field_validator("proxy_url", "toolify_custom_prompt", "anthropic_model_map", "anthropic_default_model",
+                             mode="before")(blank_is_none)
+
+    @field_validator("anthropic_model_map")
+    @classmethod
+    def _model_map_syntax(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_model_map(value)
+        return value
+
+    def model_aliases(self) -> list[tuple[str, str]]:
+        """ANTHROPIC_MODEL_MAP as (name or glob, target) pairs, in the order written."""
+        return parse_model_map(self.anthropic_model_map or "")
+
+    def model_fallback(self) -> tuple[str, str] | None:
+        """ANTHROPIC_DEFAULT_MODEL, for any `claude-*` id nothing else maps."""
+        return ("claude*", self.anthropic_default_model) if self.anthropic_default_model else None
 
     def section(self, provider: str) -> Any:
         """The settings section of a registered provider."""
@@ -113,6 +134,19 @@ class Settings(BaseSettings):
     def admin_keys(self) -> list[str]:
         """ADMIN_API_KEY may hold several keys separated by commas."""
         return _split_keys(self.admin_api_key)
+
+
+def parse_model_map(value: str) -> list[tuple[str, str]]:
+    """`a=b, c*=d` → [("a", "b"), ("c*", "d")]; an entry without both sides is an error naming it."""
+    pairs: list[tuple[str, str]] = []
+    for entry in value.split(","):
+        if not entry.strip():
+            continue
+        name, sep, target = entry.partition("=")
+        if not sep or not name.strip() or not target.strip():
+            raise ValueError(f"ANTHROPIC_MODEL_MAP entry {entry.strip()!r} is not name=model")
+        pairs.append((name.strip(), target.strip()))
+    return pairs
 
 
 def _split_keys(value: SecretStr | None) -> list[str]:

@@ -7,6 +7,7 @@ the commands read `Settings`; everything below receives plain values.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from chatbridge.config import Settings
 from chatbridge.core.secrets import mask, redact
+from chatbridge.core.tokens import count_text_tokens
 from chatbridge.core.types import Route
 from chatbridge.features.tools import ToolSettings
 from chatbridge.gateway.pipeline import Pipeline, PipelineSettings
@@ -51,6 +53,7 @@ class Runtime:
     lifecycles: dict[str, PoolLifecycle] = field(default_factory=dict)
     closers: list[Closable] = field(default_factory=list)
     store: StateStore | None = None
+    warming: asyncio.Future[None] | None = None
 
     def __post_init__(self) -> None:
         self.providers = {name: w.provider for name, w in self.wirings.items()}
@@ -68,10 +71,14 @@ class Runtime:
                 await wiring.provider.astart()
             except Exception as exc:  # one broken upstream must not keep the others down
                 log.error("provider %s failed to start: %s", name, exc)
-        self.router = Router(self.routes())
+        self.router = build_router(self.settings, self.routes())
         self.pipeline.router = self.router
+        for target in self.router.unserved_targets():
+            log.warning("ANTHROPIC_MODEL_MAP / ANTHROPIC_DEFAULT_MODEL name %r, which no provider serves", target)
         for lifecycle in self.lifecycles.values():
             await lifecycle.astart()
+        # The tokenizer loads once per process, in the background, so neither start nor a request waits.
+        self.warming = asyncio.get_running_loop().run_in_executor(None, count_text_tokens.warm_up)
 
     def routes(self) -> list[Route]:
         return [route for wiring in self.wirings.values() for route in wiring.routes()]
@@ -92,7 +99,7 @@ def build_runtime(settings: Settings) -> Runtime:
     context = WiringContext(http=settings.http_settings(), pool=settings.pool_defaults(), store=store,
                             data_dir=Path(settings.data_dir))
     wirings, disabled, report = build_wirings(settings, context)
-    router = Router([route for wiring in wirings.values() for route in wiring.routes()])
+    router = build_router(settings, [route for wiring in wirings.values() for route in wiring.routes()])
     pipeline = Pipeline(
         router, {name: w.provider for name, w in wirings.items()},
         {name: w.pool for name, w in wirings.items() if w.pool is not None},
@@ -108,6 +115,11 @@ def build_runtime(settings: Settings) -> Runtime:
     admin, admin_stored = admin_keys(settings, keys)
     return Runtime(settings, wirings, router, pipeline, keys, stored, report,
                    admin_keys=admin, admin_key_source=admin_stored, disabled=disabled, store=store)
+
+
+def build_router(settings: Settings, routes: list[Route]) -> Router:
+    """The providers' routes plus ANTHROPIC_MODEL_MAP and ANTHROPIC_DEFAULT_MODEL."""
+    return Router(routes, settings.model_aliases(), settings.model_fallback())
 
 
 def build_wirings(settings: Settings, context: WiringContext) -> tuple[dict[str, ProviderWiring], dict[str, str], list[str]]:

@@ -158,6 +158,9 @@ class OpenAICompatEmulator(EmulatorBase):
         #: pieces each part (reasoning, answer, each tool call's arguments) is cut into
         self.stream_chunks = 4
         self.responder: ReplyFactory | None = None
+        #: put the matched stop sequence in ``choices[0].stop_reason`` (vLLM's field)
+        self.report_stop_reason = False
+        self.matched_stop: str | None = None
         self._cache: dict[tuple[Any, ...], Any] = {}
 
     # -- app ----------------------------------------------------------------------
@@ -221,10 +224,28 @@ class OpenAICompatEmulator(EmulatorBase):
         stream = bool(body.get("stream"))
         options = body.get("stream_options")
         include_usage = stream and isinstance(options, dict) and bool(options.get("include_usage"))
-        if self.responder is None and self.tool_calls is None:
+        stops = body.get("stop")
+        if self.responder is None and self.tool_calls is None and not stops:
             return await self._cached_reply(request, model, stream, include_usage)
         reply = self._scripted_reply(body)
+        if stops:
+            reply = self._apply_stop(reply, [stops] if isinstance(stops, str) else list(stops))
         return await self._reply(request, reply, model, stream, include_usage, body)
+
+    def _apply_stop(self, reply: Reply, stops: list[str]) -> Reply:
+        """Cut the answer before the first stop sequence, as OpenAI does (the sequence is not sent).
+
+        With ``report_stop_reason`` the finish choice also says which sequence matched, as vLLM
+        does in ``stop_reason``; OpenAI itself does not say.
+        """
+        self.matched_stop = None
+        found = [(reply.answer.find(s), s) for s in stops if s and s in reply.answer]
+        if not found:
+            return reply
+        at, stop = min(found)
+        self.matched_stop = stop
+        return Reply(reasoning=reply.reasoning, answer=reply.answer[:at], usage=reply.usage,
+                     finish_reason="stop", tool_calls=reply.tool_calls)
 
     def _validate(self, body: Any) -> web.Response | None:
         if not isinstance(body, dict):
@@ -328,15 +349,19 @@ class OpenAICompatEmulator(EmulatorBase):
         finish = reply.finish_reason or ("tool_calls" if tool_calls else "stop")
         usage = self._usage(reply, body)
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:29]}", int(time.time())
+        matched = self.matched_stop if self.report_stop_reason and body is not None and body.get("stop") else None
         if not stream:
-            return dumps(
-                self._completion(reply, tool_calls, finish, usage, cid, created, model)
-            ).encode()
+            completion = self._completion(reply, tool_calls, finish, usage, cid, created, model)
+            if matched:
+                completion["choices"][0]["stop_reason"] = matched
+            return dumps(completion).encode()
         deltas = stream_deltas(
             reply.answer, reply.reasoning, tool_calls, max(1, self.stream_chunks)
         )
         chunks = [completion_chunk(cid, created, model, d) for d in deltas]
         chunks.append(completion_chunk(cid, created, model, {}, finish))
+        if matched:
+            chunks[-1]["choices"][0]["stop_reason"] = matched
         if include_usage:
             for chunk in chunks:
                 chunk["usage"] = None

@@ -15,26 +15,45 @@ from starlette.responses import Response
 
 from chatbridge import __version__
 from chatbridge.api import admin, admin_tokens
-from chatbridge.api.asgi import GatewayApp
+from chatbridge.api.anthropic import AnthropicDialect
+from chatbridge.api.anthropic.count import CountTokensEndpoint
+from chatbridge.api.anthropic.models import error_response as anthropic_error_response
+from chatbridge.api.anthropic.schema import MessagesRequestIn
+from chatbridge.api.asgi import GatewayApp, RawEndpoint
 from chatbridge.api.auth import key_policy
 from chatbridge.api.endpoint import ChatEndpoint
 from chatbridge.api.errors import ApiError, to_api_error
 from chatbridge.api.health import health
+from chatbridge.api.models import get_model, list_models
 from chatbridge.api.openai import OpenAIDialect
-from chatbridge.api.openai.models import get_model, list_models
 from chatbridge.api.openai.schema import ChatCompletionRequestIn
 from chatbridge.config import load_settings
 from chatbridge.runtime import Runtime, build_runtime
 
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+MESSAGES_PATH, COUNT_TOKENS_PATH = "/v1/messages", "/v1/messages/count_tokens"
 
 
 def create_app(runtime: Runtime) -> GatewayApp:
-    """The gateway: chat completions on their own lane, everything else through FastAPI."""
+    """The gateway: chat completions and messages on their own lanes, everything else through FastAPI."""
     framework = create_framework_app(runtime)
-    chat = ChatEndpoint(OpenAIDialect(), runtime.pipeline, runtime.settings.max_request_bytes)
+    limit = runtime.settings.max_request_bytes
+    chat = ChatEndpoint(OpenAIDialect(), runtime.pipeline, limit)
+    messages = ChatEndpoint(AnthropicDialect(), runtime.pipeline, limit)
     keys_for = key_policy(runtime.client_keys, runtime.admin_keys)
-    return GatewayApp(framework, keys_for, dict.fromkeys(CHAT_PATHS, chat))
+    lanes: dict[str, RawEndpoint] = {**dict.fromkeys(CHAT_PATHS, chat), MESSAGES_PATH: messages,
+                                     COUNT_TOKENS_PATH: CountTokensEndpoint(runtime.pipeline, limit)}
+    return GatewayApp(framework, keys_for, lanes)
+
+
+def is_anthropic(request: Request) -> bool:
+    """Requests whose errors take Anthropic's envelope: its routes, or a client that sent `anthropic-version`."""
+    return request.url.path.startswith(MESSAGES_PATH) or "anthropic-version" in request.headers
+
+
+async def root(request: Request) -> Response:
+    """`GET`/`HEAD /`: Claude Code and load balancers probe it."""
+    return Response(b'{"name":"chatbridge","status":"ok"}', media_type="application/json")
 
 
 def create_framework_app(runtime: Runtime) -> FastAPI:
@@ -58,6 +77,7 @@ def create_framework_app(runtime: Runtime) -> FastAPI:
     app.add_api_route("/v1/models/{model_id:path}", get_model, methods=["GET"], tags=["openai"],
                       summary="Retrieve a model")
     app.add_api_route("/health", health, methods=["GET"], tags=["ops"], summary="Gateway health")
+    app.add_api_route("/", root, methods=["GET", "HEAD"], include_in_schema=False)
     admin.install(app)
     admin_tokens.install(app)
 
@@ -77,23 +97,28 @@ def _install_error_handlers(app: FastAPI) -> None:
             error = ApiError(405, f"Method {request.method} is not allowed on {request.url.path}", "invalid_request_error", "method_not_allowed")
         else:
             error = ApiError(exc.status_code, str(exc.detail), "invalid_request_error")
-        return Response(error.openai_body(), status_code=error.status, media_type="application/json")
+        return _error_response(request, error)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         if request.url.path.startswith("/admin/"):
             return admin.error("Invalid request parameters.", 400)
-        error = ApiError(400, "Invalid request parameters.", "invalid_request_error", "invalid_value")
-        return Response(error.openai_body(), status_code=400, media_type="application/json")
+        return _error_response(request, ApiError(400, "Invalid request parameters.", "invalid_request_error", "invalid_value"))
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         error = to_api_error(exc)
         if request.url.path.startswith("/admin/"):
             return admin.error(error.message, error.status)
-        return Response(error.openai_body(), status_code=error.status, media_type="application/json")
+        return _error_response(request, error)
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, unexpected)
+
+
+def _error_response(request: Request, error: ApiError) -> Response:
+    if is_anthropic(request):
+        return anthropic_error_response(error, request)
+    return Response(error.openai_body(), status_code=error.status, media_type="application/json")
 
 
 def _admin_message(request: Request, exc: StarletteHTTPException) -> str:
@@ -130,11 +155,48 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             "default": {"description": "An error in the OpenAI envelope `{\"error\": {...}}`."},
         },
     }
-    schema["paths"] = {"/v1/chat/completions": {"post": chat_operation}, **schema.get("paths", {})}
+    schema["paths"] = {"/v1/chat/completions": {"post": chat_operation}, **_messages_paths(components),
+                       **schema.get("paths", {})}
     schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     schema["security"] = [{"bearer": []}]
     app.openapi_schema = schema
     return schema
+
+
+def _messages_paths(components: dict[str, Any]) -> dict[str, Any]:
+    """The Anthropic routes, also served on their own lane."""
+    body_schema = MessagesRequestIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(body_schema.pop("$defs", {}))
+    components["MessagesRequest"] = body_schema
+    request_body = {"required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MessagesRequest"}}}}
+    errors = {"description": 'An error in Anthropic\'s envelope `{"type": "error", "error": {"type", "message"}}`.'}
+    anthropic_headers = [
+        {"name": "anthropic-version", "in": "header", "required": False, "schema": {"type": "string"}},
+        {"name": "anthropic-beta", "in": "header", "required": False, "schema": {"type": "string"}},
+        {"name": "x-api-key", "in": "header", "required": False, "schema": {"type": "string"}},
+    ]
+    return {
+        MESSAGES_PATH: {"post": {
+            "tags": ["anthropic"], "summary": "Create a message (Anthropic Messages API, streaming or not)",
+            "operationId": "create_message", "parameters": anthropic_headers, "requestBody": request_body,
+            "responses": {
+                "200": {"description": "A `message` object, or with `stream: true` an SSE stream of "
+                                       "`message_start`, `content_block_*`, `message_delta`, `message_stop` "
+                                       "(and `ping`) events.",
+                        "content": {"application/json": {}, "text/event-stream": {}}},
+                "default": errors,
+            },
+        }},
+        COUNT_TOKENS_PATH: {"post": {
+            "tags": ["anthropic"], "summary": "Count a message request's input tokens",
+            "operationId": "count_message_tokens", "parameters": anthropic_headers, "requestBody": request_body,
+            "responses": {
+                "200": {"description": '`{"input_tokens": N}`', "content": {"application/json": {}}},
+                "default": errors,
+            },
+        }},
+    }
 
 
 def create_serving_app(runtime: Runtime) -> GatewayApp:

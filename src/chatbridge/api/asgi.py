@@ -53,7 +53,8 @@ class GatewayApp:
         state = scope.setdefault("state", {})
         state["started"] = started
         state["request_id"] = request_id
-        response_headers: RawHeaders = [(b"x-request-id", raw_id)]
+        # `request-id` is where Anthropic's SDKs read it (`request_id` on errors and messages).
+        response_headers: RawHeaders = [(b"x-request-id", raw_id), (b"request-id", raw_id)]
 
         path: str = scope["path"]
         keys = self.keys_for(path)

@@ -43,13 +43,23 @@ class Aggregator(Protocol):
 
 
 class Dialect(Protocol):
-    """An API's shapes: how a chat request reads and how its answers and errors are written."""
+    """An API's shapes: how a chat request reads and how its answers and errors are written.
+
+    `keepalive` (bytes, or None for none) is written after `keepalive_interval` seconds in which
+    a stream sent nothing, so idle proxies do not cut it; `http_error` gives an error the API's
+    own status before it is written.
+    """
+
+    keepalive: bytes | None
+    keepalive_interval: float
 
     def parse(self, body: bytes, headers: RawHeaders) -> ChatRequest: ...
 
     def stream_encoder(self, request: ChatRequest, primed: PrimedStream) -> StreamEncoder: ...
 
     def aggregator(self, request: ChatRequest, primed: PrimedStream) -> Aggregator: ...
+
+    def http_error(self, error: ApiError) -> ApiError: ...
 
     def error_body(self, error: ApiError, request_id: str) -> bytes: ...
 
@@ -125,7 +135,8 @@ class ChatEndpoint:
             encoder = self.dialect.stream_encoder(chat, primed)
             stream_headers = [*headers, overhead_header(scope, timing.upstream_wait)]
             body = self._sse_body(primed, encoder, _request_id(scope))
-            await EventStreamResponse(body, stream_headers)(send)
+            keepalive = self.dialect.keepalive
+            await EventStreamResponse(body, stream_headers, keepalive, self.dialect.keepalive_interval)(send)
             return
         aggregator = self.dialect.aggregator(chat, primed)
         try:
@@ -152,6 +163,7 @@ class ChatEndpoint:
         yield encoder.close()
 
     async def _send_error(self, send: Send, scope: Scope, error: ApiError, headers: RawHeaders) -> None:
+        error = self.dialect.http_error(error)
         body = self.dialect.error_body(error, _request_id(scope))
         await send_json(send, error.status, body, [*headers, *error_headers(error)])
 

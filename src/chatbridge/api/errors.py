@@ -7,7 +7,7 @@ and the reason; they never carry a traceback or a secret.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
@@ -33,6 +33,7 @@ class ApiError:
     code: str | None = None
     param: str | None = None
     retry_after: float | None = None
+    overloaded: bool = False  # the upstream (or the pool) is overloaded, not broken: Anthropic's 529
 
     def openai_body(self) -> bytes:
         return orjson.dumps(
@@ -40,10 +41,16 @@ class ApiError:
         )
 
     def anthropic_body(self, request_id: str | None = None) -> bytes:
-        return orjson.dumps(
-            {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(self.status, "api_error"), "message": self.message},
-             "request_id": request_id}
-        )
+        return orjson.dumps({"type": "error", "error": self.anthropic_error(), "request_id": request_id})
+
+    def anthropic_error(self) -> dict[str, str]:
+        return {"type": anthropic_type(self.status), "message": self.message}
+
+    def for_anthropic(self) -> ApiError:
+        """The same error with Anthropic's status: 529 for an overloaded upstream or a busy pool."""
+        if self.overloaded or self.status == 503:
+            return replace(self, status=529)
+        return self
 
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
@@ -54,8 +61,13 @@ class ApiError:
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
     404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-    500: "api_error", 502: "api_error", 503: "overloaded_error", 504: "timeout_error",
+    500: "api_error", 502: "api_error", 503: "overloaded_error", 504: "timeout_error", 529: "overloaded_error",
 }
+
+
+def anthropic_type(status: int) -> str:
+    """Anthropic's `error.type` for a status: its own list, `invalid_request_error` for other 4xx."""
+    return _ANTHROPIC_TYPES.get(status) or ("invalid_request_error" if status < 500 else "api_error")
 
 
 def to_api_error(exc: BaseException) -> ApiError:
@@ -85,6 +97,9 @@ def _attempts_failed(exc: AttemptsFailed) -> ApiError:
     tries = f" (after {exc.attempts} attempt{'s' if exc.attempts != 1 else ''})" if exc.attempts > 1 else ""
     if failure.kind is FailureKind.BAD_REQUEST:
         return ApiError(400, message, "invalid_request_error", failure.code or "upstream_rejected_request")
+    if failure.status in (503, 529):  # the upstream says it is overloaded: worth a retry later
+        return ApiError(502, message + tries, "upstream_error", "upstream_error", overloaded=True,
+                        retry_after=failure.retry_after)
     if failure.kind is FailureKind.RATE_LIMITED:
         kind = "insufficient_quota" if failure.code == "insufficient_quota" else "rate_limit_error"  # OpenAI's own pair
         return ApiError(429, message + tries, kind, failure.code or "rate_limit_exceeded",

@@ -30,22 +30,61 @@ SSE_HEADERS = [
 class EventStreamResponse:
     """An SSE response; `headers` (raw, lower-case) are added to the SSE ones.
 
+    With `keepalive`, those bytes are written whenever `interval` seconds pass without a chunk:
+    one watchdog task per stream, which sleeps until the stream has been quiet long enough, and
+    a lock so its writes never interleave with the body's.
     Run it inside a `DisconnectWatch`: the watch notices a client leaving, this closes the body.
     """
 
-    def __init__(self, body: AsyncGenerator[bytes, None], headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    def __init__(self, body: AsyncGenerator[bytes, None], headers: Iterable[tuple[bytes, bytes]] = (),
+                 keepalive: bytes | None = None, interval: float = 10.0) -> None:
         self.body_iterator = body
         self.raw_headers = [*SSE_HEADERS, *headers]
+        self.keepalive = keepalive
+        self.interval = interval
 
     async def __call__(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         try:
-            async for chunk in self.body_iterator:
-                if chunk:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if self.keepalive is None:
+                async for chunk in self.body_iterator:
+                    if chunk:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            else:
+                await self._send_with_keepalive(send, self.keepalive)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await self.body_iterator.aclose()
+
+    async def _send_with_keepalive(self, send: Send, keepalive: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        lock = asyncio.Lock()
+        last = [loop.time()]
+        done = [False]
+
+        async def watchdog() -> None:
+            while True:
+                quiet = loop.time() - last[0]
+                if quiet < self.interval:
+                    await asyncio.sleep(self.interval - quiet)
+                    continue
+                async with lock:
+                    if done[0]:
+                        return
+                    await send({"type": "http.response.body", "body": keepalive, "more_body": True})
+                last[0] = loop.time()
+
+        task = loop.create_task(watchdog())
+        try:
+            async for chunk in self.body_iterator:
+                if chunk:
+                    async with lock:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    last[0] = loop.time()
+        finally:
+            async with lock:  # never cancel it in the middle of a write
+                done[0] = True
+            task.cancel()
 
 
 class DisconnectWatch:

@@ -67,6 +67,12 @@ OUTPUT_THINKING=true
 THINKING_FORMAT=reasoning_content
 ENABLE_TOOLIFY=true
 TOOL_REPAIR_ATTEMPTS=1
+
+# --- Anthropic Messages API (/v1/messages, Claude Code) -----------------------------
+# Model names Anthropic clients ask for → served models (ids or provider names); globs allowed.
+ANTHROPIC_MODEL_MAP=
+# Any other claude-* id goes here; unset: 404.
+ANTHROPIC_DEFAULT_MODEL=
 """
 
 

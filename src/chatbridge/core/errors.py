@@ -38,10 +38,11 @@ class InvalidRequest(ClientError):
 class ModelNotFound(ClientError):
     status = 404
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, reason: str | None = None) -> None:
         shown = model if len(model) <= 200 else model[:200] + "…"  # never echo a megabyte back
+        why = f": {reason}." if reason else " or is not served by this gateway."
         super().__init__(
-            f"The model '{shown}' does not exist or is not served by this gateway.",
+            f"The model '{shown}' does not exist{why}",
             param="model",
             code="model_not_found",
         )

@@ -16,20 +16,55 @@ Role = Literal["system", "developer", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
 
+CacheControl = Mapping[str, Any]  # Anthropic's `cache_control` marker, for upstreams that cache prompts
+
+
 @dataclass(slots=True)
 class TextPart:
     text: str
     type: Literal["text"] = "text"
+    cache_control: CacheControl | None = None
 
 
 @dataclass(slots=True)
 class ImagePart:
-    url: str
+    url: str  # an http(s) URL or a `data:` URL
     detail: str | None = None
     type: Literal["image_url"] = "image_url"
+    cache_control: CacheControl | None = None
 
 
-ContentPart = Union[TextPart, ImagePart]
+@dataclass(slots=True)
+class DocumentPart:
+    """A document the client attached: `data` is text (source "text") or base64 (source "base64")."""
+
+    data: str
+    media_type: str
+    source: Literal["text", "base64"] = "text"
+    title: str | None = None
+    context: str | None = None
+    type: Literal["document"] = "document"
+    cache_control: CacheControl | None = None
+
+
+@dataclass(slots=True)
+class ReasoningPart:
+    """Reasoning from an earlier assistant turn, with the upstream's signature if it signed it."""
+
+    text: str
+    signature: str = ""
+    type: Literal["reasoning"] = "reasoning"
+
+
+@dataclass(slots=True)
+class RedactedReasoningPart:
+    """Encrypted reasoning from an earlier assistant turn, passed back opaque."""
+
+    data: str
+    type: Literal["redacted_reasoning"] = "redacted_reasoning"
+
+
+ContentPart = Union[TextPart, ImagePart, DocumentPart, ReasoningPart, RedactedReasoningPart]
 
 
 @dataclass(slots=True)
@@ -49,6 +84,7 @@ class Message:
     tool_calls: list[ToolCall] = field(default_factory=list)
     tool_call_id: str | None = None
     reasoning_content: str | None = None
+    is_error: bool = False  # a tool result that reports a failed run
 
     @property
     def text(self) -> str:
@@ -74,6 +110,7 @@ class ToolSpec:
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
     strict: bool | None = None
+    cache_control: CacheControl | None = None
 
 
 @dataclass(slots=True)
@@ -82,6 +119,18 @@ class ToolChoice:
 
     mode: Literal["auto", "none", "required", "function"] = "auto"
     name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkingConfig:
+    """Whether the client wants reasoning (Anthropic's `thinking`); absent on APIs without the switch."""
+
+    type: Literal["enabled", "adaptive", "disabled"] = "disabled"
+    budget_tokens: int | None = None
+
+    @property
+    def wanted(self) -> bool:
+        return self.type != "disabled"
 
 
 @dataclass(slots=True)
@@ -104,6 +153,11 @@ class ChatRequest:
     extra: dict[str, Any] = field(default_factory=dict)  # unknown fields, for upstreams that speak OpenAI
     # Set on the copy the pipeline hands a provider: the route's provider-specific data.
     route_options: Mapping[str, Any] = field(default_factory=dict)
+    # What Anthropic Messages requests carry beyond the above (None: the client did not say).
+    top_k: int | None = None
+    thinking: ThinkingConfig | None = None
+    effort: str | None = None  # `output_config.effort`
+    cache_control: CacheControl | None = None  # top-level automatic caching
 
     def for_upstream(self, model: str, options: Mapping[str, Any]) -> ChatRequest:
         """A copy naming the upstream's model: the client's request itself is never rewritten.

@@ -17,8 +17,10 @@ from typing import Protocol
 
 from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import AttemptsFailed, Failure, FailureKind, PoolExhausted, UpstreamError
+from chatbridge.core.tokens import count_prompt_tokens
 from chatbridge.core.types import ChatRequest, Event, EventTransform, Route
-from chatbridge.core.usage import estimate_prompt_tokens
+from chatbridge.features.content import UpstreamAbilities, fit_content, needs_fitting
+from chatbridge.features.stops import StopSequences
 from chatbridge.features.thinking import ReasoningMode, ReasoningPolicy
 from chatbridge.features.tools import ToolEmulator, ToolSettings, needs_emulation
 from chatbridge.gateway.attempt import Attempt, EventStream, Timing, Transformed
@@ -77,9 +79,9 @@ class PrimedStream:
 
     @property
     def prompt_tokens(self) -> int:
-        """An estimate of the prompt's tokens, for dialects that announce it before the answer."""
+        """The prompt's tokens (`core.tokens`), for dialects that announce it before the answer."""
         if self._prompt_tokens is None:
-            self._prompt_tokens = estimate_prompt_tokens(self.request)
+            self._prompt_tokens = count_prompt_tokens(self.request)
         return self._prompt_tokens
 
     def __aiter__(self) -> PrimedStream:
@@ -115,6 +117,10 @@ class Pipeline:
         self.planner = planner
         # Providers whose answers need no per-attempt transform: their attempts skip the machinery.
         self._plain = {name for name, p in providers.items() if type(p).transforms is Provider.transforms}
+        self._abilities = {
+            name: UpstreamAbilities(reads_documents=p.reads_documents, verifies_signatures=p.verifies_signatures)
+            for name, p in providers.items()
+        }
 
     async def open(self, request: ChatRequest, timing: Timing | None = None) -> PrimedStream:
         """Route, run features and attempts, and wait for the first event (or an error)."""
@@ -124,19 +130,22 @@ class Pipeline:
         # The provider gets the upstream's model id; the client's request is never rewritten.
         same = request.model == route.upstream_model and not route.options
         upstream = request if same else request.for_upstream(route.upstream_model, route.options)
+        abilities = self._abilities.get(provider.name) or UpstreamAbilities(provider.reads_documents, provider.verifies_signatures)
+        if needs_fitting(upstream, abilities):  # documents to extract (PDF parsing: off the loop)
+            upstream = await asyncio.to_thread(fit_content, upstream, abilities)
         plan = self.planner(upstream, route, provider) if self.planner is not None else upstream
-        mode = self._reasoning_mode(route)
+        client_side = self._client_side(request, route)
         emulator = self._tool_emulator(upstream, provider)
         if emulator is None:  # the common case: one flat iterator
             transforms: TransformsFactory | None = None if provider.name in self._plain else provider.transforms
-            if mode != "reasoning_content":
+            if client_side is not None:
                 def transforms() -> list[EventTransform]:
-                    return [*provider.transforms(), ReasoningPolicy(mode)]
+                    return [*provider.transforms(), *client_side()]
 
             first, attempt = await self._start(plan, provider, timing, transforms)
             return PrimedStream(first, attempt, request)
         rounds = self._rounds(emulator, provider, timing)
-        events: Transformed | EventStream = Transformed(rounds, [ReasoningPolicy(mode)]) if mode != "reasoning_content" else rounds
+        events: Transformed | EventStream = Transformed(rounds, client_side()) if client_side is not None else rounds
         try:
             first = await anext(events)
         except StopAsyncIteration:
@@ -146,9 +155,26 @@ class Pipeline:
             raise
         return PrimedStream(first, events, request)
 
-    def _reasoning_mode(self, route: Route) -> ReasoningMode:
+    def _client_side(self, request: ChatRequest, route: Route) -> TransformsFactory | None:
+        """The transforms that shape the answer for this client (None: it is passed on as it is)."""
+        mode = self._reasoning_mode(request, route)
+        stops = request.stop
+        if mode == "reasoning_content" and not stops:
+            return None
+
+        def transforms() -> list[EventTransform]:
+            made: list[EventTransform] = [] if mode == "reasoning_content" else [ReasoningPolicy(mode)]
+            if stops:
+                made.append(StopSequences(stops))
+            return made
+
+        return transforms
+
+    def _reasoning_mode(self, request: ChatRequest, route: Route) -> ReasoningMode:
         if not (route.reasoning and self.settings.output_thinking):
             return "hidden"
+        if request.thinking is not None:  # the client's API has its own switch (Anthropic's thinking blocks)
+            return "reasoning_content" if request.thinking.wanted else "hidden"
         return "tags" if self.settings.thinking_format == "tags" else "reasoning_content"
 
     def _tool_emulator(self, request: ChatRequest, provider: Provider) -> ToolEmulator | None:

@@ -33,6 +33,9 @@ class Provider(abc.ABC):
     name: str = "provider"
     native_tools: bool = False
     requires_credential: bool = True
+    # What the upstream can take of an Anthropic request; the rest is fitted (features/content.py).
+    reads_documents: bool = False  # PDF/text documents as such (else their text is extracted)
+    verifies_signatures: bool = False  # earlier turns' signed thinking is passed back (else dropped)
 
     @abc.abstractmethod
     def models(self) -> list[ModelInfo]:

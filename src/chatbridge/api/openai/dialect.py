@@ -11,6 +11,11 @@ from chatbridge.gateway.pipeline import PrimedStream
 
 class OpenAIDialect:
     parse = staticmethod(parse_chat_request)
+    keepalive: bytes | None = None
+    keepalive_interval = 0.0
+
+    def http_error(self, error: ApiError) -> ApiError:
+        return error
 
     def stream_encoder(self, request: ChatRequest, primed: PrimedStream) -> ChunkEncoder:
         return ChunkEncoder(completion_id(), now(), request.model, request.include_usage)

@@ -92,7 +92,7 @@ def _arguments_value(arguments: str) -> Any:
 def _tool_result(message: Message, names: dict[str, str], marker: CallMarker) -> Message:
     call_id = message.tool_call_id or ""
     name = names.get(call_id) or message.name or UNKNOWN_TOOL
-    head = marker.result_open(name, call_id or UNKNOWN_TOOL) + "\n"
+    head = marker.result_open(name, call_id or UNKNOWN_TOOL) + ("\nError: the tool failed.\n" if message.is_error else "\n")
     tail = "\n" + marker.result_close
     content: str | list[ContentPart]
     if isinstance(message.content, list):

@@ -73,6 +73,8 @@ def sampling_params(request: ChatRequest) -> dict[str, Any]:
         params["max_tokens"] = request.max_tokens
     if request.top_p is not None:
         params["top_p"] = request.top_p
+    if request.top_k is not None:
+        params["top_k"] = request.top_k
     if request.stop:
         params["stop"] = list(request.stop)
     return params
@@ -85,6 +87,8 @@ def encode_message(message: Message) -> dict[str, Any]:
         label = f"Result of tool call {message.tool_call_id or ''}".strip()
         if message.name:
             label += f" ({message.name})"
+        if message.is_error:
+            label += ", which failed"
         return {"role": "user", "content": f"{label}:\n{message.text}"}
     content = _encode_content(message)
     if message.role == "assistant" and message.tool_calls:

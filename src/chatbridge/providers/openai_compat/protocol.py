@@ -39,7 +39,7 @@ _FINISH: dict[str, FinishReason] = {
 def build_body(request: ChatRequest, *, native_tools: bool) -> dict[str, Any]:
     body: dict[str, Any] = dict(request.extra)
     body["model"] = request.model
-    body["messages"] = [encode_message(m) for m in request.messages]
+    body["messages"] = encode_messages(request.messages)
     body["stream"] = request.stream
     if request.stream:
         body["stream_options"] = {"include_usage": True}
@@ -49,6 +49,8 @@ def build_body(request: ChatRequest, *, native_tools: bool) -> dict[str, Any]:
             body[key] = value
     if request.stop:
         body["stop"] = request.stop
+    if request.top_k is not None:  # not OpenAI's, but vLLM, llama.cpp and Ollama take it
+        body["top_k"] = request.top_k
     if native_tools and request.tools:
         body["tools"] = [
             {"type": "function", "function": _tool_function(t.name, t.description, t.parameters, t.strict)}
@@ -74,18 +76,39 @@ def _tool_function(name: str, description: str, parameters: dict[str, Any], stri
     return function
 
 
+def encode_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """Messages on the wire; a tool result with images is followed by a user turn holding them,
+    since OpenAI's tool messages take text only."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        out.append(encode_message(message))
+        if message.role == "tool" and message.has_images:
+            images = [_part(p) for p in message.content or () if isinstance(p, ImagePart)]
+            out.append({"role": "user", "content": [
+                {"type": "text", "text": f"Images returned by tool call {message.tool_call_id or ''}:"}, *images,
+            ]})
+    return out
+
+
+def _part(part: TextPart | ImagePart) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    return {"type": "image_url", "image_url": {"url": part.url, **({"detail": part.detail} if part.detail else {})}}
+
+
 def encode_message(message: Message) -> dict[str, Any]:
     out: dict[str, Any] = {"role": message.role}
     content = message.content
     if isinstance(content, list):
-        out["content"] = [
-            {"type": "text", "text": p.text} if isinstance(p, TextPart)
-            else {"type": "image_url", "image_url": {"url": p.url, **({"detail": p.detail} if p.detail else {})}}
-            for p in content
-            if isinstance(p, (TextPart, ImagePart))
-        ]
+        # Parts OpenAI has no place for (documents, reasoning) were fitted away before; tool
+        # messages take text only (their images follow in a user turn, `encode_messages`).
+        kinds = (TextPart,) if message.role == "tool" else (TextPart, ImagePart)
+        parts = [_part(p) for p in content if isinstance(p, kinds)]
+        if message.is_error:
+            parts.insert(0, {"type": "text", "text": "Error: "})
+        out["content"] = parts
     else:
-        out["content"] = content
+        out["content"] = f"Error: {content or ''}" if message.is_error else content
     if message.name:
         out["name"] = message.name
     if message.tool_calls:
@@ -103,11 +126,12 @@ def encode_message(message: Message) -> dict[str, Any]:
 class CompletionReader:
     """The `AnswerReader` of an OpenAI-compatible upstream: `chat.completion.chunk`s, or one completion."""
 
-    __slots__ = ("done", "finish_reason", "provider", "seen")
+    __slots__ = ("done", "finish_reason", "provider", "seen", "stop_sequence")
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
         self.finish_reason: FinishReason = "stop"
+        self.stop_sequence: str | None = None
         self.done = False
         self.seen = False  # any chunk at all: a stream of none is a failure, not an empty answer
 
@@ -144,6 +168,9 @@ class CompletionReader:
             reason = choice.get("finish_reason")
             if reason:
                 self.finish_reason = _FINISH.get(reason, "stop")
+            matched = choice.get("stop_reason")  # vLLM: the stop string that ended the answer
+            if isinstance(matched, str) and matched:
+                self.stop_sequence = matched
         usage = obj.get("usage")
         if usage:
             yield _usage(usage)
@@ -151,7 +178,7 @@ class CompletionReader:
     def finish(self) -> list[Event]:
         if not self.seen:
             raise UpstreamProtocolError(f"{self.provider} upstream ended its stream without sending any chunk", provider=self.provider)
-        return [Finish(self.finish_reason)]
+        return [Finish(self.finish_reason, self.stop_sequence if self.finish_reason == "stop" else None)]
 
     def read_body(self, payload: bytes) -> list[Event]:
         """A non-streamed `chat.completion` body; any other shape is the upstream's failure."""
@@ -175,7 +202,9 @@ def _completion_events(obj: Any) -> list[Event]:
         events.append(ToolCallDelta(index=index, id=call.get("id"), name=function.get("name"), arguments=function.get("arguments") or ""))
     if obj.get("usage"):
         events.append(_usage(obj["usage"]))
-    events.append(Finish(_FINISH.get(choice.get("finish_reason") or "stop", "stop")))
+    reason = _FINISH.get(choice.get("finish_reason") or "stop", "stop")
+    matched = choice.get("stop_reason")
+    events.append(Finish(reason, matched if reason == "stop" and isinstance(matched, str) and matched else None))
     return events
 
 
@@ -187,8 +216,13 @@ def _text(value: object) -> str:
 
 def _usage(usage: dict[str, Any]) -> Usage:
     details = usage.get("completion_tokens_details") or {}
+    prompt_details = usage.get("prompt_tokens_details") or {}
+    cached = prompt_details.get("cached_tokens") if isinstance(prompt_details, dict) else None
+    written = prompt_details.get("cache_write_tokens") if isinstance(prompt_details, dict) else None
     return Usage(
         int(usage.get("prompt_tokens") or 0),
         int(usage.get("completion_tokens") or 0),
-        reasoning_tokens=details.get("reasoning_tokens"),
+        reasoning_tokens=details.get("reasoning_tokens") if isinstance(details, dict) else None,
+        cache_read_tokens=cached if isinstance(cached, int) else None,
+        cache_write_tokens=written if isinstance(written, int) else None,
     )

@@ -1,0 +1,25 @@
+"""`/v1/models` in the shape of the asking client's API: Anthropic's when it sends `anthropic-version`."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from chatbridge.api.anthropic import models as anthropic_models
+from chatbridge.api.openai import models as openai_models
+
+
+def is_anthropic(request: Request) -> bool:
+    return "anthropic-version" in request.headers
+
+
+async def list_models(request: Request) -> Response:
+    if is_anthropic(request):
+        return await anthropic_models.list_models(request)
+    return await openai_models.list_models(request)
+
+
+async def get_model(request: Request) -> Response:
+    if is_anthropic(request):
+        return await anthropic_models.get_model(request)
+    return await openai_models.get_model(request)
