@@ -234,24 +234,3 @@ def test_a_model_refusing_the_effort_field_is_asked_again_without(
     assert "additionalModelRequestFields" in first.json and "additionalModelRequestFields" not in second.json
     assert credentials(gateway)[0]["failures"] == 0
 
-
-def test_a_refused_thinking_signature_is_sent_again_without_the_historys_thinking(
-    gateway: GatewayServer, kiro_emu: KiroEmulator, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Until a dialect carries signatures, a history with a forged one stands in for a tampered client."""
-    from chatbridge.providers.kiro import conversation
-
-    monkeypatch.setattr(conversation, "signed_thoughts",
-                        lambda message: [conversation.Thought(message.reasoning_content or "", "forged-signature")]
-                        if message.reasoning_content else [])
-    messages: list[Any] = [{"role": "user", "content": "q"},
-                           {"role": "assistant", "content": "a", "reasoning_content": "I thought"},
-                           {"role": "user", "content": "and?"}]
-    reply = gateway.openai().chat.completions.create(model=MODEL, messages=messages)
-    assert reply.choices[0].message.content
-    first, second = kiro_emu.chat_requests
-    assert first.json["conversationState"]["history"][1]["assistantResponseMessage"]["reasoningContent"] == {
-        "reasoningText": {"text": "I thought", "signature": "forged-signature"}}
-    assert "reasoningContent" not in second.json["conversationState"]["history"][1]["assistantResponseMessage"]
-    assert kiro_emu.rejections == ["turn 1 replays thinking with a signature Kiro did not make"]
-    assert credentials(gateway)[0]["state"] == "active" and credentials(gateway)[0]["failures"] == 0

@@ -62,7 +62,7 @@ def test_signed_reasoning_text_and_a_tool_call() -> None:
         ReasoningDelta("The user wants weather.", sign("The user wants weather.")),
         TextDelta("Checking the weather."),
         ToolCallDelta(0, "tooluse_abc", "get_weather", '{"city": "Paris"}'),
-        Usage(3000, events[3].completion_tokens, estimated=True),  # type: ignore[union-attr]
+        Usage(3000, events[3].completion_tokens, estimated=False),  # type: ignore[union-attr]
     ]
     assert events[4:] == [Finish("tool_calls")]
 
@@ -152,7 +152,7 @@ def test_error_frames_are_errors() -> None:
 def test_usage_from_the_context_percentage_and_from_metrics() -> None:
     by_percent = read(b"".join(reply_frames(KiroReply(text="ok", context_percent=2.5))))
     usage = next(e for e in by_percent if isinstance(e, Usage))
-    assert usage.prompt_tokens == 5000 and usage.estimated
+    assert usage.prompt_tokens == 5000 and not usage.estimated  # Kiro's own meter
     reported = KiroReply(text="ok", usage={"inputTokens": 1200, "outputTokens": 34, "cacheReadInputTokens": 800,
                                            "cacheWriteInputTokens": 100})
     usage = next(e for e in read(b"".join(reply_frames(reported))) if isinstance(e, Usage))
@@ -163,7 +163,7 @@ def test_usage_from_the_context_percentage_and_from_metrics() -> None:
 def test_without_any_figures_the_prompt_is_the_estimate() -> None:
     frames = [event_frame("assistantResponseEvent", {"content": "Hi"}), event_frame("meteringEvent", {"usage": 1})]
     usage = next(e for e in read(b"".join(frames), prompt_estimate=4321) if isinstance(e, Usage))
-    assert usage.prompt_tokens == 4321 and usage.completion_tokens == 1
+    assert usage.prompt_tokens == 4321 and usage.completion_tokens == 1 and usage.estimated
 
 
 def test_a_wrapped_payload_is_read_too() -> None:

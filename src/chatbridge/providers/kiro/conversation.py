@@ -19,7 +19,7 @@ from typing import Any, Literal
 import orjson
 
 from chatbridge.core.errors import InvalidRequest
-from chatbridge.core.types import ImagePart, Message
+from chatbridge.core.types import ImagePart, Message, ReasoningPart, RedactedReasoningPart
 from chatbridge.providers.kiro.tools import clean_input
 
 EMPTY = "(empty)"  # what an otherwise empty turn says
@@ -132,8 +132,10 @@ def _turns(messages: list[Message]) -> tuple[str, list[Turn]]:
                 system.append(message.text)
         elif role == "user":
             turns.append(UserTurn(message.text, _images(message, index)))
-        elif role == "tool":
-            turns.append(UserTurn(results=[ToolResult(message.tool_call_id or "", message.text or EMPTY_RESULT)]))
+        elif role == "tool":  # its images go with the turn: Kiro's tool results hold text only
+            result = ToolResult(message.tool_call_id or "", message.text or EMPTY_RESULT,
+                                "error" if message.is_error else "success")
+            turns.append(UserTurn(images=_images(message, index), results=[result]))
         else:
             turns.append(AssistantTurn(message.text, [_tool_use(c.id, c.name, c.arguments) for c in message.tool_calls],
                                        signed_thoughts(message)))
@@ -141,12 +143,20 @@ def _turns(messages: list[Message]) -> tuple[str, list[Turn]]:
 
 
 def signed_thoughts(message: Message) -> list[Thought]:
-    """Reasoning of an assistant message that can be replayed: only what carries the upstream's signature.
+    """Reasoning of an assistant message that can be replayed: signed thinking and redacted thinking.
 
-    Unsigned reasoning (`reasoning_content` from an OpenAI client) cannot be: Kiro would refuse a
-    forged or missing signature, so it is left out.
+    Unsigned reasoning (an OpenAI client's `reasoning_content`, a thinking block without its
+    signature) cannot be: Kiro refuses a missing or forged signature, so it is left out.
     """
-    return []
+    if not isinstance(message.content, list):
+        return []
+    thoughts: list[Thought] = []
+    for part in message.content:
+        if isinstance(part, ReasoningPart) and part.signature:
+            thoughts.append(Thought(part.text, part.signature))
+        elif isinstance(part, RedactedReasoningPart) and part.data:
+            thoughts.append(Thought(redacted=part.data))
+    return thoughts
 
 
 def _tool_use(call_id: str, name: str, arguments: str) -> ToolUse:

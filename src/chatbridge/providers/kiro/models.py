@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from chatbridge.core.types import ChatRequest
+
 EFFORT_ORDER = ("low", "medium", "high", "xhigh", "max")
 DEFAULT_WINDOW = 200_000
 _FAMILY = re.compile(r"^claude-(opus|sonnet|haiku)-(\d+)(?:[.-](\d))?(?:-(\d{8}))?(?:-latest)?$")
@@ -68,6 +70,19 @@ def aliases(model_id: str) -> list[str]:
         spellings |= {f"{s}-latest" for s in (model_id, model_id.replace(".", "-"))}
     spellings.discard(model_id)
     return sorted(spellings)
+
+
+def requested_effort(request: ChatRequest) -> str | None:
+    """The effort a request asks for: Anthropic's `output_config.effort`, OpenAI's `reasoning_effort`,
+    or a thinking budget read as an effort (adaptive thinking leaves it to the model)."""
+    if request.effort:
+        return request.effort
+    if request.reasoning_effort:
+        return request.reasoning_effort
+    thinking = request.thinking
+    if thinking is None or thinking.type != "enabled" or thinking.budget_tokens is None:
+        return None
+    return "low" if thinking.budget_tokens <= 4096 else "medium" if thinking.budget_tokens <= 16384 else "high"
 
 
 def effort_for(requested: str | None, allowed: tuple[str, ...]) -> str | None:

@@ -35,7 +35,7 @@ from chatbridge.providers.kiro.credentials import NAME, KiroAccount, account_of
 from chatbridge.providers.kiro.endpoints import KiroEndpoints
 from chatbridge.providers.kiro.errors import classify, is_extra_fields_error, is_signature_error
 from chatbridge.providers.kiro.eventstream import EventStreamDecoder
-from chatbridge.providers.kiro.models import KiroModel, effort_for, parse_catalog, static_models
+from chatbridge.providers.kiro.models import KiroModel, effort_for, parse_catalog, requested_effort, static_models
 from chatbridge.providers.kiro.payload import BodyOptions, build_body, estimate_input_tokens
 from chatbridge.providers.kiro.profiles import first_profile_arn
 from chatbridge.providers.kiro.reader import KiroAnswerReader
@@ -66,6 +66,7 @@ class KiroProvider(Provider):
     name = NAME
     native_tools = True
     requires_credential = True
+    verifies_signatures = True  # signed thinking from earlier turns goes back as `reasoningContent`
 
     def __init__(self, config: KiroConfig, catalog_credential: Callable[[], Credential | None] = lambda: None,
                  session: aiohttp.ClientSession | None = None) -> None:
@@ -131,7 +132,7 @@ class KiroProvider(Provider):
         model = self.model(request.model)
         options = BodyOptions(request.model, account_of(credential).profile_arn, tuple(request.tools),
                               offer_tools=request.tool_choice.mode != "none",
-                              effort=effort_for(request.reasoning_effort, model.efforts))
+                              effort=effort_for(requested_effort(request), model.efforts))
         if options.profile_arn is None:
             options = replace(options, profile_arn=await self._profile_arn(credential))
         repairs = 0

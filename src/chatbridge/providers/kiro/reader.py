@@ -268,7 +268,9 @@ class KiroAnswerReader:
             prompt = max(round(self._context_percent * self._window / 100), cached)
         else:
             prompt = self._prompt_estimate
-        return Usage(prompt, completion, estimated=tokens.input is None or tokens.output is None,
+        # `estimated` says whether the prompt figure is Kiro's own (its metrics or its context meter):
+        # that is the figure clients budget their context by; Kiro never counts output but in metrics.
+        return Usage(prompt, completion, estimated=tokens.input is None and self._context_percent is None,
                      cache_read_tokens=tokens.cache_read, cache_write_tokens=tokens.cache_write)
 
     def read_body(self, body: bytes) -> list[Event]:
