@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -193,3 +194,12 @@ def test_any_history_goes_out_in_a_shape_kiro_takes(seed: int) -> None:
     tools = (WEATHER,) if rng.random() < 0.5 else ()
     body = body_for(random_history(rng), tools=tools, offer_tools=rng.random() < 0.8)
     assert check_body(body, set(MODELS), set()) is None
+
+
+def test_a_schema_whose_refs_multiply_is_cut_not_expanded_forever() -> None:
+    """Each level refers to the next twice: inlined in full that would be 2**30 nodes."""
+    defs = {f"L{i}": {"type": "object", "properties": {"a": {"$ref": f"#/$defs/L{i + 1}"}, "b": {"$ref": f"#/$defs/L{i + 1}"}}}
+            for i in range(30)}
+    defs["L30"] = {"type": "string"}
+    cleaned = sanitize_schema({"type": "object", "$defs": defs, "properties": {"root": {"$ref": "#/$defs/L0"}}})
+    assert cleaned["type"] == "object" and len(json.dumps(cleaned)) < 5_000_000

@@ -25,6 +25,7 @@ _KEPT = frozenset({
     "exclusiveMaximum", "multipleOf", "minLength", "maxLength", "minItems", "maxItems", "uniqueItems",
 })
 _MAX_DEPTH = 24
+_MAX_NODES = 20_000  # refs inlined into a DAG can multiply; a schema past this is cut (a DoS guard)
 _EMPTY_OBJECT: dict[str, Any] = {"type": "object", "properties": {}}
 
 
@@ -64,32 +65,42 @@ def sanitize_schema(schema: object) -> dict[str, Any]:
     """A tool's parameters in the subset Kiro takes: an object schema, refs inlined, unions flattened."""
     if not isinstance(schema, dict) or not schema:
         return dict(_EMPTY_OBJECT)
-    root = schema
-    cleaned = _clean(schema, root, 0, frozenset())
+    cleaned = _clean(schema, _Walk(schema), 0, frozenset())
     if cleaned.get("type") != "object":
         cleaned = {"type": "object", "properties": cleaned.get("properties", {}), **_only(cleaned, ("description",))}
     cleaned.setdefault("properties", {})
     return cleaned
 
 
-def _clean(node: object, root: dict[str, Any], depth: int, refs: frozenset[str]) -> dict[str, Any]:
-    if not isinstance(node, dict) or depth > _MAX_DEPTH:
+class _Walk:
+    """One schema's walk: the root refs point into, and how many nodes may still be written."""
+
+    __slots__ = ("budget", "root")
+
+    def __init__(self, root: dict[str, Any]) -> None:
+        self.root = root
+        self.budget = _MAX_NODES
+
+
+def _clean(node: object, walk: _Walk, depth: int, refs: frozenset[str]) -> dict[str, Any]:
+    walk.budget -= 1
+    if not isinstance(node, dict) or depth > _MAX_DEPTH or walk.budget < 0:
         return {}
     ref = node.get("$ref")
     if isinstance(ref, str):
-        target = _resolve(root, ref)
+        target = _resolve(walk.root, ref)
         if target is None or ref in refs:  # unknown or recursive: an open object stands in
             return {"type": "object", **_only(node, ("description",))}
         merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-        return _clean(merged, root, depth + 1, refs | {ref})
+        return _clean(merged, walk, depth + 1, refs | {ref})
     union = node.get("anyOf", node.get("oneOf"))
     if isinstance(union, list):
-        return _flatten(node, [v for v in union if not _is_null(v)], root, depth, refs)
+        return _flatten(node, [v for v in union if not _is_null(v)], walk, depth, refs)
     every = node.get("allOf")
     if isinstance(every, list):
-        parts = [_clean(v, root, depth + 1, refs) for v in every]
+        parts = [_clean(v, walk, depth + 1, refs) for v in every]
         rest = {k: v for k, v in node.items() if k != "allOf"}
-        return _merge([_clean(rest, root, depth + 1, refs), *parts])
+        return _merge([_clean(rest, walk, depth + 1, refs), *parts])
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _KEPT and value is not None:
@@ -105,7 +116,7 @@ def _clean(node: object, root: dict[str, Any], depth: int, refs: frozenset[str])
             out.pop(text)
     properties = node.get("properties")
     if isinstance(properties, dict):
-        out["properties"] = {str(k): _clean(v, root, depth + 1, refs) for k, v in properties.items()}
+        out["properties"] = {str(k): _clean(v, walk, depth + 1, refs) for k, v in properties.items()}
         out.setdefault("type", "object")
         required = node.get("required")
         if isinstance(required, list):
@@ -116,16 +127,16 @@ def _clean(node: object, root: dict[str, Any], depth: int, refs: frozenset[str])
     if isinstance(items, list):
         items = items[0] if items else None
     if isinstance(items, dict):
-        out["items"] = _clean(items, root, depth + 1, refs)
+        out["items"] = _clean(items, walk, depth + 1, refs)
         out.setdefault("type", "array")
     return out
 
 
-def _flatten(node: dict[str, Any], variants: list[Any], root: dict[str, Any], depth: int,
+def _flatten(node: dict[str, Any], variants: list[Any], walk: _Walk, depth: int,
              refs: frozenset[str]) -> dict[str, Any]:
     """One schema for a union: objects merged into one (properties of all, required of all), else the first."""
-    rest = _clean({k: v for k, v in node.items() if k not in ("anyOf", "oneOf")}, root, depth + 1, refs)
-    cleaned = [c for c in (_clean(v, root, depth + 1, refs) for v in variants) if c]
+    rest = _clean({k: v for k, v in node.items() if k not in ("anyOf", "oneOf")}, walk, depth + 1, refs)
+    cleaned = [c for c in (_clean(v, walk, depth + 1, refs) for v in variants) if c]
     if not cleaned:
         return rest
     if len(cleaned) > 1 and all(c.get("type") == "object" for c in cleaned):
