@@ -28,11 +28,12 @@ _INTEGERS = {2: struct.Struct("!b"), 3: struct.Struct("!h"), 4: struct.Struct("!
 _INT64 = _INTEGERS[5]
 _UINT16 = struct.Struct("!H")
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_KNOWN_HEADER_SETS = 32
 
 
 @dataclass(frozen=True, slots=True)
 class EventStreamMessage:
-    """One decoded frame: its headers by name and its raw payload."""
+    """One decoded frame: its headers by name (read-only: frames with the same headers share them) and its raw payload."""
 
     headers: dict[str, HeaderValue]
     payload: bytes
@@ -50,12 +51,14 @@ class EventStreamDecoder:
     long the stream runs.
     """
 
-    __slots__ = ("_buffer", "_failed", "_provider")
+    __slots__ = ("_buffer", "_failed", "_known", "_provider")
 
     def __init__(self, provider: str = "kiro") -> None:
         self._buffer = bytearray()
         self._provider = provider
         self._failed: UpstreamProtocolError | None = None
+        # A stream repeats a handful of header sets (one per event type): each is parsed once.
+        self._known: dict[bytes, dict[str, HeaderValue]] = {}
 
     def decode(self, chunk: bytes) -> list[EventStreamMessage]:
         """Whole messages so far; a corrupt frame raises, after the good messages before it were returned."""
@@ -89,7 +92,12 @@ class EventStreamDecoder:
                 if zlib.crc32(buffer[start:end - 4]) != message_crc:
                     raise self._error("a frame whose message CRC does not match (the stream is corrupt)")
                 headers_end = start + PRELUDE_LENGTH + headers_length
-                headers = self._headers(bytes(buffer[start + PRELUDE_LENGTH:headers_end]))
+                raw = bytes(buffer[start + PRELUDE_LENGTH:headers_end])
+                headers = self._known.get(raw)
+                if headers is None:
+                    headers = self._headers(raw)
+                    if len(self._known) < _KNOWN_HEADER_SETS:
+                        self._known[raw] = headers
                 messages.append(EventStreamMessage(headers, bytes(buffer[headers_end:end - 4])))
                 start = end
         finally:
