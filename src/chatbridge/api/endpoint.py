@@ -9,6 +9,7 @@ encodes answers and errors in its own shapes (OpenAI in `api/openai/`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Mapping
 from typing import Protocol
 
@@ -19,6 +20,7 @@ from chatbridge.api.auth import header
 from chatbridge.api.errors import ApiError, to_api_error
 from chatbridge.api.streaming import DisconnectWatch, EventStreamResponse
 from chatbridge.core.errors import ClientDisconnected, RequestTooLarge
+from chatbridge.core.inline_work import NeedsWorker, inline_work
 from chatbridge.core.types import ChatRequest, Event
 from chatbridge.gateway.attempt import Timing
 from chatbridge.gateway.pipeline import Pipeline, PrimedStream
@@ -112,7 +114,7 @@ class ChatEndpoint:
             return
         try:
             body = await read_body(scope, receive, self.max_request_bytes)
-            chat = self.dialect.parse(body, scope["headers"])
+            chat = await self._parse(body, scope["headers"])
         except ClientDisconnected:
             return
         except Exception as exc:
@@ -123,6 +125,14 @@ class ChatEndpoint:
                 await self._answer(chat, scope, send, headers)
         except ClientDisconnected:
             return
+
+    async def _parse(self, body: bytes, headers: RawHeaders) -> ChatRequest:
+        """On the loop while that is cheap; a request with big unchecked tool schemas goes to a worker."""
+        try:
+            with inline_work():
+                return self.dialect.parse(body, headers)
+        except NeedsWorker:
+            return await asyncio.to_thread(self.dialect.parse, body, headers)
 
     async def _answer(self, chat: ChatRequest, scope: Scope, send: Send, headers: RawHeaders) -> None:
         timing = Timing()

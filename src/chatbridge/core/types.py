@@ -134,6 +134,21 @@ class ThinkingConfig:
 
 
 @dataclass(slots=True)
+class ResponseFormat:
+    """Normalised `response_format`: the shape the answer's text must have.
+
+    `wire` is the client's own JSON for it, forwarded as is to upstreams that speak OpenAI.
+    """
+
+    kind: Literal["text", "json_object", "json_schema"] = "text"
+    schema: dict[str, Any] | None = None  # json_schema only; None accepts any JSON
+    name: str | None = None
+    description: str | None = None
+    strict: bool | None = None
+    wire: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class ChatRequest:
     """A chat request after validation, independent of the API it arrived on."""
 
@@ -150,6 +165,7 @@ class ChatRequest:
     user: str | None = None
     include_usage: bool = False
     reasoning_effort: str | None = None
+    response_format: ResponseFormat | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # unknown fields, for upstreams that speak OpenAI
     # Set on the copy the pipeline hands a provider: the route's provider-specific data.
     route_options: Mapping[str, Any] = field(default_factory=dict)

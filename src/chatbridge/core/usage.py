@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
-from chatbridge.core.types import ChatRequest
+from chatbridge.core.types import ChatRequest, Usage
 
 _MESSAGE_OVERHEAD = 4  # role and separators, as tokenizers count them
 
@@ -37,3 +38,25 @@ def wide_chars(text: str) -> int:
 def tokens_from_counts(narrow: int, wide: int) -> int:
     """`estimate_tokens` of a text from its counts of narrow and wide characters."""
     return math.ceil(narrow / 4 + wide) if narrow or wide else 0
+
+
+class UsageTotal:
+    """Usage summed over the upstream rounds of one answer (tool and format emulation)."""
+
+    def __init__(self) -> None:
+        self._total: Usage | None = None
+
+    def add(self, usage: Usage) -> None:
+        total = self._total
+        if total is None:
+            self._total = replace(usage)
+            return
+        total.prompt_tokens += usage.prompt_tokens
+        total.completion_tokens += usage.completion_tokens
+        total.estimated = total.estimated or usage.estimated
+        if usage.reasoning_tokens is not None:
+            total.reasoning_tokens = (total.reasoning_tokens or 0) + usage.reasoning_tokens
+
+    def event(self) -> Usage | None:
+        """The sum, or None when no round reported usage."""
+        return self._total

@@ -21,6 +21,8 @@ from chatbridge.core.tokens import count_prompt_tokens
 from chatbridge.core.types import ChatRequest, Event, EventTransform, Route
 from chatbridge.features.content import UpstreamAbilities, fit_content, needs_fitting
 from chatbridge.features.stops import StopSequences
+from chatbridge.features.structured import FormatEmulator
+from chatbridge.features.structured import needs_emulation as needs_format_emulation
 from chatbridge.features.thinking import ReasoningMode, ReasoningPolicy
 from chatbridge.features.tools import ToolEmulator, ToolSettings, needs_emulation
 from chatbridge.gateway.attempt import Attempt, EventStream, Timing, Transformed
@@ -135,8 +137,9 @@ class Pipeline:
             upstream = await asyncio.to_thread(fit_content, upstream, abilities)
         plan = self.planner(upstream, route, provider) if self.planner is not None else upstream
         client_side = self._client_side(request, route)
+        formatted = needs_format_emulation(upstream) and not provider.native_response_format
         emulator = self._tool_emulator(upstream, provider)
-        if emulator is None:  # the common case: one flat iterator
+        if emulator is None and not formatted:  # the common case: one flat iterator
             transforms: TransformsFactory | None = None if provider.name in self._plain else provider.transforms
             if client_side is not None:
                 def transforms() -> list[EventTransform]:
@@ -144,7 +147,11 @@ class Pipeline:
 
             first, attempt = await self._start(plan, provider, timing, transforms)
             return PrimedStream(first, attempt, request)
-        rounds = self._rounds(emulator, provider, timing)
+        if formatted:
+            rounds = self._format_rounds(FormatEmulator(upstream), provider, timing)
+        else:
+            assert emulator is not None
+            rounds = self._rounds(emulator, provider, timing)
         events: Transformed | EventStream = Transformed(rounds, client_side()) if client_side is not None else rounds
         try:
             first = await anext(events)
@@ -197,10 +204,46 @@ class Pipeline:
                         yield event
             finally:
                 await attempt.aclose()
-            for event in emulator.end_round():
+            # Judging a round validates its calls: bounded, but it may take a while on a big argument.
+            for event in await asyncio.to_thread(emulator.end_round):
                 yield event
         for event in emulator.finish():
             yield event
+
+    async def _format_rounds(self, emulator: FormatEmulator, provider: Provider, timing: Timing) -> AsyncGenerator[Event, None]:
+        """`response_format` emulation: each round is one whole answer (tool rounds included)."""
+        while (request := emulator.next_request()) is not None:
+            answer = self._answer(request, provider, timing)
+            try:
+                async for upstream_event in answer:
+                    for event in emulator.feed(upstream_event):
+                        yield event
+            finally:
+                await answer.aclose()
+            for event in await asyncio.to_thread(emulator.end_round):  # validation, like the tool rounds'
+                yield event
+        for event in emulator.finish():
+            yield event
+
+    async def _answer(self, request: ChatRequest, provider: Provider, timing: Timing) -> AsyncGenerator[Event, None]:
+        """One whole answer to `request`: tool rounds where tools are emulated, else one attempt."""
+        emulator = self._tool_emulator(request, provider)
+        if emulator is not None:
+            rounds = self._rounds(emulator, provider, timing)
+            try:
+                async for event in rounds:
+                    yield event
+            finally:
+                await rounds.aclose()
+            return
+        first, attempt = await self._start(request, provider, timing, provider.transforms)
+        try:
+            if first is not None:
+                yield first
+            async for event in attempt:
+                yield event
+        finally:
+            await attempt.aclose()
 
     async def _start(
         self, plan: AttemptPlan | ChatRequest, provider: Provider, timing: Timing, transforms: TransformsFactory | None,

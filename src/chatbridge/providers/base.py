@@ -32,6 +32,7 @@ class Provider(abc.ABC):
 
     name: str = "provider"
     native_tools: bool = False
+    native_response_format: bool = False  # honours `response_format` itself; else it is emulated
     requires_credential: bool = True
     # What the upstream can take of an Anthropic request; the rest is fitted (features/content.py).
     reads_documents: bool = False  # PDF/text documents as such (else their text is extracted)

@@ -71,7 +71,8 @@ def test_what_clients_legitimately_vary_passes() -> None:
     )
     assert request.temperature == 1.0 and request.top_p == 1.0 and not request.stream
     assert request.max_tokens == 2**31 - 1
-    assert request.extra == {"logprobs": True, "response_format": {"type": "json_object"}, "seed": 2**63 - 1}
+    assert request.extra == {"logprobs": True, "seed": 2**63 - 1}
+    assert request.response_format is not None and request.response_format.wire == {"type": "json_object"}  # modelled now
     assert request.messages[0].text == "ab" and request.messages[1].content is None
 
 

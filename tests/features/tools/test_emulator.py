@@ -214,7 +214,7 @@ def test_complete_calls_before_a_truncated_one_are_kept_with_length() -> None:
     assert result.finish == "length"
 
 
-def test_tool_choice_none_keeps_tool_like_text_as_text() -> None:
+def test_tool_choice_none_cuts_call_blocks_out_of_the_text() -> None:
     messages = [
         Message(role="user", content="Weather?"),
         Message(role="assistant", tool_calls=[ToolCall(id="c1", name="get_weather", arguments='{"city": "Rome"}')]),
@@ -222,10 +222,33 @@ def test_tool_choice_none_keeps_tool_like_text_as_text() -> None:
     ]
     upstream = FakeUpstream(answer("Summary: " + WEATHER, finish="stop"))
     result = run_emulator(make_request(messages=messages, tool_choice=ToolChoice(mode="none")), upstream)
-    assert result.text == "Summary: " + WEATHER and result.calls == [] and result.finish == "stop"
+    assert result.text == "Summary:" and result.calls == [] and result.finish == "stop"
     system = upstream.requests[0].messages[0].text
     assert "disabled" in system and "## get_weather" not in system
     assert "cloudy" in upstream.requests[0].messages[3].text
+
+
+GENERIC = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+
+
+@pytest.mark.parametrize(
+    "text,shown",
+    [
+        ("Let me check.\n" + WEATHER + "\nIt is sunny in Paris.", "Let me check.\nIt is sunny in Paris."),
+        (WEATHER + "\n\nIt is sunny.", "It is sunny."),
+        ("Paris: " + WEATHER + " " + GENERIC + " sunny.", "Paris: sunny."),
+        ("Truncated: " + M.open_tag + '{"name": "get_weather", "argu', "Truncated:"),
+        ("Broken: " + M.open_tag + "{not json}" + M.close_tag + " after.", "Broken: after."),
+        ("Use `<tool_call>` tags, like `" + GENERIC + "`.\n", "Use `<tool_call>` tags, like `" + GENERIC + "`.\n"),
+        ("No calls at all.\n\n", "No calls at all.\n\n"),
+    ],
+)
+def test_tool_choice_none_keeps_the_prose_at_every_chunking(text: str, shown: str) -> None:
+    for chunk in (1, 2, 3, 7, 50, len(text)):
+        upstream = FakeUpstream(answer(text, chunk=chunk))
+        result = run_emulator(make_request(tool_choice=ToolChoice(mode="none")), upstream)
+        assert (result.text, result.calls, result.finish) == (shown, [], "stop"), chunk
+        assert len(upstream.requests) == 1  # no repair: nothing is called
 
 
 def test_tool_history_without_tools_is_still_rewritten() -> None:

@@ -70,7 +70,7 @@ def to_chat_request(data: CountTokensRequestIn, session: str | None) -> ChatRequ
     for index, message in enumerate(data.messages):
         messages.extend(_messages(message, index))
     tools = [_tool(tool, index) for index, tool in enumerate(data.tools or ())]
-    problem = tool_problem(tools) if tools else None
+    problem = tool_problem(tools, root="input_schema") if tools else None
     if problem is not None:
         field = "input_schema" if problem.field == "parameters" else problem.field
         raise InvalidRequest(f"tools.{problem.index}.{field}: {problem.message}", param=f"tools.{problem.index}.{field}")

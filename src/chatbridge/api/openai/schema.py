@@ -18,12 +18,13 @@ from chatbridge.core.types import (
     ContentPart,
     ImagePart,
     Message,
+    ResponseFormat,
     TextPart,
     ToolCall,
     ToolChoice,
     ToolSpec,
 )
-from chatbridge.features.tools.schemas import tool_problem
+from chatbridge.features.tools.schemas import schema_problem, tool_problem
 
 
 class _Lenient(BaseModel):
@@ -89,6 +90,18 @@ class ToolChoiceIn(_Lenient):
     function: NamedFunctionIn
 
 
+class JsonSchemaFormatIn(_Lenient):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: StrictBool | None = None
+
+
+class ResponseFormatIn(_Lenient):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormatIn | None = None
+
+
 class StreamOptionsIn(_Lenient):
     include_usage: StrictBool = False
 
@@ -115,6 +128,7 @@ class ChatCompletionRequestIn(_Lenient):
     user: str | None = None
     n: StrictInt | None = Field(None, ge=1, le=1)
     reasoning_effort: str | None = None
+    response_format: ResponseFormatIn | None = None
 
     @field_validator("stop")
     @classmethod
@@ -205,6 +219,7 @@ def to_chat_request(data: ChatCompletionRequestIn) -> ChatRequest:
         user=data.user,
         include_usage=bool(data.stream and data.stream_options and data.stream_options.include_usage),
         reasoning_effort=data.reasoning_effort,
+        response_format=_response_format(data.response_format),
         extra=extra,
     )
 
@@ -258,6 +273,27 @@ def _check_tools(tools: list[ToolSpec]) -> None:
     if problem is not None:
         param = f"tools[{problem.index}].function.{problem.field}"
         raise InvalidRequest(f"Invalid value for '{param}': {problem.message}.", param=param, code="invalid_value")
+
+
+def _response_format(given: ResponseFormatIn | None) -> ResponseFormat | None:
+    """`json_schema` needs its `json_schema`, whose schema is checked like a tool's (400 here, not later)."""
+    if given is None:
+        return None
+    wire = given.model_dump(mode="json", by_alias=True, exclude_none=True)
+    _check_encodable(wire, "response_format")
+    if given.type != "json_schema":
+        return ResponseFormat(given.type, wire=wire)
+    spec = given.json_schema
+    if spec is None:
+        raise InvalidRequest(
+            "Missing required parameter: 'response_format.json_schema'.",
+            param="response_format.json_schema", code="missing_required_parameter",
+        )
+    param = "response_format.json_schema.schema"
+    problem = schema_problem(spec.schema_, root="schema", require_object=False) if spec.schema_ else None
+    if problem is not None:
+        raise InvalidRequest(f"Invalid value for '{param}': invalid schema '{spec.name}': {problem}.", param=param, code="invalid_value")
+    return ResponseFormat("json_schema", spec.schema_, spec.name, spec.description, spec.strict, wire)
 
 
 def _tool_choice(choice: str | ToolChoiceIn | None, tools: list[ToolSpec]) -> ToolChoice:

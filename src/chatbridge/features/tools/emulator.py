@@ -13,6 +13,9 @@ upstream rounds:
    is valid, a last repair round that answered in plain text (the model did not mean to call)
    is the answer; otherwise the latest calls are returned as they are.
 
+With `tool_choice: none` there is one round and no call: blocks the model writes anyway are cut
+out of the text (their markup is never shown; the prose around them streams as usual).
+
 What streams when: reasoning always passes through as it arrives (it is never the answer, and
 it keeps slow rounds visibly alive). Answer text before the first call streams live only in
 the `auto` answer round; rounds that may be thrown away (`required`/named answers, corrective
@@ -40,10 +43,11 @@ from chatbridge.core.types import (
     ToolChoice,
     Usage,
 )
+from chatbridge.core.usage import UsageTotal
 from chatbridge.features.tools.envelope import ParsedCall
 from chatbridge.features.tools.history import rewrite_history, with_system_prompt
 from chatbridge.features.tools.markers import CallMarker, new_call_id
-from chatbridge.features.tools.parser import ToolCallParser
+from chatbridge.features.tools.parser import ParserOutput, TextOutput, ToolCallParser
 from chatbridge.features.tools.prompt import (
     build_tool_prompt,
     corrective_message,
@@ -69,13 +73,30 @@ class _Round:
     calls: list[ParsedCall] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     held: str = ""  # trailing whitespace of streamed text: layout if a call follows
+    after_block: bool = False  # a call block was just cut out of the text (tool_choice none)
+    shown: bool = False  # some text of this round has been released
 
     def release(self, fresh: str) -> str:
         """Streamed text minus its trailing whitespace, which waits to see what follows."""
         fresh = self.held + fresh
         body = fresh.rstrip()
         self.held = fresh[len(body) :]
+        self.shown = self.shown or bool(body)
         return body
+
+    def prose(self, outputs: list[ParserOutput]) -> str:
+        """The text of `outputs` with call blocks cut out, and no doubled gap where one was."""
+        pieces: list[str] = []
+        for output in outputs:
+            if not isinstance(output, TextOutput):
+                self.after_block = True
+                continue
+            text = output.text
+            if self.after_block:
+                text = text.lstrip() if self.held or not self.shown else text
+                self.after_block = not text
+            pieces.append(text)
+        return "".join(pieces)
 
     @property
     def reply(self) -> ParsedReply:
@@ -84,25 +105,6 @@ class _Round:
     @property
     def is_valid(self) -> bool:
         return bool(self.calls) and not self.problems
-
-
-class _UsageTotal:
-    def __init__(self) -> None:
-        self._total: Usage | None = None
-
-    def add(self, usage: Usage) -> None:
-        total = self._total
-        if total is None:
-            self._total = replace(usage)
-            return
-        total.prompt_tokens += usage.prompt_tokens
-        total.completion_tokens += usage.completion_tokens
-        total.estimated = total.estimated or usage.estimated
-        if usage.reasoning_tokens is not None:
-            total.reasoning_tokens = (total.reasoning_tokens or 0) + usage.reasoning_tokens
-
-    def event(self) -> Usage | None:
-        return self._total
 
 
 class ToolEmulator:
@@ -123,8 +125,8 @@ class ToolEmulator:
         forced = self.choice.name if self.choice.mode == "function" else None
         self._validator = CallValidator(request.tools, forced=forced)
         self.messages = self._base_messages()
-        self._passthrough = self.choice.mode == "none"  # nothing is parsed, tool-like text stays text
-        self._usage = _UsageTotal()
+        self._calls_disabled = self.choice.mode == "none"  # blocks are cut out of the text, never called
+        self._usage = UsageTotal()
         self._answer_round = self._new_round(live=self.choice.mode == "auto")
         self._retry: _Round | None = None
         self._attempts: list[_Round] = [self._answer_round]
@@ -156,7 +158,10 @@ class ToolEmulator:
             self._usage.add(event)
         elif isinstance(event, Finish):
             rnd.finish = event.reason
-        elif isinstance(event, TextDelta) and not self._passthrough:
+        elif isinstance(event, TextDelta) and self._calls_disabled:
+            if body := rnd.release(rnd.prose(rnd.parser.feed(event.text))):
+                return [TextDelta(body)]
+        elif isinstance(event, TextDelta):
             fresh = rnd.builder.add(rnd.parser.feed(event.text))
             if rnd.live and fresh and (body := rnd.release(fresh)):
                 return [TextDelta(body)]
@@ -169,8 +174,10 @@ class ToolEmulator:
         rnd = self._round
         assert rnd is not None, "end_round() outside a round"
         self._round = None
-        if self._passthrough:
-            return []
+        if self._calls_disabled:
+            body = rnd.release(rnd.prose(rnd.parser.finish()))
+            text = body if rnd.after_block else body + rnd.held  # trailing layout stays, unless a block followed
+            return [TextDelta(text)] if text else []
         out: list[Event] = []
         fresh = rnd.builder.add(rnd.parser.finish())
         if rnd.live and fresh and (body := rnd.release(fresh)):
@@ -192,7 +199,7 @@ class ToolEmulator:
     def finish(self) -> list[Event]:
         """The answer: text, the chosen calls, one Usage (summed over rounds) and one Finish."""
         events: list[Event] = []
-        if self._passthrough:
+        if self._calls_disabled:
             finish = self._answer_round.finish or "stop"
         else:
             chosen = _best(self._attempts)

@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from chatbridge.features.schemas import loads
+
 _NAME_KEYS = ("name", "tool", "tool_name")
 _ARGUMENT_KEYS = ("arguments", "parameters", "args", "input")
 
@@ -45,7 +47,7 @@ def dump_arguments(value: Any) -> str:
 def decode_block(text: str) -> list[ParsedCall]:
     """Calls in `text` (a JSON object or array); raises `BlockSyntaxError` or `NotAnEnvelope`."""
     try:
-        value = json.loads(text, strict=False)  # strict=False: raw newlines inside strings
+        value = loads(text)  # raw newlines allowed inside strings; nesting bounded
     except ValueError as exc:
         raise BlockSyntaxError(f"the tool call is not valid JSON: {exc}") from None
     entries = _entries(value)
@@ -105,7 +107,7 @@ def normalise_arguments(value: Any) -> tuple[str, str | None]:
         if not value.strip():
             return "{}", None
         try:
-            inner = json.loads(value, strict=False)
+            inner = loads(value)
         except ValueError as exc:
             return value, f"the arguments are not valid JSON: {exc}"
         if isinstance(inner, dict):

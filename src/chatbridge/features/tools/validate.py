@@ -7,23 +7,30 @@ failing path and what was expected.
 
 A broken schema is the client's problem, not the model's: ingress refuses it with a 400
 (`schemas.tool_problem`), and should one get here anyway the tool is not validated rather than
-blocking every call to it.
+blocking every call to it. Validation itself is bounded (`features.schemas.validator`): when
+it cannot finish within its budget, the call is let through unvalidated, as a call that is
+still invalid after its repair rounds is.
+
+Validation can take a while on a big argument, so callers on an event loop run it in a
+worker thread (the pipeline runs `ToolEmulator.end_round` there).
 """
 
 from __future__ import annotations
 
-import json
-import warnings
+import logging
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
 from jsonschema.exceptions import ValidationError  # type: ignore[import-untyped]
 
 from chatbridge.core.types import ToolSpec
+from chatbridge.features.schemas import ValidationIncomplete, errors_of, loads, validator_for
 from chatbridge.features.tools.envelope import ParsedCall
 from chatbridge.features.tools.schemas import schema_problem
 
+log = logging.getLogger("chatbridge.tools")
+
 _MAX_ERRORS = 3
+_MAX_MESSAGE = 300  # characters of one error: jsonschema quotes the whole failing value
 
 
 class CallValidator:
@@ -44,7 +51,7 @@ class CallValidator:
         if call.error is not None:
             return call.error
         try:
-            arguments = json.loads(call.arguments, strict=False)
+            arguments = loads(call.arguments)
         except ValueError as exc:
             return f"the arguments are not valid JSON: {exc}"
         if not isinstance(arguments, dict):
@@ -55,7 +62,12 @@ class CallValidator:
         validator = self._validator(name)
         if validator is None:
             return None
-        errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
+        try:
+            found = errors_of(validator, arguments)
+        except ValidationIncomplete as exc:
+            log.warning("the arguments of a call to %r were not validated: %s", name, exc)
+            return None
+        errors = sorted(found, key=lambda e: list(e.path))
         if not errors:
             return None
         shown = "; ".join(_describe(error) for error in errors[:_MAX_ERRORS])
@@ -71,12 +83,10 @@ class CallValidator:
 def _build(schema: dict[str, Any]) -> Any:
     if not schema or schema_problem(schema) is not None:  # the check is cached per schema
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # an unknown `$schema` URI warns, then falls back
-        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    return cls(schema)
+    return validator_for(schema)
 
 
 def _describe(error: ValidationError) -> str:
     path = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-    return f"arguments{path}: {error.message}"
+    message = error.message if len(error.message) <= _MAX_MESSAGE else error.message[:_MAX_MESSAGE] + "…"
+    return f"arguments{path}: {message}"

@@ -51,6 +51,8 @@ def build_body(request: ChatRequest, *, native_tools: bool) -> dict[str, Any]:
         body["stop"] = request.stop
     if request.top_k is not None:  # not OpenAI's, but vLLM, llama.cpp and Ollama take it
         body["top_k"] = request.top_k
+    if request.response_format is not None:
+        body["response_format"] = request.response_format.wire
     if native_tools and request.tools:
         body["tools"] = [
             {"type": "function", "function": _tool_function(t.name, t.description, t.parameters, t.strict)}

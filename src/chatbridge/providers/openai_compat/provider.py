@@ -37,6 +37,7 @@ class OpenAICompatConfig:
 
 class OpenAICompatProvider(Provider):
     requires_credential = False
+    native_response_format = True  # forwarded: OpenAI-compatible servers take `response_format`
 
     def __init__(self, config: OpenAICompatConfig, session: aiohttp.ClientSession | None = None) -> None:
         self.config = config

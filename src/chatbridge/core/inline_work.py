@@ -1,0 +1,50 @@
+"""Keeping heavy request checks off the event loop without paying a thread hop for every request.
+
+The endpoint parses a request on the event loop inside `inline_work()`. A check that would be
+slow there (a tool schema nobody has checked before costs about half a millisecond per
+property) spends from the budget with `spend_inline`; once the budget is gone it raises
+`NeedsWorker`, and the endpoint parses the request again in a worker thread, where nothing is
+counted. Cached verdicts cost nothing, so agents resending the same tools stay on the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+INLINE_BUDGET = 400  # units of work (schema values) per request on the loop: a few milliseconds
+
+
+class NeedsWorker(Exception):
+    """Raised on the event loop by work too heavy for it: the caller runs it again in a thread."""
+
+
+class _Budget:
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+
+_budget: ContextVar[_Budget | None] = ContextVar("inline_work_budget", default=None)
+
+
+@contextmanager
+def inline_work(budget: int = INLINE_BUDGET) -> Iterator[None]:
+    """Work in this block runs on the event loop: at most `budget` units of it."""
+    token = _budget.set(_Budget(budget))
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
+def spend_inline(units: int) -> None:
+    """Account for `units` of heavy work; raises `NeedsWorker` when on the loop and over budget."""
+    budget = _budget.get()
+    if budget is None:
+        return  # in a worker thread (or any caller that did not ask for a budget)
+    budget.left -= units
+    if budget.left < 0:
+        raise NeedsWorker
