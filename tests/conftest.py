@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.harness import _LEAKY_VARS, GatewayServer, make_settings
-from tests.upstreams import K2ThinkEmulator, OpenAICompatEmulator
+from tests.upstreams import K2ThinkEmulator, KiroEmulator, OpenAICompatEmulator
 
 
 @pytest.fixture(autouse=True)
@@ -18,6 +18,8 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Real tokens, keys and proxies from the developer's shell never reach a test."""
     for name in _LEAKY_VARS:
         monkeypatch.delenv(name, raising=False)
+    # The Kiro IDE's login lives under HOME (~/.aws/sso/cache): a developer's own must never be read or refreshed.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)  # no stray .env from the working tree
 
 
@@ -39,6 +41,12 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayServer]]:
 @pytest.fixture
 def k2emu() -> Iterator[K2ThinkEmulator]:
     with K2ThinkEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def kiro_emu() -> Iterator[KiroEmulator]:
+    with KiroEmulator() as emulator:
         yield emulator
 
 

@@ -210,6 +210,38 @@ def test_a_refusal_right_after_a_renewal_disables_rather_than_loops() -> None:
     assert source.renewals == 1 and len(provider.calls) == 2 and pool.entries[0].disabled
 
 
+def test_refusals_of_the_old_token_during_or_after_its_renewal_disable_nothing() -> None:
+    """Concurrent requests all sent with the expired token: their refusals come back while the renewal
+    runs and after it; each waits for it (or sees it done) and is answered with the new token."""
+    source = RefreshingSource(delay=0.05)
+    pool = CredentialPool("mock", renew_on_auth=True)
+    lifecycle = PoolLifecycle(pool, source, settings=LifecycleSettings(tick=0.02), store=MemoryStore())
+    refused: list[int] = []
+
+    def scenario(request: ChatRequest, credential: Credential | None) -> Sequence[Step]:
+        assert credential is not None
+        if credential.secret.reveal() == "access-0-0123456789":  # the expired token: refused, slowly
+            refused.append(1)
+            return [0.02 * len(refused), UpstreamStatusError("HTTP 401: token expired", provider="mock", status=401)]
+        return [TextDelta("answered"), Finish("stop")]
+
+    provider = MockProvider(scenario, requires_credential=True)
+    pipeline = Pipeline(Router([Route("m", "mock", "m")]), {"mock": provider}, {"mock": pool},
+                        PipelineSettings(retry_backoff=0.0, busy_wait=2.0))
+
+    async def run() -> list[list[object]]:
+        await lifecycle.astart()
+        try:
+            return list(await asyncio.gather(*(answer(pipeline) for _ in range(8))))
+        finally:
+            await lifecycle.aclose()
+
+    results = run_and(run)
+    assert all(events[0] == TextDelta("answered") for events in results)
+    assert len(refused) == 8 and source.renewals == 1
+    assert not pool.entries[0].disabled
+
+
 def run_and(factory):  # type: ignore[no-untyped-def]
     return asyncio.run(factory())
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tests.harness import GatewayServer
-from tests.upstreams import K2ThinkEmulator, KimiEmulator, KimiReply, OpenAICompatEmulator, Reply
+from tests.upstreams import K2ThinkEmulator, KimiEmulator, KimiReply, KiroEmulator, OpenAICompatEmulator, Reply
+from tests.upstreams.kiro_frames import KiroReply
 
 StartGateway = Callable[..., GatewayServer]
 
@@ -173,8 +174,55 @@ class KimiHarness:
         self.emulator.stop()
 
 
+class KiroHarness:
+    model = "claude-sonnet-4.5"
+
+    def __init__(self) -> None:
+        self.emulator = KiroEmulator()
+
+    def start(self, start_gateway: StartGateway) -> GatewayServer:
+        """Two IDE logins (KIRO_TOKEN_FILES), so a failure on one is retried on the other."""
+        folder = Path(tempfile.mkdtemp())
+        for index in range(2):
+            self.emulator.write_social_file(folder / f"login-{index}.json", self.emulator.add_account())
+        base = self.emulator.base_url
+        return start_gateway(k2think_enabled=False, kiro_token_file=folder / "none.json",
+                             kiro_token_files=str(folder / "login-*.json"), kiro_api_base=base,
+                             kiro_management_base=base, kiro_auth_base=base, kiro_oidc_base=base)
+
+    def answer(self, text: str) -> None:
+        self.emulator.reply = KiroReply(text=text)
+
+    def call_tool(self, name: str, arguments: dict[str, Any], then: str) -> None:
+        def respond(body: dict[str, Any]) -> KiroReply:
+            context = body["conversationState"]["currentMessage"]["userInputMessage"].get("userInputMessageContext", {})
+            if context.get("toolResults"):
+                return KiroReply(text=then)
+            return KiroReply(text="", tool_calls=[{"name": name, "input": arguments}])
+
+        self.emulator.responder = respond
+
+    def fail(self, status: int, times: int = 1) -> None:
+        self.emulator.fail_next(times, status)
+
+    def break_midway(self) -> None:
+        self.emulator.break_mid_stream = True
+        self.emulator.interrupt_after_events = 2
+
+    def chat_requests(self) -> int:
+        return len(self.emulator.chat_requests)
+
+    def __enter__(self) -> KiroHarness:
+        self.emulator.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.emulator.stop()
+
+
 HARNESSES: dict[str, Callable[[], AbstractContextManager[Any]]] = {
     "k2think": K2ThinkHarness,
+    "kiro": KiroHarness,
     "kimi": KimiHarness,
     "openai": OpenAICompatHarness,
 }

@@ -62,14 +62,15 @@ def test_a_provider_that_cannot_be_imported_names_its_extra() -> None:
         registry.unregister("broken")
 
 
-def test_no_module_outside_a_provider_package_names_a_provider() -> None:
-    """`grep -ril k2think src/chatbridge` lists only the provider's package and the registry."""
+@pytest.mark.parametrize("name", ["k2think", "kiro"])
+def test_no_module_outside_a_provider_package_names_a_provider(name: str) -> None:
+    """`grep -ril <name> src/chatbridge` lists only the provider's package and the registry."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / "src" / "chatbridge"
     mentions = sorted(
         str(path.relative_to(root)) for path in root.rglob("*.py")
-        if "k2think" in path.read_text(encoding="utf-8").lower() and "providers/k2think/" not in str(path)
+        if name in path.read_text(encoding="utf-8").lower() and f"providers/{name}/" not in str(path)
     )
     assert mentions == ["providers/registry.py"]
 

@@ -1,7 +1,8 @@
 """Loopback HTTP emulators of upstream chat services, for tests and benchmarks.
 
-``K2ThinkEmulator`` speaks K2Think / Open WebUI; ``OpenAICompatEmulator`` is a
-plain OpenAI-compatible server. Both run in a background thread on
+``K2ThinkEmulator`` speaks K2Think / Open WebUI; ``KiroEmulator`` speaks Kiro's
+binary event stream and its logins; ``OpenAICompatEmulator`` is a plain
+OpenAI-compatible server. Each runs in a background thread on
 127.0.0.1 (``start()`` returns the base URL; also context managers).
 
 Exports are resolved lazily so that ``python -m tests.upstreams.<module>``
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from .common import RecordedRequest, Reply
     from .k2think import K2ThinkEmulator
     from .kimi import KimiEmulator, KimiReply
+    from .kiro import KiroEmulator
     from .openai_compat import OpenAICompatEmulator
     from .server import BackgroundServer
 
@@ -25,6 +27,7 @@ __all__ = [
     "K2ThinkEmulator",
     "KimiEmulator",
     "KimiReply",
+    "KiroEmulator",
     "OpenAICompatEmulator",
     "RecordedRequest",
     "Reply",
@@ -35,6 +38,7 @@ _HOMES = {
     "K2ThinkEmulator": ".k2think",
     "KimiEmulator": ".kimi",
     "KimiReply": ".kimi",
+    "KiroEmulator": ".kiro",
     "OpenAICompatEmulator": ".openai_compat",
     "RecordedRequest": ".common",
     "Reply": ".common",

@@ -113,12 +113,13 @@ def _attempts_failed(exc: AttemptsFailed) -> ApiError:
     message = redact(error.message)
     tries = f" (after {exc.attempts} attempt{'s' if exc.attempts != 1 else ''})" if exc.attempts > 1 else ""
     if failure.kind is FailureKind.BAD_REQUEST:
-        return ApiError(400, message, "invalid_request_error", "upstream_rejected_request")
+        return ApiError(400, message, "invalid_request_error", failure.code or "upstream_rejected_request")
     if failure.status in (503, 529):  # the upstream says it is overloaded: worth a retry later
         return ApiError(502, message + tries, "upstream_error", "upstream_error", overloaded=True,
                         retry_after=failure.retry_after)
     if failure.kind is FailureKind.RATE_LIMITED:
-        return ApiError(429, message + tries, "rate_limit_error", "rate_limit_exceeded",
+        kind = "insufficient_quota" if failure.code == "insufficient_quota" else "rate_limit_error"  # OpenAI's own pair
+        return ApiError(429, message + tries, kind, failure.code or "rate_limit_exceeded",
                         retry_after=failure.retry_after or 30)
     if failure.kind is FailureKind.BUSY:
         return ApiError(503, message + tries + "; the upstream account stayed busy with another reply",

@@ -174,6 +174,8 @@ class Failure:
     # "credential", "provider" (e.g. a per-IP limit) or "request" (what the attempt's plan sent was stale,
     # e.g. a conversation the upstream no longer has: the next attempt rebuilds it, any credential will do)
     scope: str = "credential"
+    code: str | None = None  # the API error code the client sees, when the upstream's reason names one
+    renewable: bool = True  # False: an auth failure a token refresh cannot cure (a suspended account)
 
     @property
     def is_retryable(self) -> bool:

@@ -449,9 +449,10 @@ class Watched:
 
 
 def _renewing(lease: Lease | None, renewed: set[str]) -> bool:
-    """The failed credential went to renewal (an auth failure on a renewable pool): try it again once,
-    after the renewal, instead of moving on (a single-account setup would have nothing else)."""
-    if lease is None or not lease.health.refreshing or lease.credential.id in renewed:
+    """The failed credential went to renewal (an auth failure on a renewable pool), or was renewed while
+    the attempt ran: try it again once, with the new secret, instead of moving on (a single-account
+    setup would have nothing else)."""
+    if lease is None or lease.credential.id in renewed or not (lease.health.refreshing or lease.renewed_since):
         return False
     renewed.add(lease.credential.id)
     return True

@@ -122,10 +122,19 @@ class Lease:
     pool: CredentialPool
     health: CredentialHealth
     _settled: bool = field(default=False, repr=False)
+    issued: Credential = field(init=False, repr=False)  # the credential as it was handed out
+
+    def __post_init__(self) -> None:
+        self.issued = self.health.credential
 
     @property
     def credential(self) -> Credential:
         return self.health.credential
+
+    @property
+    def renewed_since(self) -> bool:
+        """The credential got a new secret after this lease was handed out: a refusal was the old one's."""
+        return self.issued.secret != self.health.credential.secret
 
     def succeed(self) -> None:
         if not self._settled:
@@ -589,7 +598,9 @@ class CredentialPool:
         trial = self.outage.trial is lease
         if trial:
             self.outage.trial = None
-        if failure.scope == "credential":
+        # A refusal of a secret the credential no longer holds (renewed meanwhile) says nothing about it.
+        stale = failure.kind is FailureKind.AUTH and lease.renewed_since
+        if failure.scope == "credential" and not stale:
             self._judge(entry, failure)
         if trial:
             self._dispatch()
@@ -613,7 +624,9 @@ class CredentialPool:
         message = _without_secret(failure.message, entry.credential)
         entry.last_error = message
         if failure.kind is FailureKind.AUTH:
-            if self.renew_on_auth and not entry.renewed_on_auth:
+            # A refusal that arrives while the renewal runs (concurrent requests with the same old
+            # token) waits for that renewal too, rather than disabling what is being renewed.
+            if self.renew_on_auth and failure.renewable and (entry.refreshing or not entry.renewed_on_auth):
                 entry.renewed_on_auth = entry.refreshing = True  # a listener (the lifecycle) renews it
             else:
                 entry.disabled = True

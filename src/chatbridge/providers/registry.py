@@ -17,6 +17,7 @@ PROVIDERS: dict[str, Any] = {
     "k2think": "chatbridge.providers.k2think.wiring:PLUGIN",
     "kimi": "chatbridge.providers.kimi.wiring:PLUGIN",
     "openai": "chatbridge.providers.openai_compat.wiring:PLUGIN",
+    "kiro": "chatbridge.providers.kiro.wiring:PLUGIN",
 }
 
 # The provider whose pool the original tool's `/admin/tokens/*` routes and `chatbridge accounts` address.

@@ -26,6 +26,7 @@ import fcntl
 import glob
 import logging
 import os
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +38,7 @@ TMP_SUFFIX = ".tmp"
 PENDING_SUFFIX = ".pending"
 # What rename says when the target is a mount point (a file bind-mounted on its own).
 _NOT_RENAMEABLE = {errno.EBUSY: "EBUSY", errno.EXDEV: "EXDEV", errno.EPERM: "EPERM"}
+_FOLDER_READ_ONLY = frozenset({errno.EACCES, errno.EROFS, errno.EPERM})
 _said_in_place: set[Path] = set()  # files whose rewriting in place was already logged
 _said_lock = threading.Lock()
 
@@ -46,23 +48,37 @@ def write_private_file(path: Path, data: str | bytes) -> None:
     replace_file(path, data.encode() if isinstance(data, str) else data)
 
 
-def replace_file(path: Path, data: bytes, *, check: Callable[[Path], None] | None = None) -> bool:
+def replace_file(
+    path: Path, data: bytes, *, check: Callable[[Path], None] | None = None, keep_mode: bool = False,
+) -> bool:
     """Replace `path` with `data`: by rename, or in place when `path` is a mount point; True when in place.
 
     `check(temporary)` runs once the new content is durable and before it takes the file's place
     (to verify it, back the old file up, or refuse because the file changed); whatever it raises
-    leaves the old file as it was. A new file gets mode 0600; one rewritten in place keeps its own.
-    Call it holding `writer_lock(path)` when other processes may write the same file.
+    leaves the old file as it was. A new file gets mode 0600; an existing one keeps its mode (and,
+    where we may, its owner) with `keep_mode` (a user's own file, such as an IDE's token file),
+    and one rewritten in place always keeps its own. A symlink is followed: the file it points to
+    is replaced, the link stays. A folder we may not write in (a mounted file's read-only
+    folder) leaves only the in-place way. Call it holding `writer_lock(path)` when other
+    processes may write the same file.
     """
+    path = path.resolve() if path.is_symlink() else path
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        if exc.errno not in _FOLDER_READ_ONLY or not path.is_file() or check is not None:
+            raise
+        _overwrite(path, data)  # no temporary file and no journal are possible: one durable rewrite
+        _say_once(path, errno.errorcode.get(exc.errno or 0, "read-only folder"))
+        return True
     tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
+        _set_mode(tmp, path if keep_mode else None)
         if check is not None:
             check(tmp)
         try:
@@ -77,6 +93,28 @@ def replace_file(path: Path, data: bytes, *, check: Callable[[Path], None] | Non
         raise
     _fsync_dir(path.parent)
     return False
+
+
+def _set_mode(tmp: Path, like: Path | None) -> None:
+    """0600, or the mode (and owner, where we may) of the file `tmp` replaces."""
+    try:
+        info = like.stat() if like is not None else None
+    except FileNotFoundError:
+        info = None
+    if info is None:
+        os.chmod(tmp, 0o600)
+        return
+    os.chmod(tmp, stat.S_IMODE(info.st_mode))
+    with contextlib.suppress(OSError):  # only root may give a file away: keep ours then
+        os.chown(tmp, info.st_uid, info.st_gid)
+
+
+def _overwrite(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
 
 
 def pending_path(path: Path) -> Path:

@@ -1,0 +1,121 @@
+"""Exchanging a refresh token for a new access token: Kiro's auth service (social) or AWS SSO-OIDC (IdC).
+
+A refresh token the service refuses for good (`invalid_grant`, an expired client registration)
+raises `RenewalRejected` with what the user must do; anything else (a 5xx, a timeout) raises
+`RefreshFailed`, and the pool tries again after a rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import aiohttp
+import orjson
+
+from chatbridge.core.secrets import redact
+from chatbridge.pool.source import RenewalRejected
+from chatbridge.providers.http import HttpSettings, create_session, map_aiohttp_errors
+from chatbridge.providers.kiro.endpoints import KiroEndpoints
+from chatbridge.providers.kiro.login import KiroLogin, expires_in
+
+log = logging.getLogger("chatbridge.providers.kiro")
+
+LOG_IN_AGAIN = "log in to Kiro again (the IDE rewrites the token file)"
+_REJECTED = ("invalid_grant", "invalidgrantexception", "invalid refresh token", "expiredtokenexception",
+             "invalid_client", "invalidclientexception", "unauthorized_client", "unauthorizedclientexception",
+             "refresh token has expired", "token is expired")
+KIRO_VERSION = "0.11.107"
+
+
+class RefreshFailed(Exception):
+    """A refresh that failed for now (the service is down or answered oddly); worth another try later."""
+
+
+class KiroAuthClient:
+    """The refresh calls, on their own pooled session (created on first use, inside the loop)."""
+
+    def __init__(self, endpoints: KiroEndpoints, http: HttpSettings) -> None:
+        self.endpoints = endpoints
+        self.http = http
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = create_session(self.http)
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def refresh(self, login: KiroLogin, who: str) -> KiroLogin:
+        """`login` with a fresh access token (and the rotated refresh token, when one came back)."""
+        if not login.refresh_token:
+            raise RenewalRejected(f"{who} has no refresh token, so its access token cannot be renewed: {LOG_IN_AGAIN}")
+        if login.auth_method == "external_idp":
+            raise RenewalRejected(f"{who} is an external identity-provider login, which chatbridge does not refresh: {LOG_IN_AGAIN}")
+        if login.auth_method == "idc":
+            return await self._refresh_idc(login, who)
+        return await self._refresh_social(login, who)
+
+    async def _refresh_social(self, login: KiroLogin, who: str) -> KiroLogin:
+        url = self.endpoints.social_refresh_url(login.region)
+        answer = await self._post(url, {"refreshToken": login.refresh_token}, who, login)
+        return _renewed(login, answer, who)
+
+    async def _refresh_idc(self, login: KiroLogin, who: str) -> KiroLogin:
+        if not (login.client_id and login.client_secret):
+            raise RenewalRejected(f"{who} is an IdC login without its client registration (clientIdHash file "
+                                  f"with clientId and clientSecret): {LOG_IN_AGAIN}")
+        body = {"clientId": login.client_id, "clientSecret": login.client_secret,
+                "refreshToken": login.refresh_token, "grantType": "refresh_token"}
+        answer = await self._post(self.endpoints.idc_refresh_url(login.region), body, who, login)
+        return _renewed(login, answer, who)
+
+    async def _post(self, url: str, body: dict[str, Any], who: str, login: KiroLogin) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json",
+                   "User-Agent": f"KiroIDE-{KIRO_VERSION}-{machine_id(who)}"}
+        with map_aiohttp_errors("kiro"):
+            async with self.session.post(url, data=orjson.dumps(body), headers=headers) as response:
+                raw = await response.read()
+                status = response.status
+        text = raw.decode("utf-8", errors="replace")
+        if status >= 400:
+            excerpt = _without(redact(text[:300]), login)
+            if status in (400, 401, 403) and any(word in text.lower() for word in _REJECTED):
+                raise RenewalRejected(f"the refresh token of {who} was refused ({excerpt}): {LOG_IN_AGAIN}")
+            raise RefreshFailed(f"refreshing {who} failed: HTTP {status}: {excerpt}")
+        try:
+            answer = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise RefreshFailed(f"refreshing {who} failed: the answer is not JSON") from None
+        if not isinstance(answer, dict):
+            raise RefreshFailed(f"refreshing {who} failed: the answer is not a JSON object")
+        return answer
+
+
+def _renewed(login: KiroLogin, answer: dict[str, Any], who: str) -> KiroLogin:
+    access = answer.get("accessToken", answer.get("access_token"))
+    if not isinstance(access, str) or not access:
+        raise RefreshFailed(f"refreshing {who} failed: the answer holds no access token")
+    rotated = answer.get("refreshToken", answer.get("refresh_token"))
+    arn = answer.get("profileArn", answer.get("profile_arn"))
+    return login.renewed(access, rotated if isinstance(rotated, str) and rotated else None,
+                         expires_in(answer.get("expiresIn", answer.get("expires_in"))),
+                         arn if isinstance(arn, str) and arn else None)
+
+
+def _without(text: str, login: KiroLogin) -> str:
+    """An error body may echo what we sent; never keep a token or client secret of it."""
+    for secret in (login.refresh_token, login.access_token, login.client_secret):
+        if secret:
+            text = text.replace(secret, "[secure]")
+    return text
+
+
+def machine_id(seed: str) -> str:
+    """A stable id for the User-Agent that reveals nothing (the IDE derives its own from the account)."""
+    return hashlib.sha256(f"chatbridge-kiro:{seed}".encode()).hexdigest()
