@@ -251,7 +251,8 @@ def gateway(
     port = free_port()
     data = work_dir / f"data-{name}"
     data.mkdir(parents=True, exist_ok=True)
-    env = {"VALID_API_KEY": API_KEY, "LOG_LEVEL": "WARNING", "DATA_DIR": str(data), "K2THINK_ENABLED": "false"}
+    env = {"VALID_API_KEY": API_KEY, "LOG_LEVEL": "WARNING", "DATA_DIR": str(data), "K2THINK_ENABLED": "false",
+           "KIMI_ENABLED": "false"}  # guest Kimi would reach out to www.kimi.com at start
     if openai_upstream is not None:
         env["OPENAI_COMPAT_BASE_URL"] = openai_upstream.base_url + "/v1"
         env["OPENAI_COMPAT_MODELS"] = f"{MODEL},{STREAM_MODEL}"
