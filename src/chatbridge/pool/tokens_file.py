@@ -29,9 +29,7 @@ can merge again instead of overwriting a hand edit.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import fcntl
 import os
 import shutil
 import tempfile
@@ -41,7 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatbridge.pool.sources import ACCOUNT_NOTE, HEADER_NOTE, TokenEntry, parse_tokens_lines, parse_tokens_text
-from chatbridge.state.files import TMP_SUFFIX, lock_path, remove_stale_temp_files, replace_file
+from chatbridge.state.files import TMP_SUFFIX, lock_path, locked, remove_stale_temp_files, replace_file
+from chatbridge.state.files import held_lock as held_file_lock
 
 _LEGACY_TMP = "{name}.tmp"  # what older versions left behind
 
@@ -225,26 +224,8 @@ def exclusive_lock(path: Path, wait: float = 0.0) -> Iterator[bool]:
     `chatbridge accounts login`, leftover cleanup), so they never interleave. It is the file's
     writer lock of `state.files`, so leftovers are told from a write in progress by it.
     """
-    lock = lock_path(path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.1)
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    with locked(lock_path(path), wait) as held:
+        yield held
 
 
 def replace_token_line(path: Path, old: str, new: str) -> None:
@@ -268,45 +249,7 @@ def replace_token_line(path: Path, old: str, new: str) -> None:
 
 @contextlib.asynccontextmanager
 async def held_lock(path: Path, wait: float) -> AsyncIterator[bool]:
-    """`exclusive_lock` for async code that holds it across awaits (a refresh's network call).
+    """`exclusive_lock` for async code that holds it across awaits (a refresh's network call)."""
+    async with held_file_lock(lock_path(path), wait) as held:
+        yield held
 
-    Yields False if another writer held it for `wait` seconds. The waiting runs in a thread; a
-    caller cancelled meanwhile leaves no lock behind.
-    """
-    acquiring = asyncio.ensure_future(asyncio.to_thread(_acquire, path, wait))
-    try:
-        fd = await asyncio.shield(acquiring)
-    except asyncio.CancelledError:
-        acquiring.add_done_callback(_release_when_acquired)  # the thread may still get it: let it go then
-        raise
-    try:
-        yield fd is not None
-    finally:
-        _release(fd)
-
-
-def _acquire(path: Path, wait: float) -> int | None:
-    lock = lock_path(path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                return None
-            time.sleep(0.05)
-
-
-def _release_when_acquired(acquiring: asyncio.Future[int | None]) -> None:
-    if not acquiring.cancelled() and acquiring.exception() is None:
-        _release(acquiring.result())
-
-
-def _release(fd: int | None) -> None:
-    if fd is not None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)

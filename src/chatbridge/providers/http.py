@@ -36,6 +36,7 @@ from chatbridge.core.errors import (
 )
 from chatbridge.core.secrets import redact
 from chatbridge.core.types import Event
+from chatbridge.providers.base import Provider
 
 MIB = 1024 * 1024
 DEFAULT_MAX_EVENT_BYTES = 16 * MIB
@@ -500,3 +501,22 @@ def _shape_error(call: UpstreamCall, exc: Exception) -> UpstreamProtocolError:
         f"{call.provider} upstream sent data of an unexpected shape: {redact(str(exc))[:200]}",
         provider=call.provider, credential_id=call.credential_id,
     )
+
+
+class HttpProvider(Provider):
+    """A provider that speaks HTTP: one pooled session, made in the running loop on first use (the
+    application lifespan) and never per request, closed with the provider."""
+
+    def __init__(self, http: HttpSettings, session: aiohttp.ClientSession | None = None) -> None:
+        self.http = http
+        self._session = session
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = create_session(self.http)
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()

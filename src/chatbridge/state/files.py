@@ -20,6 +20,7 @@ The kernel drops the lock when its holder dies, even by SIGKILL.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -29,7 +30,8 @@ import os
 import stat
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 log = logging.getLogger("chatbridge.state.files")
@@ -192,20 +194,79 @@ def lock_path(path: Path) -> Path:
 @contextlib.contextmanager
 def writer_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
     """Hold the exclusive lock of `path`'s writers; yields False if `blocking=False` and it is taken."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    with locked(lock_path(path), None if blocking else 0.0) as held:
+        yield held
+
+
+# -- cross-process locks: one implementation, for sync code and for async code that holds it across awaits --
+
+
+@contextlib.contextmanager
+def locked(lock: Path, wait: float | None = None) -> Iterator[bool]:
+    """An exclusive `flock` on the file `lock`; yields False if another process held it for `wait` s.
+
+    `wait=None` waits as long as it takes (a blocking flock); the lock goes with the process, so a
+    holder killed -9 never leaves it taken.
+    """
+    fd = acquire_lock(lock, wait)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        yield fd is not None
     finally:
+        release_lock(fd)
+
+
+@contextlib.asynccontextmanager
+async def held_lock(lock: Path, wait: float) -> AsyncIterator[bool]:
+    """`locked` for async code that holds it across awaits (a refresh's network call).
+
+    The waiting runs in a thread, never on the event loop; a caller cancelled meanwhile leaves no
+    lock behind (the thread may still get it: it is let go then).
+    """
+    acquiring = asyncio.ensure_future(asyncio.to_thread(acquire_lock, lock, wait))
+    try:
+        fd = await asyncio.shield(acquiring)
+    except asyncio.CancelledError:
+        acquiring.add_done_callback(_release_when_acquired)
+        raise
+    try:
+        yield fd is not None
+    finally:
+        release_lock(fd)
+
+
+def acquire_lock(lock: Path, wait: float | None) -> int | None:
+    """The locked file's descriptor, or None when another process held it for `wait` seconds."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if wait is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return fd
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return None
+                time.sleep(0.05)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise
+
+
+def release_lock(fd: int | None) -> None:
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def _release_when_acquired(acquiring: asyncio.Future[int | None]) -> None:
+    if not acquiring.cancelled() and acquiring.exception() is None:
+        release_lock(acquiring.result())
 
 
 def write_locked(path: Path, data: bytes) -> None:

@@ -12,8 +12,8 @@ from chatbridge.core.errors import Failure, FailureKind, UpstreamStatusError
 from chatbridge.core.sse import SSEDecoder
 from chatbridge.core.types import ChatRequest, Event, EventTransform, ModelInfo
 from chatbridge.features.thinking import ReasoningSplitter
-from chatbridge.providers.base import Provider, classify_http_error
-from chatbridge.providers.http import HttpSettings, UpstreamCall, create_session, stream_answer
+from chatbridge.providers.base import classify_http_error
+from chatbridge.providers.http import HttpProvider, HttpSettings, UpstreamCall, stream_answer
 from chatbridge.providers.k2think.payload import K2ThinkEndpoints, build_body, guest_headers, token_headers
 from chatbridge.providers.k2think.stream import K2ThinkStreamReader
 
@@ -29,14 +29,14 @@ class K2ThinkConfig:
     http: HttpSettings
 
 
-class K2ThinkProvider(Provider):
+class K2ThinkProvider(HttpProvider):
     name = "k2think"
     native_tools = False
 
     def __init__(self, config: K2ThinkConfig, session: aiohttp.ClientSession | None = None) -> None:
         self.config = config
         self.requires_credential = not config.guest
-        self._session = session
+        super().__init__(config.http, session)
 
     @property
     def mode(self) -> str:
@@ -45,15 +45,6 @@ class K2ThinkProvider(Provider):
     def models(self) -> list[ModelInfo]:
         return [ModelInfo(id=m, owned_by="MBZUAI") for m in PUBLIC_MODELS]
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = create_session(self.config.http)
-        return self._session
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
     def transforms(self) -> list[EventTransform]:
         """K2-Think always reasons and its v2 model sometimes omits the opening `<think>`."""

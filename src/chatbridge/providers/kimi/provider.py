@@ -21,8 +21,13 @@ from chatbridge.core.connect import ConnectDecoder, envelope
 from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import Failure, UpstreamError
 from chatbridge.core.types import ChatRequest, Event, ModelInfo
-from chatbridge.providers.base import Provider
-from chatbridge.providers.http import HttpSettings, UpstreamCall, create_session, map_aiohttp_errors, stream_answer
+from chatbridge.providers.http import (
+    HttpProvider,
+    HttpSettings,
+    UpstreamCall,
+    map_aiohttp_errors,
+    stream_answer,
+)
 from chatbridge.providers.kimi.catalog import KimiModel, parse_catalog, static_models
 from chatbridge.providers.kimi.errors import StaleConversation, classify_kimi_error, is_stale
 from chatbridge.providers.kimi.files import upload_image
@@ -54,7 +59,7 @@ class KimiConfig:
     http: HttpSettings
 
 
-class KimiProvider(Provider):
+class KimiProvider(HttpProvider):
     name = "kimi"
     native_tools = False
     pseudo_stream = True
@@ -64,16 +69,10 @@ class KimiProvider(Provider):
                  session: aiohttp.ClientSession | None = None, images: ImageLoader | None = None) -> None:
         self.config = config
         self.catalog_credential = catalog_credential
-        self._session = session
+        super().__init__(config.http, session)
         self.images = images or ImageLoader(config.http.request_timeout, config.http.proxy_url)
         self.catalog: list[KimiModel] = static_models()
         self.catalog_note = "static list (the catalog was not read)"
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = create_session(self.config.http)
-        return self._session
 
     def models(self) -> list[ModelInfo]:
         return [ModelInfo(id=m.id, owned_by="moonshot") for m in self.catalog if m.listed]
@@ -109,8 +108,7 @@ class KimiProvider(Provider):
         return parse_catalog(orjson.loads(raw))
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await super().aclose()
         await self.images.aclose()
 
     def stream(self, request: ChatRequest, credential: Credential | None) -> AsyncGenerator[Event, None]:

@@ -8,20 +8,14 @@ either way: the shared `state.files.replace_file` does both.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import errno
-import fcntl
 import hashlib
 import os
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from chatbridge.state.files import held_lock
 from chatbridge.state.files import replace_file as shared_replace_file
-
-TMP_SUFFIX = ".tmp"
-_IN_PLACE_ERRORS = frozenset({errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES, errno.EROFS})
 
 
 def replace_file(path: Path, data: bytes) -> None:
@@ -43,22 +37,8 @@ class LockTimeout(TimeoutError):
 
 @contextlib.asynccontextmanager
 async def held(lock: Path, timeout: float) -> AsyncIterator[None]:
-    """An exclusive cross-process lock, waited for without blocking the event loop."""
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(f"{lock.name} stayed locked for {timeout:g} s") from None
-                await asyncio.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    """An exclusive cross-process lock, waited for without blocking the event loop (`state.files.held_lock`)."""
+    async with held_lock(lock, timeout) as ok:
+        if not ok:
+            raise LockTimeout(f"{lock.name} stayed locked for {timeout:g} s")
+        yield

@@ -21,11 +21,10 @@ import orjson
 from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import Failure, FailureKind, UpstreamError, UpstreamStatusError
 from chatbridge.core.types import ChatRequest, Event, ModelInfo
-from chatbridge.providers.base import Provider
 from chatbridge.providers.http import (
+    HttpProvider,
     HttpSettings,
     UpstreamCall,
-    create_session,
     map_aiohttp_errors,
     status_error,
     stream_answer,
@@ -62,7 +61,7 @@ class KiroConfig:
     http: HttpSettings
 
 
-class KiroProvider(Provider):
+class KiroProvider(HttpProvider):
     name = NAME
     native_tools = True
     requires_credential = True
@@ -72,19 +71,9 @@ class KiroProvider(Provider):
                  session: aiohttp.ClientSession | None = None) -> None:
         self.config = config
         self.catalog_credential = catalog_credential
-        self._session = session
+        super().__init__(config.http, session)
         self._models = static_models()
         self._profiles: dict[str, str] = {}  # credential id → profileArn found by ListAvailableProfiles
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = create_session(self.config.http)
-        return self._session
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
     # -- models ----------------------------------------------------------------------------------
 

@@ -14,12 +14,11 @@ from chatbridge.core.errors import UpstreamError
 from chatbridge.core.secrets import Secret
 from chatbridge.core.sse import SSEDecoder
 from chatbridge.core.types import ChatRequest, Event, ModelInfo
-from chatbridge.providers.base import Provider
 from chatbridge.providers.discovery import ModelDiscovery
 from chatbridge.providers.http import (
+    HttpProvider,
     HttpSettings,
     UpstreamCall,
-    create_session,
     map_aiohttp_errors,
     stream_answer,
 )
@@ -38,7 +37,7 @@ class OpenAICompatConfig:
     models_refresh: float = 600.0  # seconds between reads of /models (when none are configured); 0: once
 
 
-class OpenAICompatProvider(Provider):
+class OpenAICompatProvider(HttpProvider):
     requires_credential = False
     native_response_format = True  # forwarded: OpenAI-compatible servers take `response_format`
 
@@ -51,17 +50,11 @@ class OpenAICompatProvider(Provider):
         self._discovery = None if self._model_ids else ModelDiscovery(
             config.name, self._read_models, timeout=config.http.request_timeout, refresh_interval=config.models_refresh,
         )
-        self._session = session
+        super().__init__(config.http, session)
         self._url = config.base_url.rstrip("/") + "/chat/completions"
         self._headers = {"Content-Type": "application/json", **config.extra_headers}
         if config.api_key:
             self._headers["Authorization"] = f"Bearer {config.api_key.reveal()}"
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = create_session(self.config.http)
-        return self._session
 
     def models(self) -> list[ModelInfo]:
         ids = self._model_ids if self._discovery is None else self._discovery.ids
@@ -96,8 +89,7 @@ class OpenAICompatProvider(Provider):
     async def aclose(self) -> None:
         if self._discovery is not None:
             await self._discovery.aclose()
-        if self._session is not None:
-            await self._session.close()
+        await super().aclose()
 
     def stream(self, request: ChatRequest, credential: Credential | None) -> AsyncGenerator[Event, None]:
         call = UpstreamCall(
