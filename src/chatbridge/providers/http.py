@@ -65,8 +65,12 @@ class HttpSettings:
     limits: BodyLimits = BodyLimits()
 
 
-def create_session(settings: HttpSettings) -> aiohttp.ClientSession:
-    """A pooled session; create it inside the running loop (the application lifespan)."""
+def create_session(settings: HttpSettings, *, cookies: bool = True) -> aiohttp.ClientSession:
+    """A pooled session; create it inside the running loop (the application lifespan).
+
+    `cookies=False` for sign-in and refresh calls: a cookie one account's login set must never
+    ride along on another account's request.
+    """
     connector = aiohttp.TCPConnector(
         limit=settings.connection_limit, ttl_dns_cache=300, enable_cleanup_closed=True
     )
@@ -81,6 +85,7 @@ def create_session(settings: HttpSettings) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=connector,
         timeout=timeout,
+        cookie_jar=None if cookies else aiohttp.DummyCookieJar(),
         proxy=settings.proxy_url or None,
         auto_decompress=True,
         json_serialize=_orjson_dumps,
@@ -503,20 +508,38 @@ def _shape_error(call: UpstreamCall, exc: Exception) -> UpstreamProtocolError:
     )
 
 
-class HttpProvider(Provider):
-    """A provider that speaks HTTP: one pooled session, made in the running loop on first use (the
-    application lifespan) and never per request, closed with the provider."""
+class LazySession:
+    """One pooled session, made in the running loop on first use (the application lifespan, never
+    per request), made again if it was closed, closed with its owner."""
 
-    def __init__(self, http: HttpSettings, session: aiohttp.ClientSession | None = None) -> None:
-        self.http = http
+    __slots__ = ("_cookies", "_http", "_session")
+
+    def __init__(self, http: HttpSettings, session: aiohttp.ClientSession | None = None, *, cookies: bool = True) -> None:
+        self._http = http
+        self._cookies = cookies
         self._session = session
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = create_session(self.http)
+            self._session = create_session(self._http, cookies=self._cookies)
         return self._session
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+class HttpProvider(Provider):
+    """A provider that speaks HTTP, on its own `LazySession`."""
+
+    def __init__(self, http: HttpSettings, session: aiohttp.ClientSession | None = None) -> None:
+        self.http = http
+        self._sessions = LazySession(http, session)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        return self._sessions.session
+
+    async def aclose(self) -> None:
+        await self._sessions.aclose()

@@ -18,7 +18,7 @@ import orjson
 from chatbridge.core.errors import UpstreamError
 from chatbridge.core.secrets import Secret, redact
 from chatbridge.pool.signin import SignedToken, SignInRejected
-from chatbridge.providers.http import HttpSettings, map_aiohttp_errors
+from chatbridge.providers.http import HttpSettings, LazySession, create_session, map_aiohttp_errors
 from chatbridge.providers.k2think.payload import BROWSER_USER_AGENT, K2ThinkEndpoints
 
 PROVIDER = "k2think"
@@ -44,11 +44,7 @@ class SignInError(Exception):
 
 def create_signin_session(http: HttpSettings) -> aiohttp.ClientSession:
     """A session for sign-in only: no cookie jar, the gateway's proxy and timeouts."""
-    timeout = aiohttp.ClientTimeout(total=None, connect=http.request_timeout, sock_read=http.request_timeout)
-    return aiohttp.ClientSession(
-        cookie_jar=aiohttp.DummyCookieJar(), timeout=timeout, proxy=http.proxy_url or None,
-        connector=aiohttp.TCPConnector(limit=32, ttl_dns_cache=300),
-    )
+    return create_session(http, cookies=False)
 
 
 def signin_headers(endpoints: K2ThinkEndpoints) -> dict[str, str]:
@@ -131,13 +127,11 @@ class K2ThinkAuthenticator:
     def __init__(self, endpoints: K2ThinkEndpoints, http: HttpSettings) -> None:
         self.endpoints = endpoints
         self.http = http
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions = LazySession(http, cookies=False)
 
     async def __call__(self, email: str, password: Secret) -> SignedToken:
-        if self._session is None or self._session.closed:
-            self._session = create_signin_session(self.http)
         try:
-            result = await sign_in(self._session, self.endpoints, email, password, self.http.request_timeout)
+            result = await sign_in(self._sessions.session, self.endpoints, email, password, self.http.request_timeout)
         except SignInError as exc:
             if not exc.retryable:
                 raise SignInRejected(exc.message) from None
@@ -145,5 +139,4 @@ class K2ThinkAuthenticator:
         return SignedToken(result.token, result.expires_at)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._sessions.aclose()

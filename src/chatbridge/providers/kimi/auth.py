@@ -23,7 +23,7 @@ import orjson
 from chatbridge.core.errors import UpstreamError, UpstreamStatusError
 from chatbridge.core.secrets import redact
 from chatbridge.pool.source import RenewalRejected
-from chatbridge.providers.http import HttpSettings, map_aiohttp_errors, status_error
+from chatbridge.providers.http import HttpSettings, LazySession, map_aiohttp_errors, status_error
 from chatbridge.providers.kimi.protocol import KimiEndpoints, KimiIdentity, unary_headers, web_headers
 
 PROVIDER = "kimi"
@@ -147,18 +147,11 @@ class KimiAuthClient:
     def __init__(self, endpoints: KimiEndpoints, http: HttpSettings) -> None:
         self.endpoints = endpoints
         self.http = http
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions = LazySession(http, cookies=False)
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                cookie_jar=aiohttp.DummyCookieJar(), proxy=self.http.proxy_url or None,
-                timeout=aiohttp.ClientTimeout(total=None, connect=self.http.request_timeout,
-                                              sock_read=self.http.request_timeout),
-                connector=aiohttp.TCPConnector(limit=32, ttl_dns_cache=300),
-            )
-        return self._session
+        return self._sessions.session
 
     async def refresh(self, identity: KimiIdentity, refresh_token: str) -> Tokens:
         return await refresh_tokens(self.session, self.endpoints, identity, refresh_token, self.http.request_timeout)
@@ -167,5 +160,4 @@ class KimiAuthClient:
         return await register_device(self.session, self.endpoints, identity, self.http.request_timeout)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._sessions.aclose()

@@ -16,7 +16,7 @@ import orjson
 
 from chatbridge.core.secrets import redact
 from chatbridge.pool.source import RenewalRejected
-from chatbridge.providers.http import HttpSettings, create_session, map_aiohttp_errors
+from chatbridge.providers.http import HttpSettings, LazySession, map_aiohttp_errors
 from chatbridge.providers.kiro.endpoints import KiroEndpoints
 from chatbridge.providers.kiro.login import KiroLogin, expires_in
 
@@ -39,17 +39,14 @@ class KiroAuthClient:
     def __init__(self, endpoints: KiroEndpoints, http: HttpSettings) -> None:
         self.endpoints = endpoints
         self.http = http
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions = LazySession(http, cookies=False)
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = create_session(self.http)
-        return self._session
+        return self._sessions.session
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._sessions.aclose()
 
     async def refresh(self, login: KiroLogin, who: str) -> KiroLogin:
         """`login` with a fresh access token (and the rotated refresh token, when one came back)."""
