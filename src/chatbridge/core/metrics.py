@@ -1,0 +1,64 @@
+"""The gateway's Prometheus metrics, defined once so every layer counts into the same objects.
+
+Counters and histograms are module-level prometheus-client objects: in multiprocess mode
+(`PROMETHEUS_MULTIPROC_DIR` set before this module is imported, as `chatbridge serve --workers`
+does) each worker writes its own files and `/metrics` sums them. Gauges that describe a process's
+view of shared things (credentials by state, sessions) use the `livemax` mode, so N workers
+reporting the same pool are not counted N times.
+
+Labels hold only bounded values (route templates, dialect, model ids the router knows, provider
+names, status codes, classes): never a key, a user, or text from a client.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Request latencies span cached answers (ms) to long reasoning streams (minutes).
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+_TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+REQUESTS = Counter(
+    "chatbridge_requests", "Chat requests answered, by route, dialect, model, provider and HTTP status.",
+    ["route", "dialect", "model", "provider", "status"],
+)
+REQUEST_SECONDS = Histogram(
+    "chatbridge_request_duration_seconds", "Whole-request time, from the request to its last byte.",
+    ["route", "dialect", "provider"], buckets=_LATENCY_BUCKETS,
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "chatbridge_time_to_first_token_seconds", "From the request to the first answer byte sent to the client.",
+    ["dialect", "provider"], buckets=_TTFT_BUCKETS,
+)
+UPSTREAM_ERRORS = Counter(
+    "chatbridge_upstream_errors", "Failed upstream attempts, by provider and failure class.",
+    ["provider", "failure"],
+)
+CREDENTIALS = Gauge(
+    "chatbridge_credentials", "Credentials in each state, per provider pool.",
+    ["provider", "state"], multiprocess_mode="livemax",
+)
+REFRESHES = Counter(
+    "chatbridge_credential_refreshes", "Credential refreshes and sign-ins, by provider and outcome.",
+    ["provider", "outcome"],
+)
+TOOL_PARSES = Counter(
+    "chatbridge_tool_parses", "Emulated tool-call parses of a model's answer, by outcome.",
+    ["outcome"],
+)
+SESSIONS = Gauge(
+    "chatbridge_sessions", "Upstream conversations kept for OpenAI `user`s, per provider.",
+    ["provider"], multiprocess_mode="livemax",
+)
+LIMITS_HIT = Counter(
+    "chatbridge_limits_hit", "Requests refused because a client key went over one of its limits.",
+    ["limit"],
+)
+STATE_STORE_ERRORS = Counter(
+    "chatbridge_state_store_errors", "Failed calls to the shared state store (Redis), by operation.",
+    ["operation"],
+)
+STATE_STORE_UP = Gauge(
+    "chatbridge_state_store_up", "1 while the state store answers, 0 while it is unreachable.",
+    multiprocess_mode="livemin",
+)
