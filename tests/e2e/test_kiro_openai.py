@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import http.server
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,12 +14,14 @@ import httpx
 import openai
 import pytest
 
+from chatbridge.providers.media import ImageLoader
 from tests.e2e.kiro_helpers import credentials, kiro_settings
 from tests.harness import GatewayServer
 from tests.upstreams import KiroEmulator
 from tests.upstreams.kiro_frames import KiroReply
 
 StartGateway = Callable[..., GatewayServer]
+PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 MODEL = "claude-sonnet-4.5"
 TOOLS: list[Any] = [{"type": "function", "function": {
     "name": "get_weather", "description": "Current weather for a city",
@@ -204,17 +209,46 @@ def test_the_live_catalog_adds_models_and_their_spellings(kiro_emu: KiroEmulator
     assert kiro_emu.chat_requests[-1].json["additionalModelRequestFields"] == {"output_config": {"effort": "high"}}
 
 
-def test_an_image_link_is_a_400_naming_the_part(gateway: GatewayServer, kiro_emu: KiroEmulator) -> None:
+def test_an_image_link_to_a_private_address_is_a_400_naming_the_part(gateway: GatewayServer, kiro_emu: KiroEmulator) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         gateway.openai().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": [
-            {"type": "text", "text": "what is it?"}, {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}}]}])
+            {"type": "text", "text": "what is it?"}, {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/x.png"}}]}])
     assert caught.value.body["param"] == "messages[0].content[1].image_url.url"  # type: ignore[index]
+    assert "private addresses" in caught.value.message
     assert kiro_emu.chat_requests == []
     assert credentials(gateway)[0]["in_flight"] == 0  # the lease was given back
 
 
+def test_an_image_link_is_fetched_and_goes_as_bytes(gateway: GatewayServer, kiro_emu: KiroEmulator) -> None:
+    """Kiro takes no links: the gateway fetches the image (here from loopback, which only a test's loader allows)."""
+    png = base64.b64decode(PNG_1PX)
+
+    class Images(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(png)))
+            self.end_headers()
+            self.wfile.write(png)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Images)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    provider = gateway.runtime.providers["kiro"]
+    provider.images = ImageLoader(5, allow_private=True)  # type: ignore[attr-defined]
+    try:
+        gateway.openai().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": [
+            {"type": "text", "text": "what is it?"},
+            {"type": "image_url", "image_url": {"url": f"http://127.0.0.1:{server.server_address[1]}/cat"}}]}])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert current(kiro_emu.chat_requests[0].json)["images"] == [{"format": "png", "source": {"bytes": PNG_1PX}}]
+
+
 def test_an_image_goes_as_bytes(gateway: GatewayServer, kiro_emu: KiroEmulator) -> None:
-    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    png = PNG_1PX
     gateway.openai().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": [
         {"type": "text", "text": "what is it?"}, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}]}])
     assert current(kiro_emu.chat_requests[0].json)["images"] == [{"format": "png", "source": {"bytes": png}}]

@@ -11,7 +11,8 @@ import pytest
 from aiohttp import web
 
 from chatbridge.core.errors import InvalidRequest
-from chatbridge.providers.media import ImageLoader, PublicOnlyResolver, sniff_image
+from chatbridge.core.types import ImagePart, Message, TextPart
+from chatbridge.providers.media import ImageLoader, PublicOnlyResolver, inline_images, sniff_image
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 
@@ -94,3 +95,24 @@ def test_the_resolver_drops_every_private_address_of_a_name() -> None:
 def test_sniffing_knows_the_common_formats() -> None:
     assert sniff_image(b"\xff\xd8\xff\xe0") == "image/jpeg" and sniff_image(b"GIF89a") == "image/gif"
     assert sniff_image(b"RIFF\x00\x00\x00\x00WEBPVP8") == "image/webp" and sniff_image(b"hello") is None
+
+
+def test_linked_images_are_inlined_as_data_urls_and_everything_else_is_kept() -> None:
+    async def test(base: str) -> None:
+        loader = ImageLoader(5, allow_private=True)
+        inline = "data:image/png;base64," + base64.b64encode(PNG).decode()
+        messages = [Message(role="user", content="hi"),
+                    Message(role="user", content=[TextPart("look"), ImagePart(f"{base}/cat.png", detail="low"),
+                                                  ImagePart(inline)])]
+        try:
+            out = await inline_images(messages, loader)
+            assert out[0] is messages[0] and messages[1].content[1].url == f"{base}/cat.png"  # type: ignore[index,union-attr]
+            assert out[1].content == [TextPart("look"), ImagePart(inline, detail="low"), ImagePart(inline)]
+            assert await inline_images(out, loader) is out  # nothing left to fetch
+            with pytest.raises(InvalidRequest) as caught:
+                await inline_images([Message(role="user", content=[ImagePart(f"{base}/missing.png")])], loader)
+            assert caught.value.param == "messages[0].content[0].image_url.url"
+        finally:
+            await loader.aclose()
+
+    asyncio.run(serving(images, test))

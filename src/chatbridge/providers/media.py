@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from chatbridge.core.errors import InvalidRequest
 from chatbridge.core.secrets import redact
+from chatbridge.core.types import ImagePart, Message
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 _MAX_REDIRECTS = 3
@@ -180,3 +182,29 @@ def sniff_image(data: bytes) -> str | None:
     return None
 
 
+
+
+def image_parts(messages: list[Message]) -> list[tuple[int, int, ImagePart]]:
+    """Every image part as (message index, part index, part), in order."""
+    found: list[tuple[int, int, ImagePart]] = []
+    for m_index, message in enumerate(messages):
+        if isinstance(message.content, list):
+            for p_index, part in enumerate(message.content):
+                if isinstance(part, ImagePart):
+                    found.append((m_index, p_index, part))
+    return found
+
+
+async def inline_images(messages: list[Message], loader: ImageLoader) -> list[Message]:
+    """The messages with each linked image fetched (public addresses only) into a `data:` URL, for
+    upstreams that take image bytes but no links; the same list when there is nothing to fetch."""
+    linked = [found for found in image_parts(messages) if not found[2].url.startswith("data:")]
+    if not linked:
+        return messages
+    copies = {m_index: list(messages[m_index].content or []) for m_index, _, _ in linked}
+    for m_index, p_index, part in linked:
+        image = await loader.load(part.url, f"messages[{m_index}].content[{p_index}].image_url.url")
+        copies[m_index][p_index] = dataclasses.replace(
+            part, url=f"data:{image.media_type};base64,{base64.b64encode(image.data).decode()}")
+    return [dataclasses.replace(message, content=copies[i]) if i in copies else message  # type: ignore[arg-type]
+            for i, message in enumerate(messages)]

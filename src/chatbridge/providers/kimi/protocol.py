@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from chatbridge.core.types import ChatRequest, ImagePart, Message
+from chatbridge.core.types import ChatRequest, Message
 
 DEFAULT_SCENARIO = "SCENARIO_K2D5"
 SEARCH_TOOL = {"type": "TOOL_TYPE_SEARCH", "search": {}}
@@ -192,12 +192,3 @@ def _with_images(text: str, labels: list[str]) -> str:
     return f"{text}\n{' '.join(labels)}".strip()
 
 
-def image_parts(messages: list[Message]) -> list[tuple[int, int, ImagePart]]:
-    """Every image part as (message index, part index, part), in order."""
-    found: list[tuple[int, int, ImagePart]] = []
-    for m_index, message in enumerate(messages):
-        if isinstance(message.content, list):
-            for p_index, part in enumerate(message.content):
-                if isinstance(part, ImagePart):
-                    found.append((m_index, p_index, part))
-    return found

@@ -36,13 +36,12 @@ from chatbridge.providers.kimi.protocol import (
     KimiIdentity,
     chat_body,
     chat_headers,
-    image_parts,
     message_text,
     stable_digits,
     unary_headers,
 )
 from chatbridge.providers.kimi.stream import KimiStreamReader
-from chatbridge.providers.media import ImageLoader
+from chatbridge.providers.media import ImageLoader, image_parts
 
 log = logging.getLogger("chatbridge.kimi")
 

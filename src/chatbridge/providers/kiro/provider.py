@@ -40,6 +40,7 @@ from chatbridge.providers.kiro.profiles import first_profile_arn
 from chatbridge.providers.kiro.reader import KiroAnswerReader
 from chatbridge.providers.kiro.refresh import KIRO_VERSION, machine_id
 from chatbridge.providers.kiro.tools import ToolNames
+from chatbridge.providers.media import ImageLoader, inline_images
 
 log = logging.getLogger("chatbridge.providers.kiro")
 
@@ -68,10 +69,11 @@ class KiroProvider(HttpProvider):
     verifies_signatures = True  # signed thinking from earlier turns goes back as `reasoningContent`
 
     def __init__(self, config: KiroConfig, catalog_credential: Callable[[], Credential | None] = lambda: None,
-                 session: aiohttp.ClientSession | None = None) -> None:
+                 session: aiohttp.ClientSession | None = None, images: ImageLoader | None = None) -> None:
         self.config = config
         self.catalog_credential = catalog_credential
         super().__init__(config.http, session)
+        self.images = images or ImageLoader(config.http.request_timeout, config.http.proxy_url)
         self._models = static_models()
         self._profiles: dict[str, str] = {}  # credential id → profileArn found by ListAvailableProfiles
 
@@ -100,6 +102,10 @@ class KiroProvider(HttpProvider):
         if found:
             log.info("kiro: %d model(s) from the live catalog", len(found))
 
+    async def aclose(self) -> None:
+        await super().aclose()
+        await self.images.aclose()
+
     def _arn_query(self, credential: Credential) -> dict[str, str]:
         arn = account_of(credential).profile_arn or self._profiles.get(credential.id)
         return {"profileArn": arn} if arn else {}
@@ -117,7 +123,8 @@ class KiroProvider(HttpProvider):
         return self._answer(request, credential)
 
     async def _answer(self, request: ChatRequest, credential: Credential) -> AsyncGenerator[Event, None]:
-        conversation = normalise(request.messages)  # an InvalidRequest here is the client's 400
+        # Kiro takes image bytes only: linked images are fetched here. An InvalidRequest is the client's 400.
+        conversation = normalise(await inline_images(request.messages, self.images))
         model = self.model(request.model)
         options = BodyOptions(request.model, account_of(credential).profile_arn, tuple(request.tools),
                               offer_tools=request.tool_choice.mode != "none",
