@@ -289,6 +289,10 @@ def test_models_list_in_anthropic_shape_with_aliases(k2_gateway: Callable[..., G
     first = client.models.list(limit=1)
     assert [m.id for m in first.data] == [K2] and first.has_more and first.last_id == K2
     assert [m.id for m in client.models.list(limit=2)] == ids  # paged by after_id
+    before = client.models.list(before_id="claude-sonnet-4-5", limit=1)  # the page just before an id
+    assert [m.id for m in before.data] == [f"{K2}-nothink"] and before.has_more and before.first_id == f"{K2}-nothink"
+    assert [m.id for m in client.models.list(before_id="claude-sonnet-4-5").data] == [K2, f"{K2}-nothink"]
+    assert [m.id for m in client.models.list(after_id=K2).data] == [f"{K2}-nothink", "claude-sonnet-4-5"]
     model = client.models.retrieve("claude-sonnet-4-5")
     assert model.type == "model" and model.display_name == "claude-sonnet-4-5" and model.created_at
     with pytest.raises(anthropic.NotFoundError):
