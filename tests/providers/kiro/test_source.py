@@ -253,3 +253,32 @@ def test_a_bind_mounted_token_file_is_renewed_in_place(kiro_emu: KiroEmulator, t
         renew(source, credential)
         assert json.loads(mounted.read_text())["refreshToken"] == account.refresh_token
     assert json.loads(host_file.read_text())["refreshToken"] == account.refresh_token  # the host's file has it
+
+
+@pytest.mark.parametrize("where", [".config/Kiro", "Library/Application Support/Kiro"])
+def test_the_ides_own_login_takes_its_profile_from_the_ides_profile_json(kiro_emu: KiroEmulator, tmp_path: Path,
+                                                                          where: str) -> None:
+    """A social login without `profileArn` in its token file: the IDE's profile.json names it (Linux, macOS)."""
+    path = kiro_emu.write_social_file(tmp_path / "kiro-auth-token.json", kiro_emu.add_account(), with_arn=False)
+    profile = tmp_path / "home" / where / "User" / "globalStorage" / "kiro.kiroagent" / "profile.json"
+    profile.parent.mkdir(parents=True)
+    profile.write_text(json.dumps({"arn": "arn:aws:codewhisperer:us-east-1:1:profile/IDE", "name": "x"}))
+    [credential] = make_source(kiro_emu, tmp_path, path, default_token_file=True).load()
+    assert account_of(credential).profile_arn == "arn:aws:codewhisperer:us-east-1:1:profile/IDE"
+    [other] = make_source(kiro_emu, tmp_path, path, default_token_file=False).load()  # another file: not the IDE's
+    assert account_of(other).profile_arn is None
+    profile.write_text("{not json")
+    [broken] = make_source(kiro_emu, tmp_path, path, default_token_file=True).load()  # unreadable: asked for later
+    assert account_of(broken).profile_arn is None
+
+
+def test_kiro_region_moves_every_host_and_the_older_q_host_is_taken_as_the_api_base() -> None:
+    regional = KiroSettings(_env_file=None, kiro_region="eu-central-1").endpoints()  # type: ignore[call-arg]
+    assert regional.chat_url == "https://runtime.eu-central-1.kiro.dev/generateAssistantResponse"
+    assert regional.models_url == "https://management.eu-central-1.kiro.dev/ListAvailableModels"
+    assert regional.social_refresh_url(None) == "https://prod.eu-central-1.auth.desktop.kiro.dev/refreshToken"
+    assert regional.idc_refresh_url(None) == "https://oidc.eu-central-1.amazonaws.com/token"
+    assert regional.social_refresh_url("us-east-1") == "https://prod.us-east-1.auth.desktop.kiro.dev/refreshToken"
+    older = KiroSettings(_env_file=None, kiro_api_base="https://q.us-east-1.amazonaws.com/").endpoints()  # type: ignore[call-arg]
+    assert older.chat_url == "https://q.us-east-1.amazonaws.com/generateAssistantResponse"
+    assert older.profiles_url == "https://q.us-east-1.amazonaws.com/ListAvailableProfiles"
