@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.harness import GatewayServer
+from tests.pool.helpers import admin
 from tests.upstreams import KimiEmulator, KimiReply
 
 Start = Callable[..., GatewayServer]
@@ -109,6 +112,29 @@ def test_when_the_owning_account_is_busy_elsewhere_the_follow_up_fails_over_as_a
     history += [{"role": "assistant", "content": answer}, {"role": "user", "content": "谢谢"}]
     ask(client, history, user="erin")
     assert kimi_emu.chat_calls[-1].chat_id == last.chat_id and not kimi_emu.chat_calls[-1].new_chat  # moved with it
+
+
+@pytest.mark.parametrize("action", ["disable", "cool"])
+def test_when_the_owning_account_is_disabled_or_resting_the_follow_up_fails_over_as_a_new_chat(
+        kimi_emu: KimiEmulator, kimi_gateway: Start, action: str) -> None:
+    gateway = kimi_gateway(accounts=2)
+    client = gateway.openai()
+    history = [{"role": "user", "content": "我叫张三，来自北京"}]
+    history += [{"role": "assistant", "content": ask(client, history, user="erin")},
+                {"role": "user", "content": "我刚才说我来自哪里？"}]
+    owner_user = kimi_emu.chat_calls[0].user
+    pool = gateway.runtime.pools["kimi"]
+    [owner] = [entry for entry in pool.entries if entry.requests_served == 1]
+    if action == "disable":
+        with admin(gateway) as http:
+            assert http.post(f"/admin/pools/kimi/{owner.credential.id}/disable").json()["data"]["state"] == "disabled"
+    else:
+        owner.cooldown_until = pool.now() + 60  # resting after failures, as the pool rests it: cooling
+    assert owner.state(pool.now()).value == ("disabled" if action == "disable" else "cooling")
+    answer = ask(client, history, user="erin")
+    assert "北京" in answer  # the user sees an answer, not an error
+    last = kimi_emu.chat_calls[-1]
+    assert last.user != owner_user and last.new_chat and "我叫张三，来自北京" in last.text
 
 
 def test_a_chat_deleted_upstream_is_started_anew_with_the_history(kimi_emu: KimiEmulator, kimi_gateway: Start) -> None:
