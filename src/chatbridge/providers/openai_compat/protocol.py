@@ -35,10 +35,14 @@ _FINISH: dict[str, FinishReason] = {
 }
 
 
-def build_body(request: ChatRequest, *, native_tools: bool) -> dict[str, Any]:
+def build_body(request: ChatRequest, *, native_tools: bool, cache_control: bool = False) -> dict[str, Any]:
+    """The upstream request; `cache_control` forwards Anthropic's cache markers on parts and tools,
+    for upstreams that cache prompts by them (OpenRouter, LiteLLM in front of Claude)."""
     body: dict[str, Any] = dict(request.extra)
     body["model"] = request.model
-    body["messages"] = encode_messages(request.messages)
+    body["messages"] = encode_messages(request.messages, cache_control=cache_control)
+    if cache_control and request.cache_control:
+        body["cache_control"] = dict(request.cache_control)
     body["stream"] = request.stream
     if request.stream:
         body["stream_options"] = {"include_usage": True}
@@ -54,7 +58,8 @@ def build_body(request: ChatRequest, *, native_tools: bool) -> dict[str, Any]:
         body["response_format"] = request.response_format.wire
     if native_tools and request.tools:
         body["tools"] = [
-            {"type": "function", "function": _tool_function(t.name, t.description, t.parameters, t.strict)}
+            {"type": "function", "function": _tool_function(t.name, t.description, t.parameters, t.strict),
+             **({"cache_control": dict(t.cache_control)} if cache_control and t.cache_control else {})}
             for t in request.tools
         ]
         choice = request.tool_choice
@@ -77,34 +82,38 @@ def _tool_function(name: str, description: str, parameters: dict[str, Any], stri
     return function
 
 
-def encode_messages(messages: list[Message]) -> list[dict[str, Any]]:
+def encode_messages(messages: list[Message], *, cache_control: bool = False) -> list[dict[str, Any]]:
     """Messages on the wire; a tool result with images is followed by a user turn holding them,
     since OpenAI's tool messages take text only."""
     out: list[dict[str, Any]] = []
     for message in messages:
-        out.append(encode_message(message))
+        out.append(encode_message(message, cache_control=cache_control))
         if message.role == "tool" and message.has_images:
-            images = [_part(p) for p in message.content or () if isinstance(p, ImagePart)]
+            images = [_part(p, cache_control) for p in message.content or () if isinstance(p, ImagePart)]
             out.append({"role": "user", "content": [
                 {"type": "text", "text": f"Images returned by tool call {message.tool_call_id or ''}:"}, *images,
             ]})
     return out
 
 
-def _part(part: TextPart | ImagePart) -> dict[str, Any]:
+def _part(part: TextPart | ImagePart, cache_control: bool = False) -> dict[str, Any]:
     if isinstance(part, TextPart):
-        return {"type": "text", "text": part.text}
-    return {"type": "image_url", "image_url": {"url": part.url, **({"detail": part.detail} if part.detail else {})}}
+        wire: dict[str, Any] = {"type": "text", "text": part.text}
+    else:
+        wire = {"type": "image_url", "image_url": {"url": part.url, **({"detail": part.detail} if part.detail else {})}}
+    if cache_control and part.cache_control:
+        wire["cache_control"] = dict(part.cache_control)
+    return wire
 
 
-def encode_message(message: Message) -> dict[str, Any]:
+def encode_message(message: Message, *, cache_control: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"role": message.role}
     content = message.content
     if isinstance(content, list):
         # Parts OpenAI has no place for (documents, reasoning) were fitted away before; tool
         # messages take text only (their images follow in a user turn, `encode_messages`).
         kinds = (TextPart,) if message.role == "tool" else (TextPart, ImagePart)
-        parts = [_part(p) for p in content if isinstance(p, kinds)]
+        parts = [_part(p, cache_control) for p in content if isinstance(p, kinds)]
         if message.is_error:
             parts.insert(0, {"type": "text", "text": "Error: "})
         out["content"] = parts

@@ -35,6 +35,7 @@ class OpenAICompatConfig:
     name: str = "openai"
     extra_headers: dict[str, str] = field(default_factory=dict)
     models_refresh: float = 600.0  # seconds between reads of /models (when none are configured); 0: once
+    cache_control: bool = False  # forward Anthropic's cache markers (the upstream caches prompts by them)
 
 
 class OpenAICompatProvider(HttpProvider):
@@ -93,7 +94,7 @@ class OpenAICompatProvider(HttpProvider):
 
     def stream(self, request: ChatRequest, credential: Credential | None) -> AsyncGenerator[Event, None]:
         call = UpstreamCall(
-            "POST", self._url, self._headers, build_body(request, native_tools=self.native_tools),
+            "POST", self._url, self._headers, build_body(request, native_tools=self.native_tools, cache_control=self.config.cache_control),
             provider=self.name, credential_id=None, idle_timeout=self.config.http.idle_timeout, limits=self.config.http.limits,
             streamed=request.stream,
         )

@@ -14,6 +14,9 @@ class OpenAICompatSettings(ProviderSettings):
     openai_compat_emulate_tools: bool = False
     # Seconds between reads of the upstream's /models when OPENAI_COMPAT_MODELS is unset (0: read once).
     openai_compat_models_refresh: float = Field(600.0, ge=0)
+    # Forward Anthropic's `cache_control` markers on content parts and tools (OpenRouter, LiteLLM
+    # in front of Claude cache by them); off, since strict OpenAI servers refuse unknown fields.
+    openai_compat_cache_control: bool = False
 
     _blank = field_validator("openai_compat_base_url", "openai_compat_models", mode="before")(blank_is_none)
 

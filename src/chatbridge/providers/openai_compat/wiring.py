@@ -45,6 +45,7 @@ class OpenAICompatPlugin(ProviderPlugin):
             emulate_tools=section.openai_compat_emulate_tools,
             name=self.name,
             models_refresh=section.openai_compat_models_refresh,
+            cache_control=section.openai_compat_cache_control,
         ))
         models = ", ".join(section.openai_compat_model_ids) or "read from the upstream's /models in the background"
 
