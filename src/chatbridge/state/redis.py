@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import time
@@ -30,7 +31,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
-from redis.asyncio.client import PubSub
+from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -79,6 +80,26 @@ def probe(url: str, timeout: float) -> str | None:
     return None
 
 
+class LuaScript:
+    """EVALSHA of one script, loading it again when Redis answers NOSCRIPT (a restarted server);
+    a pipeline queues it like any command (scripts are loaded before a replay)."""
+
+    def __init__(self, client: aioredis.Redis, source: str) -> None:
+        self.client = client
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, keys: list[str], args: list[Any] | None = None) -> Any:
+        try:
+            return await self.client.evalsha(self.sha, len(keys), *keys, *(args or ()))
+        except rexc.NoScriptError:
+            await self.client.script_load(self.source)
+            return await self.client.evalsha(self.sha, len(keys), *keys, *(args or ()))
+
+    def queue(self, pipe: Pipeline, keys: list[str], args: list[Any]) -> None:
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+
 class RedisStore(StateStore):
     """Shared state in Redis at `url` (redis:// or rediss://); see the module docstring."""
 
@@ -97,7 +118,7 @@ class RedisStore(StateStore):
             socket_timeout=timeout, retry=Retry(NoBackoff(), 0), health_check_interval=15,
         )
         self._redis = aioredis.Redis(connection_pool=self._pool, retry=Retry(NoBackoff(), 0))
-        self._scripts = {name: self._redis.register_script(getattr(lua, name)) for name in (
+        self._scripts = {name: LuaScript(self._redis, getattr(lua, name)) for name in (
             "GET", "INCR", "COMPARE_AND_SET", "ACQUIRE_LOCK", "EXTEND_LOCK", "RELEASE_LOCK", "ADOPT_LOCK",
             "CLAIM_SLOT", "RENEW_SLOT", "SLOT_HOLDERS")}
         self._mirror = MemoryStore()
@@ -211,6 +232,9 @@ class RedisStore(StateStore):
     async def _write_changes(self, changes: dict[str, Change]) -> None:
         if not changes:
             return
+        incr = self._scripts["INCR"]
+        if any(isinstance(change, Add) for change in changes.values()):
+            await self._redis.script_load(incr.source)  # a restarted Redis has forgotten it
         now = time.time()
         pipe = self._redis.pipeline(transaction=False)
         for key, change in changes.items():
@@ -223,7 +247,7 @@ class RedisStore(StateStore):
                 pipe.set(self._v(key), change.raw, px=ttl)
             elif isinstance(change, Add):
                 ttl_arg = "" if change.expires_at is None else str(_ms(change.expires_at - now))
-                await self._scripts["INCR"](keys=[self._v(key)], args=[change.amount, ttl_arg], client=pipe)
+                incr.queue(pipe, [self._v(key)], [change.amount, ttl_arg])
         results = await pipe.execute(raise_on_error=False)
         for result in results:
             if isinstance(result, UNAVAILABLE):
