@@ -170,17 +170,33 @@ def gateway_compare(
         for gateway in gateways.values():
             for model in models.values():
                 _point(gateway, model, 16, warmup, client_cpu, tool)
+        commands = {label: [0, 0] for label in models}  # Redis commands, requests: per model, Redis gateway only
         for run in range(runs):
             order = list(gateways) if run % 2 == 0 else list(gateways)[::-1]
             for label, model in models.items():
                 for c in CONCURRENCY:
                     for store in order:
-                        rows[store][label][str(c)].append(_point(gateways[store], model, c, seconds, client_cpu, tool))
+                        before = _commands_processed(redis_url)
+                        row = _point(gateways[store], model, c, seconds, client_cpu, tool)
+                        rows[store][label][str(c)].append(row)
+                        if store == "redis":
+                            commands[label][0] += _commands_processed(redis_url) - before - 1  # less our own INFO
+                            commands[label][1] += row["requests"]
         errors = [line for g in gateways.values() for line in g.log_tail(200).splitlines() if "state store" in line]
     finally:
         for service in reversed(started):
             service.stop()
-    return summarise_requests(rows, errors)
+    out = summarise_requests(rows, errors)
+    out["redis_commands_per_request"] = {label: round(n / max(1, requests), 3) for label, (n, requests) in commands.items()}
+    return out
+
+
+def _commands_processed(redis_url: str) -> int:
+    """Commands the server has run so far (its INFO counter), to count what a request costs in Redis."""
+    import redis
+
+    with redis.Redis.from_url(redis_url, socket_timeout=5) as client:
+        return int(client.info("stats")["total_commands_processed"])
 
 
 def _median(values: list[float]) -> float:
@@ -232,7 +248,10 @@ def render_markdown(result: Mapping[str, Any]) -> list[str]:
         if e and r:
             lines.append(f"| {op} | {e['p50_us']:.1f} | {r['p50_us']:.1f} | {r['p99_us']:.1f} | {ops['added_p50_us'][op]:+.1f} |")
     requests = result.get("requests") or {}
-    lines += ["", "Per request, non-streamed chat completions through the whole gateway:", "",
+    per_request = requests.get("redis_commands_per_request") or {}
+    counted = ", ".join(f"{model} {n:g}" for model, n in per_request.items())
+    lines += ["", "Per request, non-streamed chat completions through the whole gateway"
+              + (f" (Redis commands per request, counted by the server: {counted})" if counted else "") + ":", "",
               "| provider | conc. | embedded p50 ms | Redis p50 ms | added p50 ms | added p99 ms | req/s vs embedded |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     for model, by_c in (requests.get("added") or {}).items():

@@ -210,10 +210,15 @@ class RedisStore(StateStore):
         return self.state is StoreState.CLOSED
 
     async def _replay(self) -> int:
-        """Write the journal, locks and slots to Redis until nothing new was recorded meanwhile;
-        on failure the journal is put back (under newer changes) and the error raised."""
+        """Take locally held locks and slots in Redis, then write the journal until nothing new was
+        recorded meanwhile; on failure the journal is put back (under newer changes) and the error
+        raised. It returns with the journal empty and without awaiting after the last check, so the
+        caller flips to "up" before any other call can journal again."""
+        await self._bounded(self._adopt_locks_and_slots())
         replayed = 0
         for _ in range(10):
+            if not len(self._journal):
+                return replayed
             changes = self._journal.take()
             try:
                 await self._bounded(self._write_changes(changes))
@@ -221,10 +226,7 @@ class RedisStore(StateStore):
                 self._journal.restore(changes, self._mirror_entry)
                 raise
             replayed += len(changes)
-            if not len(self._journal):
-                break
-        await self._bounded(self._adopt_locks_and_slots())
-        return replayed
+        raise TimeoutError("local changes kept coming faster than they could be replayed")
 
     def _mirror_entry(self, key: str) -> tuple[bytes, float | None] | None:
         return self._mirror._live(key)
