@@ -145,7 +145,7 @@ def _point(service: procs.Service, model: str, concurrency: int, seconds: int, c
 
 def gateway_compare(
     redis_url: str, *, server_cpu: str | None, client_cpu: str | None, seconds: int, warmup: int, runs: int,
-    work: Path, logs: Path, tool: str,
+    work: Path, logs: Path, tool: str, concurrency: tuple[int, ...] = CONCURRENCY,
 ) -> dict[str, Any]:
     started: list[procs.Service] = []
 
@@ -166,15 +166,15 @@ def gateway_compare(
             service.wait_ready()
         models = {"openai-compat": procs.MODEL, "k2think": procs.K2_MODEL}
         rows: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {
-            store: {m: {str(c): [] for c in CONCURRENCY} for m in models} for store in gateways}
+            store: {m: {str(c): [] for c in concurrency} for m in models} for store in gateways}
         for gateway in gateways.values():
             for model in models.values():
-                _point(gateway, model, 16, warmup, client_cpu, tool)
+                _point(gateway, model, max(concurrency), warmup, client_cpu, tool)
         commands = {label: [0, 0] for label in models}  # Redis commands, requests: per model, Redis gateway only
         for run in range(runs):
             order = list(gateways) if run % 2 == 0 else list(gateways)[::-1]
             for label, model in models.items():
-                for c in CONCURRENCY:
+                for c in concurrency:
                     for store in order:
                         before = _commands_processed(redis_url)
                         row = _point(gateways[store], model, c, seconds, client_cpu, tool)
@@ -224,13 +224,14 @@ def summarise_requests(rows: Mapping[str, Mapping[str, Mapping[str, list[dict[st
 
 
 def measure(*, server_cpu: str | None, client_cpu: str | None, seconds: int, warmup: int, runs: int, ops: int,
-            work: Path, logs: Path, tool: str) -> dict[str, Any]:
+            work: Path, logs: Path, tool: str, concurrency: tuple[int, ...] = CONCURRENCY) -> dict[str, Any]:
     """The whole phase: a redis-server of its own, the per-operation and the per-request figures."""
     server = RedisProcess(client_cpu, logs).start()
     try:
         result: dict[str, Any] = {"operations": store_ops(server.url, ops, work)}
         result["requests"] = gateway_compare(server.url, server_cpu=server_cpu, client_cpu=client_cpu, seconds=seconds,
-                                             warmup=warmup, runs=runs, work=work, logs=logs, tool=tool)
+                                             warmup=warmup, runs=runs, work=work, logs=logs, tool=tool,
+                                             concurrency=concurrency)
     finally:
         server.stop()
     result["setup"] = ("redis-server (no persistence) on the load generator's core; both gateways on the server core, "
