@@ -51,7 +51,7 @@ class Podman:
 
     def remove_containers(self, *names: str) -> None:
         if names:
-            self.run("rm", "-f", "-t", "2", *names, check=False, timeout=60)
+            self.run("rm", "-f", "-v", "-t", "2", *names, check=False, timeout=60)  # -v: their anonymous /data too
 
 
 def find_podman() -> tuple[Podman | None, str]:

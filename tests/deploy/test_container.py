@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +29,12 @@ pytestmark = pytest.mark.timeout(1500)
 
 RUN = secrets.token_hex(4)  # one per test run: image tags, container and project names
 HI = [{"role": "user", "content": "hi"}]
+# A digest of the package's sources, run here on the checkout and in the image on what pip installed.
+SOURCE_DIGEST = (
+    "import hashlib, pathlib, sys; root = pathlib.Path(sys.argv[1]); "
+    "print(hashlib.sha256(b''.join(p.relative_to(root).as_posix().encode() + p.read_bytes() "
+    "for p in sorted(root.rglob('*.py')))).hexdigest())"
+)
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +93,11 @@ def test_image_serves_health_as_non_root_and_passes_its_healthcheck(
     inspected = json.loads(podman.out("image", "inspect", image))[0]
     assert inspected["Config"]["User"] == "10001:10001"
     assert "PORT" in " ".join(inspected["Healthcheck"]["Test"])  # read at run time, not baked in
+    installed = podman.out("exec", name, "python", "-c", "import chatbridge, os; print(os.path.dirname(chatbridge.__file__))")
+    in_image = podman.out("exec", name, "python", "-c", SOURCE_DIGEST, installed)
+    here = subprocess.run([sys.executable, "-c", SOURCE_DIGEST, str(ROOT / "src" / "chatbridge")],
+                          capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    assert in_image == here, "the image does not carry this checkout's code (a stale layer cache?)"
     compilers = podman.run("exec", name, "sh", "-c", "command -v gcc cc c++ make", check=False)
     assert compilers.stdout.strip() == "", f"build tools in the final image: {compilers.stdout}"
 
