@@ -181,9 +181,15 @@ def test_compose_three_replicas_behind_nginx_answer_chat(
     for _ in range(9):
         reply = client.chat.completions.create(model="fake-model", messages=HI)  # type: ignore[arg-type]
         assert reply.choices[0].message.content == "Served from behind nginx."
-    chunks = list(client.chat.completions.create(model="fake-model", messages=HI, stream=True))  # type: ignore[arg-type]
-    assert len(chunks) > 2
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Served from behind nginx."
+    # A stream arrives as it is made: the first words well before the last (nginx buffers nothing).
+    upstream.chunk_delay = 0.5
+    arrivals: list[tuple[float, str]] = []
+    for chunk in client.chat.completions.create(model="fake-model", messages=HI, stream=True):  # type: ignore[arg-type]
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append((time.monotonic(), chunk.choices[0].delta.content))
+    upstream.chunk_delay = 0.0
+    assert "".join(text for _, text in arrivals) == "Served from behind nginx."
+    assert len(arrivals) >= 3 and arrivals[-1][0] - arrivals[0][0] > 1.0, f"buffered: {arrivals}"
     assert len(upstream.requests_to("/v1/chat/completions")) == 10
 
     served = {replica: _chat_requests_logged(podman, replica) for replica in replicas}
