@@ -212,6 +212,13 @@ def test_compose_three_replicas_behind_nginx_answer_chat(
     assert anthropic_413.json() == {"type": "error", "error": {"type": "request_too_large", "message": (
         "The request body is larger than the gateway accepts (10 MiB).")}}
 
+    # Every replica gone: nginx says so in the dialect's envelope, with a time to come back.
+    podman.run("stop", "-t", "2", *replicas, timeout=60)
+    with pytest.raises(openai.APIStatusError) as unavailable:
+        client.chat.completions.create(model="fake-model", messages=HI)  # type: ignore[arg-type]
+    assert unavailable.value.status_code == 503 and unavailable.value.response.headers["retry-after"] == "5"
+    assert unavailable.value.body["code"] == "gateway_unavailable"  # type: ignore[index]
+
 
 def wait_healthy_inside(podman: Podman, container: str) -> None:
     probe = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:8001/health', timeout=4).status)"
