@@ -102,6 +102,13 @@ class KeyEntry(KeyLimits):
     key_sha256: str | None = None
     name: str
 
+    @field_validator("key", "key_sha256", "name", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str):
+            raise ValueError("must be text (in YAML, put it in quotes)")
+        return value
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
@@ -206,12 +213,19 @@ def read_keys_file(path: Path) -> list[ClientKey]:
     return parse_keys(raw, f"CLIENT_KEYS_FILE {path}")
 
 
+class _KeysLoader(yaml.SafeLoader):
+    """Safe YAML whose timestamps stay text, so a bad date is reported by the entry's validation."""
+
+
+_KeysLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
+
+
 def _load(raw: bytes, origin: str) -> Any:
     text = raw.lstrip()
     try:
         if text.startswith(b"{"):
             return orjson.loads(raw)
-        return yaml.safe_load(raw)
+        return yaml.load(raw, Loader=_KeysLoader)  # noqa: S506 (a SafeLoader)
     except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
