@@ -118,8 +118,9 @@ class Runtime:
             await self.store.aclose()  # after the lifecycles' last flush
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    store = EmbeddedStore(Path(settings.data_dir) / STATE_FILE_NAME)
+def build_runtime(settings: Settings, store: StateStore | None = None) -> Runtime:
+    """`store`: a state store to use instead of the one the settings name (tests share one between gateways)."""
+    store = store or EmbeddedStore(Path(settings.data_dir) / STATE_FILE_NAME)
     context = WiringContext(http=settings.http_settings(), pool=settings.pool_defaults(), store=store,
                             data_dir=Path(settings.data_dir), sessions=settings.session_settings())
     wirings, disabled, report = build_wirings(settings, context)
