@@ -19,7 +19,7 @@ import datetime as dt
 import hashlib
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
@@ -91,8 +91,9 @@ class KeyLimits(BaseModel):
 
     @property
     def limited(self) -> bool:
-        """True when admitting a request may need the state store (a counted limit)."""
-        return any(v is not None for v in (self.requests_per_minute, self.tokens_per_day, self.max_concurrent_streams))
+        """True when admitting a request needs the state store (a counted limit)."""
+        return (self.requests_per_minute is not None or self.tokens_per_day is not None
+                or self.max_concurrent_streams is not None)
 
 
 class KeyEntry(KeyLimits):
@@ -160,14 +161,20 @@ class ClientKey:
     source: KeySource
     hint: str = ""
     created_at: float | None = None
+    counted: bool = field(init=False)  # `limits.limited`, read once per request: kept here
+    models: tuple[str, ...] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "counted", self.limits.limited)
+        object.__setattr__(self, "models", self.limits.models)
 
     def expired(self, now: dt.datetime | None = None) -> bool:
         expires = self.limits.expires_at
         return expires is not None and expires <= (now or dt.datetime.now(dt.UTC))
 
     def allows(self, model: str) -> bool:
-        globs = self.limits.models
-        return globs is None or any(_match(glob, model) for glob in globs)
+        globs = self.models
+        return globs is None or any(fnmatchcase(model, glob) for glob in globs)
 
 
 def check_glob(glob: Any) -> None:
@@ -186,10 +193,6 @@ def check_glob(glob: Any) -> None:
             depth = 0
     if depth:
         raise ValueError(f"model glob {glob!r} has a [ without its closing ]")
-
-
-def _match(glob: str, model: str) -> bool:
-    return fnmatchcase(model, glob)
 
 
 def parse_keys(raw: bytes, origin: str = "CLIENT_KEYS_FILE") -> list[ClientKey]:
