@@ -361,4 +361,4 @@ def test_usage_per_key_model_and_provider_after_known_traffic(replicas: tuple[Ga
          "output_tokens": completion, "errors": 0},
     ]
     assert rows["totals"] == {"requests": 5, "input_tokens": prompt, "output_tokens": completion, "errors": 1}
-    assert [r for r in everyone if r["key"] == "VALID_API_KEY"][0]["requests"] == 1  # the unlimited key too
+    assert next(r for r in everyone if r["key"] == "VALID_API_KEY")["requests"] == 1  # the unlimited key too

@@ -220,7 +220,12 @@ class _KeysLoader(yaml.SafeLoader):
     """Safe YAML whose timestamps stay text, so a bad date is reported by the entry's validation."""
 
 
-_KeysLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
+def _timestamp_as_text(loader: _KeysLoader, node: yaml.Node) -> str:
+    assert isinstance(node, yaml.ScalarNode)
+    return str(loader.construct_scalar(node))
+
+
+_KeysLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
 
 
 def _load(raw: bytes, origin: str) -> Any:
@@ -228,7 +233,7 @@ def _load(raw: bytes, origin: str) -> Any:
     try:
         if text.startswith(b"{"):
             return orjson.loads(raw)
-        return yaml.load(raw, Loader=_KeysLoader)  # noqa: S506 (a SafeLoader)
+        return yaml.load(raw, Loader=_KeysLoader)
     except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
