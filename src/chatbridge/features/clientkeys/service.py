@@ -111,11 +111,6 @@ class ClientKeys:
 
     # -- lookup (the hot path) --------------------------------------------------------------------------
 
-    @property
-    def configured(self) -> bool:
-        """False when no source can ever hold a key (then the API would be open to nobody)."""
-        return bool(self._env) or self.file is not None
-
     def find(self, presented: bytes | None) -> ClientKey | None:
         if not presented:
             return None

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from chatbridge.core.secrets import MIN_SECRET_LENGTH, mask, register_secrets
 
 KeySource = Literal["file", "api", "env"]
-_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
+_NAME = re.compile(r"^[^\x00-\x1f\x7f/]{1,64}$")  # no "/": the name is a path segment of /admin/keys/{name}
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _GLOB_CHARS = set(string.printable) - set(string.whitespace) | {" "}
 
@@ -114,7 +114,7 @@ class KeyEntry(KeyLimits):
     @classmethod
     def _name(cls, value: str) -> str:
         if value != value.strip() or not _NAME.match(value):
-            raise ValueError("name must be 1 to 64 printable characters, without leading or trailing spaces")
+            raise ValueError("name must be 1 to 64 printable characters other than /, without leading or trailing spaces")
         return value
 
     @field_validator("key")
