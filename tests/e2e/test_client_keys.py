@@ -135,6 +135,16 @@ def test_a_model_outside_the_keys_globs_is_403_in_each_dialect(gateway: Callable
     assert oai(gw, KEY_A).chat.completions.create(model=MODEL, messages=MESSAGES).choices[0].message.content  # type: ignore[arg-type]
 
 
+def test_the_model_list_shows_a_key_only_its_models(gateway: Callable[..., GatewayServer]) -> None:
+    gw = gateway(keys_yaml(extra=f"  - key: sk-exact-0123456789abcdef\n    name: exact\n    models: [{MODEL!r}]\n"))
+    assert [m.id for m in oai(gw, "sk-exact-0123456789abcdef").models.list()] == [MODEL]
+    assert [m.id for m in ant(gw, "sk-exact-0123456789abcdef").models.list()] == [MODEL]
+    assert oai(gw, KEY_B).models.list().data == []  # kimi* and claude-* only: none served here
+    assert {m.id for m in oai(gw, KEY_A).models.list()} == {MODEL, MODEL + "-nothink"}
+    with pytest.raises(openai.PermissionDeniedError):
+        oai(gw, "sk-exact-0123456789abcdef").chat.completions.create(model=MODEL + "-nothink", messages=MESSAGES)  # type: ignore[arg-type]
+
+
 def test_an_expired_key_is_401_in_each_dialect(gateway: Callable[..., GatewayServer]) -> None:
     gw = gateway(keys_yaml())
     with pytest.raises(openai.AuthenticationError) as refused:
