@@ -145,7 +145,7 @@ def _point(service: procs.Service, model: str, concurrency: int, seconds: int, c
 
 def gateway_compare(
     redis_url: str, *, server_cpu: str | None, client_cpu: str | None, seconds: int, warmup: int, runs: int,
-    work: Path, logs: Path, tool: str,
+    work: Path, logs: Path, tool: str, concurrency: tuple[int, ...] = CONCURRENCY,
 ) -> dict[str, Any]:
     started: list[procs.Service] = []
 
@@ -166,21 +166,37 @@ def gateway_compare(
             service.wait_ready()
         models = {"openai-compat": procs.MODEL, "k2think": procs.K2_MODEL}
         rows: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {
-            store: {m: {str(c): [] for c in CONCURRENCY} for m in models} for store in gateways}
+            store: {m: {str(c): [] for c in concurrency} for m in models} for store in gateways}
         for gateway in gateways.values():
             for model in models.values():
-                _point(gateway, model, 16, warmup, client_cpu, tool)
+                _point(gateway, model, max(concurrency), warmup, client_cpu, tool)
+        commands = {label: [0, 0] for label in models}  # Redis commands, requests: per model, Redis gateway only
         for run in range(runs):
             order = list(gateways) if run % 2 == 0 else list(gateways)[::-1]
             for label, model in models.items():
-                for c in CONCURRENCY:
+                for c in concurrency:
                     for store in order:
-                        rows[store][label][str(c)].append(_point(gateways[store], model, c, seconds, client_cpu, tool))
+                        before = _commands_processed(redis_url)
+                        row = _point(gateways[store], model, c, seconds, client_cpu, tool)
+                        rows[store][label][str(c)].append(row)
+                        if store == "redis":
+                            commands[label][0] += _commands_processed(redis_url) - before - 1  # less our own INFO
+                            commands[label][1] += row["requests"]
         errors = [line for g in gateways.values() for line in g.log_tail(200).splitlines() if "state store" in line]
     finally:
         for service in reversed(started):
             service.stop()
-    return summarise_requests(rows, errors)
+    out = summarise_requests(rows, errors)
+    out["redis_commands_per_request"] = {label: round(n / max(1, requests), 3) for label, (n, requests) in commands.items()}
+    return out
+
+
+def _commands_processed(redis_url: str) -> int:
+    """Commands the server has run so far (its INFO counter), to count what a request costs in Redis."""
+    import redis
+
+    with redis.Redis.from_url(redis_url, socket_timeout=5) as client:
+        return int(client.info("stats")["total_commands_processed"])
 
 
 def _median(values: list[float]) -> float:
@@ -208,13 +224,14 @@ def summarise_requests(rows: Mapping[str, Mapping[str, Mapping[str, list[dict[st
 
 
 def measure(*, server_cpu: str | None, client_cpu: str | None, seconds: int, warmup: int, runs: int, ops: int,
-            work: Path, logs: Path, tool: str) -> dict[str, Any]:
+            work: Path, logs: Path, tool: str, concurrency: tuple[int, ...] = CONCURRENCY) -> dict[str, Any]:
     """The whole phase: a redis-server of its own, the per-operation and the per-request figures."""
     server = RedisProcess(client_cpu, logs).start()
     try:
         result: dict[str, Any] = {"operations": store_ops(server.url, ops, work)}
         result["requests"] = gateway_compare(server.url, server_cpu=server_cpu, client_cpu=client_cpu, seconds=seconds,
-                                             warmup=warmup, runs=runs, work=work, logs=logs, tool=tool)
+                                             warmup=warmup, runs=runs, work=work, logs=logs, tool=tool,
+                                             concurrency=concurrency)
     finally:
         server.stop()
     result["setup"] = ("redis-server (no persistence) on the load generator's core; both gateways on the server core, "
@@ -232,7 +249,10 @@ def render_markdown(result: Mapping[str, Any]) -> list[str]:
         if e and r:
             lines.append(f"| {op} | {e['p50_us']:.1f} | {r['p50_us']:.1f} | {r['p99_us']:.1f} | {ops['added_p50_us'][op]:+.1f} |")
     requests = result.get("requests") or {}
-    lines += ["", "Per request, non-streamed chat completions through the whole gateway:", "",
+    per_request = requests.get("redis_commands_per_request") or {}
+    counted = ", ".join(f"{model} {n:g}" for model, n in per_request.items())
+    lines += ["", "Per request, non-streamed chat completions through the whole gateway"
+              + (f" (Redis commands per request, counted by the server: {counted})" if counted else "") + ":", "",
               "| provider | conc. | embedded p50 ms | Redis p50 ms | added p50 ms | added p99 ms | req/s vs embedded |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     for model, by_c in (requests.get("added") or {}).items():

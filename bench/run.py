@@ -343,10 +343,11 @@ class Bench:
             self.notes.append(f"Redis state store not measured: {reason}.")
             say(f"redis phase skipped: {reason}")
             return None
-        ops = 1000 if self.plan.mode == "quick" else 10_000
+        quick = self.plan.mode == "quick"  # concurrency 1 only, fewer calls: a few seconds
         result = redis_state.measure(server_cpu=self.server_cpu, client_cpu=self.client_cpu, seconds=self.plan.seconds,
-                                     warmup=self.plan.warmup_seconds, runs=self.plan.runs, ops=ops, work=self.work,
-                                     logs=self.logs, tool=self.loadgen)
+                                     warmup=self.plan.warmup_seconds, runs=self.plan.runs, ops=500 if quick else 10_000,
+                                     work=self.work, logs=self.logs, tool=self.loadgen,
+                                     concurrency=(1,) if quick else redis_state.CONCURRENCY)
         for model, by_c in result["requests"]["added"].items():
             for c, added in by_c.items():
                 say(f"redis vs embedded state, {model} c={c}: p50 {added['p50_ms']:+.3f} ms, p99 {added['p99_ms']:+.2f} ms")

@@ -210,6 +210,7 @@ def test_the_redis_phase_measures_both_stores_and_both_gateways(tmp_path: Path) 
                 row = result["requests"]["rows"][store][model][c]
                 assert row["rps"] > 0 and row["errors"] == 0
     assert set(result["requests"]["added"]) == {"openai-compat", "k2think"}
+    assert set(result["requests"]["redis_commands_per_request"]) == {"openai-compat", "k2think"}
     assert not result["requests"]["state_store_log_lines"]  # the Redis gateway never lost its store
     text = "\n".join(redis_state.render_markdown(result))
     assert "State store: Redis vs embedded" in text and "| claim_slot |" in text and "| k2think | 16 |" in text

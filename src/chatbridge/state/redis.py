@@ -51,8 +51,20 @@ DEFAULT_PREFIX = "chatbridge:"
 # that is read-only); anything else (a script error) is a bug or bad data.
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     rexc.ConnectionError, rexc.TimeoutError, rexc.ReadOnlyError, rexc.BusyLoadingError, rexc.InvalidResponse,
-    OSError, TimeoutError,
+    rexc.OutOfMemoryError, rexc.NoPermissionError, rexc.TryAgainError, rexc.ClusterDownError, OSError, TimeoutError,
 )
+# Other error replies that mean "this Redis cannot serve now" (a busy script, failed disk
+# writes) rather than a bug, by their prefix: treated like a connection failure too.
+_UNAVAILABLE_REPLIES = ("BUSY", "MISCONF", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "READONLY", "OOM")
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says Redis is away (or cannot serve), not that a call was wrong."""
+    if isinstance(exc, UNAVAILABLE):
+        return True
+    return isinstance(exc, rexc.ResponseError) and str(exc).lstrip().upper().startswith(_UNAVAILABLE_REPLIES)
+
+
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
 
@@ -153,7 +165,9 @@ class RedisStore(StateStore):
             return False
         try:
             await self._bounded(self._redis.ping())
-        except UNAVAILABLE as exc:
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
             self._failed("ping", exc)
             return False
         return True
@@ -171,7 +185,9 @@ class RedisStore(StateStore):
             return False, None
         try:
             return True, await self._bounded(call())
-        except UNAVAILABLE as exc:
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
             self._failed(operation, exc)
             return False, None
 
@@ -182,7 +198,7 @@ class RedisStore(StateStore):
         if self._up:
             self._up = False
             metrics.STATE_STORE_UP.set(0)
-            log.warning("state store: Redis is unreachable (%s); serving from local state until it returns",
+            log.warning("state store: Redis is unreachable or cannot serve (%s); serving from local state until it returns",
                         self._last_error)
         if self._watcher is None or self._watcher.done():
             with contextlib.suppress(RuntimeError):  # no running loop: the next call starts it
@@ -197,7 +213,9 @@ class RedisStore(StateStore):
             try:
                 await self._bounded(self._redis.ping())
                 replayed = await self._replay()
-            except UNAVAILABLE as exc:
+            except Exception as exc:  # whatever it is, the watcher keeps watching
+                if not unavailable(exc):
+                    log.error("state store: replaying to Redis failed: %s", redact(repr(exc)))
                 self._errors += 1
                 self._last_error = redact(f"reconnect: {type(exc).__name__}: {exc}")[:300]
                 metrics.STATE_STORE_ERRORS.labels(operation="reconnect").inc()
@@ -210,10 +228,15 @@ class RedisStore(StateStore):
         return self.state is StoreState.CLOSED
 
     async def _replay(self) -> int:
-        """Write the journal, locks and slots to Redis until nothing new was recorded meanwhile;
-        on failure the journal is put back (under newer changes) and the error raised."""
+        """Take locally held locks and slots in Redis, then write the journal until nothing new was
+        recorded meanwhile; on failure the journal is put back (under newer changes) and the error
+        raised. It returns with the journal empty and without awaiting after the last check, so the
+        caller flips to "up" before any other call can journal again."""
+        await self._bounded(self._adopt_locks_and_slots())
         replayed = 0
         for _ in range(10):
+            if not len(self._journal):
+                return replayed
             changes = self._journal.take()
             try:
                 await self._bounded(self._write_changes(changes))
@@ -221,10 +244,7 @@ class RedisStore(StateStore):
                 self._journal.restore(changes, self._mirror_entry)
                 raise
             replayed += len(changes)
-            if not len(self._journal):
-                break
-        await self._bounded(self._adopt_locks_and_slots())
-        return replayed
+        raise TimeoutError("local changes kept coming faster than they could be replayed")
 
     def _mirror_entry(self, key: str) -> tuple[bytes, float | None] | None:
         return self._mirror._live(key)
@@ -250,7 +270,7 @@ class RedisStore(StateStore):
                 incr.queue(pipe, [self._v(key)], [change.amount, ttl_arg])
         results = await pipe.execute(raise_on_error=False)
         for result in results:
-            if isinstance(result, UNAVAILABLE):
+            if isinstance(result, Exception) and unavailable(result):
                 raise result
             if isinstance(result, Exception):  # e.g. a counter another replica turned into a string
                 log.warning("state store: a local change could not be replayed to Redis: %s", redact(str(result)))
@@ -454,11 +474,11 @@ class RedisStore(StateStore):
             try:
                 await self._bounded(self._redis.ping())
                 await self._replay()
-            except UNAVAILABLE:
+            except Exception:
                 log.error("state store closed with %d local change(s) Redis never received", len(self._journal))
-        with contextlib.suppress(*UNAVAILABLE):
+        with contextlib.suppress(Exception):
             await self._bounded(self._redis.aclose())
-        with contextlib.suppress(*UNAVAILABLE):
+        with contextlib.suppress(Exception):
             await self._bounded(self._pool.disconnect())
 
 
@@ -501,7 +521,9 @@ class RedisSubscription(LocalSubscription):
                         confirmed += 1
                     else:
                         self._forward(message)
-        except UNAVAILABLE as exc:
+        except Exception as exc:  # the reader retries later, whatever went wrong
+            if not unavailable(exc):
+                log.error("state store: subscribing to %s failed: %s", self.channels, redact(repr(exc)))
             self._store._failed("subscribe", exc)
             await self._drop(pubsub)
             return None
@@ -518,7 +540,9 @@ class RedisSubscription(LocalSubscription):
                     self.deliver(channel, None)  # messages may have been missed meanwhile
             try:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            except UNAVAILABLE as exc:
+            except Exception as exc:  # the reader reconnects, whatever went wrong
+                if not unavailable(exc):
+                    log.error("state store: reading %s failed: %s", self.channels, redact(repr(exc)))
                 self._store._failed("subscribe", exc)
                 await self._drop(pubsub)
                 pubsub = None
@@ -534,6 +558,6 @@ class RedisSubscription(LocalSubscription):
 
     @staticmethod
     async def _drop(pubsub: PubSub) -> None:
-        with contextlib.suppress(*UNAVAILABLE):
+        with contextlib.suppress(Exception):
             async with asyncio.timeout(1):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
