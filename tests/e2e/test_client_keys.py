@@ -268,6 +268,29 @@ def test_with_a_file_no_client_key_is_generated(tmp_path: Path, keys_file: Path)
     assert sorted(k.name for k in runtime.keys.keys) == ["old", "team-a", "team-b"]
 
 
+def test_keys_added_and_revoked_through_the_api_persist_across_a_restart(
+        k2emu: K2ThinkEmulator, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, k2think_base_url=k2emu.base_url, k2think_token=k2emu.mint_token())
+    first = GatewayServer(settings).start()
+    try:
+        with admin(first) as http:
+            kept = http.post("/admin/keys", json={"name": "kept", "requests_per_minute": 3}).json()["data"]["key"]
+            gone = http.post("/admin/keys", json={"name": "gone"}).json()["data"]["key"]
+            assert http.delete("/admin/keys/gone").status_code == 200
+    finally:
+        first.stop()
+    assert kept not in (tmp_path / "data" / "pool-state.json").read_text()  # only its digest is kept
+    second = GatewayServer(make_settings(tmp_path, k2think_base_url=k2emu.base_url, k2think_token=k2emu.mint_token())).start()
+    try:
+        assert oai(second, kept).models.list().data
+        with pytest.raises(openai.AuthenticationError):
+            oai(second, gone).models.list()
+        listed = {k["name"]: k for k in admin(second).get("/admin/keys").json()["data"]["keys"]}
+        assert listed["kept"]["requests_per_minute"] == 3 and "gone" not in listed
+    finally:
+        second.stop()
+
+
 # -- admin routes, across gateways ---------------------------------------------------------------------------
 
 
