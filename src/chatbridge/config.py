@@ -66,6 +66,7 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("VALID_API_KEY", "API_MASTER_KEY", "API_KEY")
     )
     admin_api_key: SecretStr | None = None
+    client_keys_file: Path | None = None  # named keys with models and limits (YAML or JSON), re-read on change
 
     # --- credential pools (every provider's) ------------------------------------------------------
     max_token_failures: int = Field(3, ge=1)  # transient failures in a row before a credential rests
@@ -126,7 +127,7 @@ class Settings(BaseSettings):
         return value.strip().lower() if isinstance(value, str) else value
 
     _blank = field_validator("proxy_url", "toolify_custom_prompt", "anthropic_model_map", "anthropic_default_model",
-                             "cors_origins", "redis_url", mode="before")(blank_is_none)
+                             "cors_origins", "redis_url", "client_keys_file", mode="before")(blank_is_none)
 
     @field_validator("redis_url")
     @classmethod
