@@ -13,10 +13,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from chatbridge.config import Settings
+from chatbridge.core.drain import Drain
 from chatbridge.core.secrets import mask, redact
 from chatbridge.core.tokens import count_text_tokens
+from chatbridge.core.tracing import TRACING_MISSING, Tracing, start_tracing, tracing_installed
 from chatbridge.core.types import Route
 from chatbridge.features.tools import ToolSettings
 from chatbridge.gateway.pipeline import Pipeline, PipelineSettings
@@ -55,6 +58,8 @@ class Runtime:
     closers: list[Closable] = field(default_factory=list)
     store: StateStore | None = None
     warming: asyncio.Future[None] | None = None
+    drain: Drain = field(default_factory=lambda: Drain(30.0))
+    tracing: Tracing | None = None
 
     def __post_init__(self) -> None:
         self.providers = {name: w.provider for name, w in self.wirings.items()}
@@ -65,6 +70,17 @@ class Runtime:
     @property
     def known_providers(self) -> list[str]:
         return [*self.wirings, *self.disabled]
+
+    @property
+    def tracer(self) -> Any:
+        """The OpenTelemetry tracer (None: tracing is off, OTEL_EXPORTER_OTLP_ENDPOINT unset)."""
+        return self.tracing.tracer if self.tracing is not None else None
+
+    def start_tracing(self) -> None:
+        """Tracing on when OTEL_EXPORTER_OTLP_ENDPOINT is set; in each serving process, before its app is built."""
+        if self.tracing is None:
+            self.tracing = start_tracing(self.settings.otel_exporter_otlp_endpoint)
+            self.pipeline.tracer = self.tracer
 
     async def astart(self) -> None:
         # Pools first: a provider that discovers its models may need a credential renewed at start.
@@ -105,6 +121,8 @@ class Runtime:
             await provider.aclose()
         if self.store is not None:
             await self.store.aclose()  # after the lifecycles' last flush
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # the spans still batched go out
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -130,8 +148,13 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     keys, stored = client_keys(settings)
     admin, admin_stored = admin_keys(settings, keys)
+    if settings.otel_exporter_otlp_endpoint and not tracing_installed():
+        raise ConfigurationError(TRACING_MISSING)
+    if settings.otel_exporter_otlp_endpoint:
+        report.append(f"traces: OpenTelemetry, exported to {redact(settings.otel_exporter_otlp_endpoint)} (OTEL_EXPORTER_OTLP_ENDPOINT)")
     return Runtime(settings, wirings, router, pipeline, keys, stored, report,
-                   admin_keys=admin, admin_key_source=admin_stored, disabled=disabled, store=store)
+                   admin_keys=admin, admin_key_source=admin_stored, disabled=disabled, store=store,
+                   drain=Drain(settings.shutdown_grace_seconds))
 
 
 def build_router(settings: Settings, routes: list[Route], missing_hint: Callable[[], str | None] | None = None) -> Router:

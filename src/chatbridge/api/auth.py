@@ -24,14 +24,25 @@ def key_kind(path: str) -> KeyKind | None:
     return None
 
 
-class KeyPolicy:
-    """The keys each path needs (`policy(path)`, None for an open path) and what a refused request is told."""
+METRICS_PATH = "/metrics"
+_METRICS_HINT = ("/metrics needs the admin key (ADMIN_API_KEY, or the key generated in DATA_DIR/admin_key), "
+                 "unless METRICS_PUBLIC=true")
 
-    def __init__(self, client_keys: Sequence[str], admin_keys: Sequence[str] = ()) -> None:
+
+class KeyPolicy:
+    """The keys each path needs (`policy(path)`, None for an open path) and what a refused request is told.
+
+    `/metrics` takes the admin key, unless `metrics_public` (METRICS_PUBLIC) opens it.
+    """
+
+    def __init__(self, client_keys: Sequence[str], admin_keys: Sequence[str] = (), metrics_public: bool = False) -> None:
         self.client = [k.encode() for k in client_keys]
         self.admin = [k.encode() for k in admin_keys if k not in client_keys]
+        self.metrics_public = metrics_public
 
     def __call__(self, path: str) -> Sequence[bytes] | None:
+        if path == METRICS_PATH:
+            return None if self.metrics_public else self.admin
         kind = key_kind(path)
         if kind is None:
             return None
@@ -40,6 +51,9 @@ class KeyPolicy:
     def refusal(self, path: str, presented: bytes | None, request_id: str) -> tuple[int, bytes]:
         """The 401 in the envelope of the API the path belongs to. Every wrong key gets the same answer
         (a client key on /admin/ included), so it tells nothing about which keys exist."""
+        if path == METRICS_PATH:
+            message = f"{'Missing' if not presented else 'Invalid'} admin key: {_METRICS_HINT}."
+            return 401, error_body_for_path(path, ApiError(401, message, "invalid_request_error", "invalid_api_key"), request_id)
         admin = key_kind(path) == "admin"
         if not presented:
             message = "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
@@ -53,8 +67,8 @@ class KeyPolicy:
         return 401, error_body_for_path(path, error, request_id)
 
 
-def key_policy(client_keys: Sequence[str], admin_keys: Sequence[str] = ()) -> KeyPolicy:
-    return KeyPolicy(client_keys, admin_keys)
+def key_policy(client_keys: Sequence[str], admin_keys: Sequence[str] = (), metrics_public: bool = False) -> KeyPolicy:
+    return KeyPolicy(client_keys, admin_keys, metrics_public)
 
 
 def header(headers: RawHeaders, name: bytes) -> bytes | None:

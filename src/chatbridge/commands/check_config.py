@@ -65,6 +65,16 @@ KEEPALIVE_TIMEOUT=5
 MAX_CONNECTIONS=2048
 # Browser origins allowed to call the API (CORS), comma separated, or * for any. Unset: none.
 CORS_ORIGINS=
+# On SIGTERM/SIGINT: stop accepting, let open answers finish this many seconds, then end the
+# rest with an in-band error (OpenAI error chunk / Anthropic `event: error`).
+SHUTDOWN_GRACE_SECONDS=30
+
+# --- observability ------------------------------------------------------------------
+# /metrics (Prometheus text) needs the admin key unless this is true.
+METRICS_PUBLIC=false
+# Set: OpenTelemetry traces (one span per chat request, a child per upstream attempt) go to this
+# OTLP/HTTP collector (pip install 'chatbridge[otel]'); the other OTEL_* variables are honoured.
+OTEL_EXPORTER_OTLP_ENDPOINT=
 
 # --- keys ---------------------------------------------------------------------------
 # Client keys (comma separated). Unset: one is generated in DATA_DIR and printed once.
