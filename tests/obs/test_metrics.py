@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx
@@ -12,7 +13,7 @@ import pytest
 
 from tests.harness import GatewayServer
 from tests.obs.scrape import label_values, value
-from tests.upstreams import K2ThinkEmulator, OpenAICompatEmulator
+from tests.upstreams import K2ThinkEmulator, OpenAICompatEmulator, Reply
 
 ADMIN_KEY = "sk-admin-test-key-9876543210"
 HI = [{"role": "user", "content": "hi"}]
@@ -126,3 +127,41 @@ def test_credentials_by_state(k2emu: K2ThinkEmulator, start_gateway: Callable[..
     assert value(text, "chatbridge_credentials", provider="k2think", state="active") == 2
     assert value(text, "chatbridge_credentials", provider="k2think", state="disabled") == 0
     assert value(text, "chatbridge_state_store_up") == 1
+
+
+WEATHER = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+
+def test_tool_parse_outcomes(k2emu: K2ThinkEmulator, start_gateway: Callable[..., GatewayServer]) -> None:
+    """Emulated tools: an answer with arguments that fail the schema (then repaired), and a plain answer."""
+    import json
+    import re
+
+    def respond(body: dict[str, Any]) -> Reply:
+        system = "\n".join(str(m["content"]) for m in body["messages"] if m["role"] == "system")
+        token = re.search(r"<tool_call_([A-Za-z0-9]+)>", system).group(1)  # type: ignore[union-attr]
+        if "plain" in json.dumps(body["messages"][-1]):
+            return Reply(answer="No tool needed.")
+        repaired = any(m["role"] == "user" and "required" in str(m["content"]) for m in body["messages"][1:])
+        args = {"city": "Paris"} if repaired else {"town": "Paris"}
+        return Reply(answer=f"<tool_call_{token}>{json.dumps({'name': 'get_weather', 'arguments': args})}</tool_call_{token}>")
+
+    k2emu.responder = respond
+    gw = start_gateway(k2think_base_url=k2emu.base_url, k2think_token=k2emu.mint_token(), admin_api_key=ADMIN_KEY)
+    model = "MBZUAI-IFM/K2-Think-v2"
+    before = scrape(gw)
+    reply = gw.openai().chat.completions.create(model=model, messages=[{"role": "user", "content": "Weather?"}],
+                                                tools=WEATHER)  # type: ignore[arg-type]
+    assert reply.choices[0].message.tool_calls
+    plain = gw.openai().chat.completions.create(model=model, messages=[{"role": "user", "content": "plain please"}],
+                                                tools=WEATHER)  # type: ignore[arg-type]
+    assert plain.choices[0].message.content == "No tool needed."
+    after = scrape(gw)
+
+    def moved(outcome: str) -> float:
+        name = "chatbridge_tool_parses_total"
+        return value(after, name, outcome=outcome) - value(before, name, outcome=outcome)
+
+    assert (moved("invalid"), moved("calls"), moved("no_call"), moved("malformed")) == (1, 1, 1, 0)

@@ -40,7 +40,7 @@ class StreamReader(threading.Thread):
                 for chunk in response.iter_text():
                     self.text += chunk
                     self.started.set()
-        except BaseException as exc:  # noqa: BLE001 (reported by the test)
+        except BaseException as exc:
             self.error = exc
         finally:
             self.ended_at = time.monotonic()
