@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     keepalive_timeout: float = Field(5.0, gt=0)  # idle between two requests on one connection
     max_connections: int = Field(2048, ge=1)  # open at once; an idle one is closed for a newcomer, else 503
     cors_origins: str | None = None  # browser origins allowed to call the API: comma separated, or *
+    shutdown_grace_seconds: float = Field(30.0, ge=0)  # SIGTERM: open answers may finish this long, then end in-band
+
+    # --- observability ------------------------------------------------------------------------
+    metrics_public: bool = False  # /metrics without the admin key
+    otel_exporter_otlp_endpoint: str | None = None  # set: OpenTelemetry traces go there (OTLP/HTTP)
 
     # --- client keys --------------------------------------------------------------------------
     valid_api_key: SecretStr | None = Field(
@@ -127,7 +132,8 @@ class Settings(BaseSettings):
         return value.strip().lower() if isinstance(value, str) else value
 
     _blank = field_validator("proxy_url", "toolify_custom_prompt", "anthropic_model_map", "anthropic_default_model",
-                             "cors_origins", "redis_url", "client_keys_file", mode="before")(blank_is_none)
+                             "cors_origins", "redis_url", "client_keys_file", "otel_exporter_otlp_endpoint",
+                             mode="before")(blank_is_none)
 
     @field_validator("redis_url")
     @classmethod

@@ -13,11 +13,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from chatbridge.config import Settings
 from chatbridge.core import metrics
+from chatbridge.core.drain import Drain
 from chatbridge.core.secrets import mask, redact
 from chatbridge.core.tokens import count_text_tokens
+from chatbridge.core.tracing import TRACING_MISSING, Tracing, start_tracing, tracing_installed
 from chatbridge.core.types import Route
 from chatbridge.features.clientkeys import ClientKeys, KeysFileError
 from chatbridge.features.tools import ToolSettings
@@ -58,6 +61,8 @@ class Runtime:
     store: StateStore | None = None
     keyring: ClientKeys | None = None
     warming: asyncio.Future[None] | None = None
+    drain: Drain = field(default_factory=lambda: Drain(30.0))
+    tracing: Tracing | None = None
 
     def __post_init__(self) -> None:
         if self.keyring is None:
@@ -75,6 +80,17 @@ class Runtime:
     def keys(self) -> ClientKeys:
         assert self.keyring is not None  # set in __post_init__
         return self.keyring
+
+    @property
+    def tracer(self) -> Any:
+        """The OpenTelemetry tracer (None: tracing is off, OTEL_EXPORTER_OTLP_ENDPOINT unset)."""
+        return self.tracing.tracer if self.tracing is not None else None
+
+    def start_tracing(self) -> None:
+        """Tracing on when OTEL_EXPORTER_OTLP_ENDPOINT is set; in each serving process, before its app is built."""
+        if self.tracing is None:
+            self.tracing = start_tracing(self.settings.otel_exporter_otlp_endpoint)
+            self.pipeline.tracer = self.tracer
 
     async def astart(self) -> None:
         await self.keys.astart()
@@ -117,6 +133,8 @@ class Runtime:
         await self.keys.aclose()  # its last usage figures, before the store closes
         if self.store is not None:
             await self.store.aclose()  # after the lifecycles' last flush
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # the spans still batched go out
 
 
 def build_store(settings: Settings) -> tuple[StateStore, str]:
@@ -173,8 +191,13 @@ def build_runtime(settings: Settings, store: StateStore | None = None) -> Runtim
         keyring = ClientKeys(store, env_keys=keys, file=settings.client_keys_file, reserved=admin)
     except KeysFileError as exc:
         raise ConfigurationError(str(exc)) from None
+    if settings.otel_exporter_otlp_endpoint and not tracing_installed():
+        raise ConfigurationError(TRACING_MISSING)
+    if settings.otel_exporter_otlp_endpoint:
+        report.append(f"traces: OpenTelemetry, exported to {redact(settings.otel_exporter_otlp_endpoint)} (OTEL_EXPORTER_OTLP_ENDPOINT)")
     return Runtime(settings, wirings, router, pipeline, keys, stored, report,
-                   admin_keys=admin, admin_key_source=admin_stored, disabled=disabled, store=store, keyring=keyring)
+                   admin_keys=admin, admin_key_source=admin_stored, disabled=disabled, store=store, keyring=keyring,
+                   drain=Drain(settings.shutdown_grace_seconds))
 
 
 def build_router(settings: Settings, routes: list[Route], missing_hint: Callable[[], str | None] | None = None) -> Router:

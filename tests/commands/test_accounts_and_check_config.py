@@ -214,3 +214,16 @@ def test_accounts_login_exits_0_only_when_every_account_signed_in(tmp_path: Path
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 signed in, 0 failed" in result.stdout + result.stderr
+
+
+def test_check_config_leaves_the_opentelemetry_variables_alone(cli: typer.Typer, tmp_path: Path) -> None:
+    """OTEL_* are the SDK's (read from the environment): no "did you mean OTEL_EXPORTER_OTLP_ENDPOINT?"; in .env
+    they would be silently unread, which is said."""
+    (tmp_path / ".env").write_text("OTEL_SERVICE_NAME=gw-eu\n")
+    code, output = run(cli, "check-config", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="http://127.0.0.1:4318/v1/traces",
+                       OTEL_EXPORTER_OTLP_HEADERS="x-key=abc", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "m"),
+                       DATA_DIR=str(tmp_path / "d"))
+    assert code == 0, output
+    assert "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" not in output and "OTEL_EXPORTER_OTLP_HEADERS" not in output
+    assert "PROMETHEUS_MULTIPROC_DIR" not in output
+    assert re.search(r"warning OTEL_SERVICE_NAME: in .*\.env is not read: the OpenTelemetry SDK", output), output

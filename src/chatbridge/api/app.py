@@ -21,7 +21,7 @@ from chatbridge.api.anthropic.count import CountTokensEndpoint
 from chatbridge.api.anthropic.models import error_response as anthropic_error_response
 from chatbridge.api.anthropic.schema import MessagesRequestIn
 from chatbridge.api.asgi import GatewayApp, RawEndpoint
-from chatbridge.api.auth import key_kind, key_policy
+from chatbridge.api.auth import METRICS_PATH, key_kind, key_policy
 from chatbridge.api.cors import with_cors
 from chatbridge.api.endpoint import ChatEndpoint
 from chatbridge.api.errors import ApiError, to_api_error
@@ -29,6 +29,7 @@ from chatbridge.api.health import health
 from chatbridge.api.models import get_model, list_models
 from chatbridge.api.openai import OpenAIDialect
 from chatbridge.api.openai.schema import ChatCompletionRequestIn
+from chatbridge.api.prometheus import MetricsEndpoint, worker_exiting
 from chatbridge.config import load_settings
 from chatbridge.runtime import Runtime, build_runtime
 
@@ -38,13 +39,15 @@ MESSAGES_PATH, COUNT_TOKENS_PATH = "/v1/messages", "/v1/messages/count_tokens"
 
 def create_app(runtime: Runtime) -> ASGIApp:
     """The gateway: chat completions and messages on their own lanes, everything else through FastAPI; CORS in front."""
+    runtime.start_tracing()  # before the lanes take the tracer (off, and nothing imported, unless configured)
     framework = create_framework_app(runtime)
     limit = runtime.settings.max_request_bytes
-    chat = ChatEndpoint(OpenAIDialect(), runtime.pipeline, limit, runtime.keys)
-    messages = ChatEndpoint(AnthropicDialect(), runtime.pipeline, limit, runtime.keys)
-    keys_for = key_policy(runtime.keys, runtime.admin_keys)
+    chat = ChatEndpoint(OpenAIDialect(), runtime.pipeline, limit, runtime.keys, runtime.drain, runtime.tracer)
+    messages = ChatEndpoint(AnthropicDialect(), runtime.pipeline, limit, runtime.keys, runtime.drain, runtime.tracer)
+    keys_for = key_policy(runtime.keys, runtime.admin_keys, runtime.settings.metrics_public)
     lanes: dict[str, RawEndpoint] = {**dict.fromkeys(CHAT_PATHS, chat), MESSAGES_PATH: messages,
-                                     COUNT_TOKENS_PATH: CountTokensEndpoint(runtime.pipeline, limit)}
+                                     COUNT_TOKENS_PATH: CountTokensEndpoint(runtime.pipeline, limit),
+                                     METRICS_PATH: MetricsEndpoint(runtime)}
     return with_cors(GatewayApp(framework, keys_for, lanes), runtime.settings.cors_origin_list)
 
 
@@ -60,11 +63,12 @@ async def root(request: Request) -> Response:
 
 def create_framework_app(runtime: Runtime) -> FastAPI:
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await runtime.astart()
         try:
-            yield
+            yield {"drain": runtime.drain}  # uvicorn hands it to the listener, which begins it at shutdown
         finally:
+            worker_exiting()
             await runtime.aclose()
 
     app = FastAPI(

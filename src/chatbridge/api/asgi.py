@@ -72,6 +72,9 @@ class GatewayApp:
                                      overhead_header(scope)]
                 await send({"type": "http.response.start", "status": status, "headers": response_headers})
                 await send({"type": "http.response.body", "body": body})
+                counted = getattr(self.lanes.get(path), "refused", None)  # chat lanes count their refusals
+                if counted is not None:
+                    counted(scope, status)
                 return
             state["client"] = client_identity(presented)
 

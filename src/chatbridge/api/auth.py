@@ -26,19 +26,30 @@ def key_kind(path: str) -> KeyKind | None:
     return None
 
 
+METRICS_PATH = "/metrics"
+_METRICS_HINT = ("/metrics needs the admin key (ADMIN_API_KEY, or the key generated in DATA_DIR/admin_key), "
+                 "unless METRICS_PUBLIC=true")
+
+
 class KeyPolicy:
     """Which key opens a path, the check (`check`), and what a refused request is told.
 
     Client keys come from a `ClientKeys` ring (VALID_API_KEY, CLIENT_KEYS_FILE, the admin API),
-    which may change while the gateway runs; admin keys are fixed at start.
+    which may change while the gateway runs; admin keys are fixed at start. `/metrics` takes the
+    admin key, unless `metrics_public` (METRICS_PUBLIC) opens it.
     """
 
-    def __init__(self, client_keys: ClientKeys, admin_keys: Sequence[str] = ()) -> None:
+    def __init__(self, client_keys: ClientKeys, admin_keys: Sequence[str] = (), metrics_public: bool = False) -> None:
         self.ring = client_keys
         self.admin = [k.encode() for k in admin_keys if client_keys.find(k.encode()) is None]
+        self.metrics_public = metrics_public
 
     def check(self, path: str, presented: bytes | None, request_id: str, state: dict[str, Any]) -> tuple[int, bytes] | None:
         """None when `presented` opens `path` (a client key is put in `state["client_key"]`), else the refusal."""
+        if path == METRICS_PATH:
+            if self.metrics_public or key_ok(presented, self.admin):
+                return None
+            return self.refusal(path, presented, request_id)
         kind = key_kind(path)
         if kind is None:
             return None
@@ -57,6 +68,9 @@ class KeyPolicy:
     def refusal(self, path: str, presented: bytes | None, request_id: str) -> tuple[int, bytes]:
         """The 401 in the envelope of the API the path belongs to. Every wrong key gets the same answer
         (a client key on /admin/ included), so it tells nothing about which keys exist."""
+        if path == METRICS_PATH:
+            message = f"{'Missing' if not presented else 'Invalid'} admin key: {_METRICS_HINT}."
+            return 401, error_body_for_path(path, ApiError(401, message, "invalid_request_error", "invalid_api_key"), request_id)
         admin = key_kind(path) == "admin"
         if not presented:
             message = "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
@@ -70,8 +84,8 @@ class KeyPolicy:
         return 401, error_body_for_path(path, error, request_id)
 
 
-def key_policy(client_keys: ClientKeys, admin_keys: Sequence[str] = ()) -> KeyPolicy:
-    return KeyPolicy(client_keys, admin_keys)
+def key_policy(client_keys: ClientKeys, admin_keys: Sequence[str] = (), metrics_public: bool = False) -> KeyPolicy:
+    return KeyPolicy(client_keys, admin_keys, metrics_public)
 
 
 def allowed_models(scope: Mapping[str, Any], models: list[ModelInfo]) -> list[ModelInfo]:

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from starlette.types import Receive, Scope, Send
 
 from chatbridge.api.asgi import RawHeaders, overhead_header
 from chatbridge.api.auth import header
 from chatbridge.api.errors import ApiError, to_api_error
+from chatbridge.api.observe import CLIENT_GONE, Exchange, LaneMetrics
 from chatbridge.api.streaming import DisconnectWatch, EventStreamResponse
+from chatbridge.core.drain import SHUTTING_DOWN, Drain
 from chatbridge.core.errors import ClientDisconnected, RequestTooLarge
 from chatbridge.core.inline_work import NeedsWorker, inline_work
-from chatbridge.core.types import ChatRequest, Event, ReasoningDelta, TextDelta, Usage
+from chatbridge.core.types import ChatRequest, Event
 from chatbridge.features.clientkeys import Admission, ClientKeys
 from chatbridge.gateway.attempt import Timing
 from chatbridge.gateway.pipeline import Pipeline, PrimedStream
@@ -55,6 +58,7 @@ class Dialect(Protocol):
     own status before it is written.
     """
 
+    name: str  # "openai", "anthropic": the `dialect` label of metrics and traces
     keepalive: bytes | None
     keepalive_interval: float
 
@@ -101,47 +105,67 @@ def error_headers(error: ApiError) -> RawHeaders:
     return [(k.lower().encode(), v.encode()) for k, v in error.headers().items()]
 
 
-class Outcome:
-    """What one request's answer came to, for the client key's usage: its last `Usage` (or the text
-    seen, to estimate from when the stream was cut before it) and whether it ended in an error."""
-
-    __slots__ = ("chars", "error", "primed", "timing", "usage")
-
-    def __init__(self) -> None:
-        self.usage: Usage | None = None
-        self.chars = 0
-        self.error = False
-        self.timing: Timing | None = None
-        self.primed: PrimedStream | None = None
-
-    def see(self, event: Event) -> None:
-        if isinstance(event, TextDelta | ReasoningDelta):
-            self.chars += len(event.text)
-        elif isinstance(event, Usage):
-            self.usage = event
-
-    def tokens(self) -> tuple[int, int]:
-        """(input, output) tokens: as reported, else estimated from what was seen."""
-        if self.usage is not None:
-            return self.usage.prompt_tokens, self.usage.completion_tokens
-        prompt = self.primed.prompt_tokens if self.primed is not None else 0
-        return prompt, (self.chars + 3) // 4
-
-
 class ChatEndpoint:
     """`POST` a chat request in `dialect`'s shape, as a raw ASGI endpoint: the hot path, kept lean."""
 
-    def __init__(self, dialect: Dialect, pipeline: Pipeline, max_request_bytes: int, keys: ClientKeys | None = None) -> None:
+    def __init__(self, dialect: Dialect, pipeline: Pipeline, max_request_bytes: int, keys: ClientKeys | None = None,
+                 drain: Drain | None = None, tracer: Any = None) -> None:
         self.dialect = dialect
         self.pipeline = pipeline
         self.max_request_bytes = max_request_bytes
         self.keys = keys
+        self.drain = drain or Drain(0.0)
+        self.tracer = tracer  # an OpenTelemetry tracer when tracing is on: a span per request
+        self._metrics: dict[str, LaneMetrics] = {}  # per route template (the lane paths: a few)
+
+    def lane_metrics(self, path: str) -> LaneMetrics:
+        metrics = self._metrics.get(path)
+        if metrics is None:
+            metrics = self._metrics[path] = LaneMetrics(path, self.dialect.name)
+        return metrics
+
+    def refused(self, scope: Scope, status: int) -> None:
+        """Count a request the gateway refused before this lane saw it (a missing or wrong key)."""
+        exchange = Exchange(scope.get("state", {}).get("started") or time.perf_counter())
+        exchange.status = status
+        self.lane_metrics(scope["path"]).done(exchange)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, headers: RawHeaders) -> None:
+        exchange = Exchange(scope.get("state", {}).get("started") or time.perf_counter())
+        metrics = self.lane_metrics(scope["path"])
+        task = self.drain.enter()
+        try:
+            if self.tracer is None:
+                await self._serve(scope, receive, send, headers, exchange, metrics)
+            else:
+                await self._traced(scope, receive, send, headers, exchange, metrics)
+        finally:
+            self.drain.leave(task)
+            metrics.done(exchange)
+
+    async def _traced(self, scope: Scope, receive: Receive, send: Send, headers: RawHeaders,
+                      exchange: Exchange, metrics: LaneMetrics) -> None:
+        with self.tracer.start_as_current_span(f"{scope['method']} {scope['path']}", kind=_server_kind()) as span:
+            try:
+                await self._serve(scope, receive, send, headers, exchange, metrics)
+            finally:
+                span.set_attributes({
+                    "http.route": scope["path"], "http.response.status_code": exchange.status,
+                    "chatbridge.dialect": self.dialect.name, "chatbridge.model": exchange.model,
+                    "chatbridge.provider": exchange.provider, "chatbridge.streamed": exchange.streamed,
+                    "chatbridge.request_id": _request_id(scope),
+                })
+                if exchange.status >= 500:
+                    from opentelemetry.trace import Status, StatusCode
+
+                    span.set_status(Status(StatusCode.ERROR, f"HTTP {exchange.status}"))
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, headers: RawHeaders,
+                     exchange: Exchange, metrics: LaneMetrics) -> None:
         if scope["method"] != "POST":
             error = ApiError(405, f"Method {scope['method']} is not allowed on {scope['path']}",
                              "invalid_request_error", "method_not_allowed")
-            await self._send_error(send, scope, error, [*headers, (b"allow", b"POST"), overhead_header(scope)])
+            exchange.status = await self._send_error(send, scope, error, [*headers, (b"allow", b"POST"), overhead_header(scope)])
             return
         try:
             body = await read_body(scope, receive, self.max_request_bytes)
@@ -150,39 +174,46 @@ class ChatEndpoint:
         except ClientDisconnected:
             return
         except Exception as exc:
-            await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope)])
+            exchange.status = await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope)])
             return
+        exchange.streamed = chat.stream
         key = scope.get("state", {}).get("client_key") if self.keys is not None else None
         if key is None:
-            await self._watched(chat, scope, receive, send, headers, Outcome())
+            await self._watched(chat, scope, receive, send, headers, exchange, metrics)
             return
         assert self.keys is not None
         try:
             admission = await self.keys.admit(key, chat.model)
         except Exception as exc:  # over a limit, or a model the key may not use
-            await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope)])
+            exchange.status = await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope)])
             return
-        outcome = Outcome()
         try:
-            await self._watched(chat, scope, receive, send, headers, outcome)
+            await self._watched(chat, scope, receive, send, headers, exchange, metrics)
         finally:
-            await self._finish(admission, chat, outcome)
+            await self._finish(admission, chat, exchange)
 
     async def _watched(self, chat: ChatRequest, scope: Scope, receive: Receive, send: Send, headers: RawHeaders,
-                       outcome: Outcome) -> None:
+                       exchange: Exchange, metrics: LaneMetrics) -> None:
         try:
             async with DisconnectWatch(receive):  # retries, a slow first byte, a long answer
-                await self._answer(chat, scope, send, headers, outcome)
+                await self._answer(chat, scope, send, headers, exchange, metrics)
         except ClientDisconnected:
             return
+        except asyncio.CancelledError:
+            if not self.drain.ended(asyncio.current_task()):
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            if exchange.status == CLIENT_GONE:  # nothing was sent yet: the error is the answer
+                error = ApiError(503, SHUTTING_DOWN, "service_unavailable_error", "shutting_down")
+                exchange.status = await self._send_error(send, scope, error, [*headers, overhead_header(scope)])
 
-    async def _finish(self, admission: Admission, chat: ChatRequest, outcome: Outcome) -> None:
+    async def _finish(self, admission: Admission, chat: ChatRequest, exchange: Exchange) -> None:
         """Usage recorded (in memory); a limited key's slot released and tokens counted, shielded, so a
         cancelled request still does both."""
         assert self.keys is not None
-        prompt, completion = outcome.tokens()
-        provider = outcome.timing.provider if outcome.timing is not None else ""
-        self.keys.usage.record(admission.key.name, provider, chat.model, prompt, completion, outcome.error)
+        prompt, completion = exchange.tokens()
+        provider = exchange.route.provider if exchange.route is not None else ""
+        self.keys.usage.record(admission.key.name, provider, chat.model, prompt, completion, exchange.error)
         if admission.limiter is None:
             return
         try:
@@ -198,56 +229,71 @@ class ChatEndpoint:
         except NeedsWorker:
             return await asyncio.to_thread(self.dialect.parse, body, headers)
 
-    async def _answer(self, chat: ChatRequest, scope: Scope, send: Send, headers: RawHeaders, outcome: Outcome) -> None:
-        timing = outcome.timing = Timing()
+    async def _answer(self, chat: ChatRequest, scope: Scope, send: Send, headers: RawHeaders,
+                      exchange: Exchange, metrics: LaneMetrics) -> None:
+        timing = Timing()
         try:
             primed = await self.pipeline.open(chat, timing)
         except Exception as exc:
-            outcome.error = True
-            await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope, timing.upstream_wait)])
+            exchange.route = timing.route
+            exchange.error = True
+            exchange.status = await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope, timing.upstream_wait)])
             return
-        outcome.primed = primed
+        exchange.route = timing.route
+        exchange.prompt_estimate = primed.prompt_tokens
         if chat.stream:
             encoder = self.dialect.stream_encoder(chat, primed)
             stream_headers = [*headers, *notice_headers(timing), overhead_header(scope, timing.upstream_wait)]
-            body = self._sse_body(primed, encoder, _request_id(scope), outcome)
+            body = self._sse_body(primed, encoder, _request_id(scope), exchange)
             keepalive = self.dialect.keepalive
+            exchange.status = 200
+            metrics.first_byte(exchange)
             await EventStreamResponse(body, stream_headers, keepalive, self.dialect.keepalive_interval)(send)
             return
         aggregator = self.dialect.aggregator(chat, primed)
         try:
             async for event in primed:
-                outcome.see(event)
+                exchange.see(event)
                 aggregator.add(event)
         except Exception as exc:
-            outcome.error = True
-            await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope, timing.upstream_wait)])
+            exchange.error = True
+            exchange.status = await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope, timing.upstream_wait)])
             return
         finally:
             await primed.aclose()
+        exchange.status = 200
         await send_json(send, 200, aggregator.body(),
                         [*headers, *notice_headers(timing), overhead_header(scope, timing.upstream_wait)])
 
     async def _sse_body(self, primed: PrimedStream, encoder: StreamEncoder, request_id: str,
-                        outcome: Outcome) -> AsyncGenerator[bytes, None]:
+                        exchange: Exchange) -> AsyncGenerator[bytes, None]:
         try:
             async for event in primed:
-                outcome.see(event)
+                exchange.see(event)
                 chunk = encoder.encode(event)
                 if chunk:
                     yield chunk
         except Exception as exc:  # the stream has started: the error goes in-band, then the stream ends
-            outcome.error = True
+            exchange.error = True
             yield self.dialect.stream_error(to_api_error(exc), request_id)
+            return
+        except asyncio.CancelledError:  # ended by the shutdown's grace: in-band too
+            task = asyncio.current_task()
+            if not self.drain.ended(task):
+                raise
+            task.uncancel()  # type: ignore[union-attr]
+            yield self.dialect.stream_error(ApiError(503, SHUTTING_DOWN, "service_unavailable_error", "shutting_down"), request_id)
             return
         finally:
             await primed.aclose()
         yield encoder.close()
 
-    async def _send_error(self, send: Send, scope: Scope, error: ApiError, headers: RawHeaders) -> None:
+    async def _send_error(self, send: Send, scope: Scope, error: ApiError, headers: RawHeaders) -> int:
+        """Send `error` in the dialect's envelope; the status it went out with."""
         error = self.dialect.http_error(error)
         body = self.dialect.error_body(error, _request_id(scope))
         await send_json(send, error.status, body, [*headers, *error_headers(error)])
+        return error.status
 
 
 def notice_headers(timing: Timing) -> RawHeaders:
@@ -257,6 +303,12 @@ def notice_headers(timing: Timing) -> RawHeaders:
         return []
     kinds = dict.fromkeys(n.kind for n in timing.notices)
     return [(b"x-chatbridge-notice", ", ".join(kinds).encode("ascii", "replace"))]
+
+
+def _server_kind() -> Any:  # (read only when tracing is on: opentelemetry is installed then)
+    from opentelemetry.trace import SpanKind
+
+    return SpanKind.SERVER
 
 
 def _request_id(scope: Scope) -> str:

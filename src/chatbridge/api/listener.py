@@ -127,6 +127,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().connection_lost(exc)
 
+    def shutdown(self) -> None:
+        """uvicorn is shutting down (it has stopped accepting): open chat answers get their grace (`core.drain`)."""
+        drain = self.app_state.get("drain")
+        if drain is not None:
+            drain.begin()
+        super().shutdown()
+
     def _close_oldest_idle(self) -> bool:
         """Make room by closing the connection that has waited longest without a request in flight."""
         victim = self.evictor.pop(self.connections, self.loop.time())

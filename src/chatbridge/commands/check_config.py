@@ -77,6 +77,16 @@ KEEPALIVE_TIMEOUT=5
 MAX_CONNECTIONS=2048
 # Browser origins allowed to call the API (CORS), comma separated, or * for any. Unset: none.
 CORS_ORIGINS=
+# On SIGTERM/SIGINT: stop accepting, let open answers finish this many seconds, then end the
+# rest with an in-band error (OpenAI error chunk / Anthropic `event: error`).
+SHUTDOWN_GRACE_SECONDS=30
+
+# --- observability ------------------------------------------------------------------
+# /metrics (Prometheus text) needs the admin key unless this is true.
+METRICS_PUBLIC=false
+# Set: OpenTelemetry traces (one span per chat request, a child per upstream attempt) go to this
+# OTLP/HTTP collector (pip install 'chatbridge[otel]'); the other OTEL_* variables are honoured.
+OTEL_EXPORTER_OTLP_ENDPOINT=
 
 # --- keys ---------------------------------------------------------------------------
 # Client keys (comma separated). Unset: one is generated in DATA_DIR and printed once.
@@ -181,6 +191,10 @@ def accepted_names() -> set[str]:
     return names
 
 
+# Variables other libraries read from the environment (OpenTelemetry's SDK, prometheus-client): not typos.
+_SDK_PREFIXES = ("OTEL_", "PROMETHEUS_MULTIPROC_DIR")
+
+
 def unknown_names(environ: Mapping[str, str], env_file: Path | None) -> list[Finding]:
     """Names that are not ours but look like it: a typo is read as nothing, silently, so say so.
 
@@ -193,13 +207,17 @@ def unknown_names(environ: Mapping[str, str], env_file: Path | None) -> list[Fin
         from dotenv import dotenv_values
 
         for name in dotenv_values(env_file):
+            if name.upper().startswith(_SDK_PREFIXES) and name.upper() not in known:
+                findings.append(Finding("warning", name, f"in {env_file} is not read: the OpenTelemetry SDK reads its "
+                                        "OTEL_* variables from the environment only", "export it in the environment instead"))
+                continue
             if name.upper() not in known:
                 nearest = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
                 hint = f"; did you mean {nearest[0]}?" if nearest else ""
                 findings.append(Finding("warning", name, f"in {env_file} is not a chatbridge variable and is ignored{hint}",
                                         f"rename it to {nearest[0]}" if nearest else "remove it, or see `chatbridge check-config --example`"))
     for name in sorted(environ):
-        if name.upper() not in known:
+        if name.upper() not in known and not name.upper().startswith(_SDK_PREFIXES):
             nearest = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.85)
             if nearest:
                 findings.append(Finding("warning", name, f"in the environment is not a chatbridge variable and is ignored; "

@@ -7,8 +7,12 @@ a port in use is a one-line error (exit code 2), like every other configuration 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import tempfile
 from collections.abc import Mapping
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
 
@@ -56,21 +60,81 @@ def serve(
         *describe_keys(runtime),
     ]
     typer.echo("\n".join(lines))
-    common = dict(access_log=access_log, loop="uvloop", timeout_graceful_shutdown=5, workers=settings.workers)
+    # uvicorn's own deadline comes after the drain's (SHUTDOWN_GRACE_SECONDS), which ends open answers in-band.
+    common = dict(access_log=access_log, loop="uvloop", timeout_graceful_shutdown=settings.shutdown_grace_seconds + 5,
+                  workers=settings.workers)
     if settings.workers > 1:
-        from uvicorn.supervisors import Multiprocess
-
         _export_overrides(overrides)
+        metrics_dir = _multiprocess_metrics_dir()
+        typer.echo(f"metrics: {settings.workers} workers summed from {metrics_dir} (PROMETHEUS_MULTIPROC_DIR)")
         config = server_config("chatbridge.api.app:create_app_from_env", limits, factory=True, **common)
-        Multiprocess(config, sockets=[sock]).run()
+        try:
+            _supervisor(config, sockets=[sock]).run()
+        finally:
+            _remove_metrics_dir(metrics_dir)
     else:
         from chatbridge.api.app import create_serving_app
 
         config = server_config(create_serving_app(runtime), limits, **common)
         server = uvicorn.Server(config)
+        _exit_cleanly_after_shutdown()
         server.run(sockets=[sock])
         if not server.started:
             raise typer.Exit(3)  # the app failed to start; its error is in the log above
+
+
+def _exit_cleanly_after_shutdown() -> None:
+    """uvicorn re-raises the SIGTERM/SIGINT it shut down for once it is done, to the handler it found:
+    this one, so a graceful shutdown ends with exit code 0, not death by signal."""
+    def done(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, done)
+    signal.signal(signal.SIGINT, done)
+
+
+def _multiprocess_metrics_dir() -> Path:
+    """A fresh private directory for the workers' metric files, set before they start (they read it at import).
+
+    One the user set is used as it is (it should be emptied between runs, as prometheus-client says).
+    """
+    from chatbridge.api.prometheus import MULTIPROC_ENV
+
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        return Path(given)
+    made = Path(tempfile.mkdtemp(prefix="chatbridge-metrics-"))  # mode 0700
+    os.environ[MULTIPROC_ENV] = str(made)
+    os.environ[_MADE_HERE] = "1"
+    return made
+
+
+def _remove_metrics_dir(directory: Path) -> None:
+    if os.environ.pop(_MADE_HERE, None):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+_MADE_HERE = "_CHATBRIDGE_METRICS_DIR_MADE"
+
+
+def _supervisor_class() -> Any:
+    from uvicorn.supervisors import Multiprocess
+
+    class Supervisor(Multiprocess):
+        """uvicorn's worker supervisor, closing the listening socket when it stops: new connections are
+        refused (not left queued on a socket no worker serves) while the workers finish their answers."""
+
+        def terminate_all(self) -> None:
+            for sock in self.sockets:
+                sock.close()
+            super().terminate_all()
+
+    return Supervisor
+
+
+def _supervisor(config: Any, sockets: list[Any]) -> Any:
+    return _supervisor_class()(config, sockets=sockets)
 
 
 def _settings_or_exit(overrides: Mapping[str, object]) -> Settings:

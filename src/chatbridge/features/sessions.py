@@ -206,6 +206,11 @@ class SessionStore:
     async def delete(self, key: str) -> None:
         await self.namespace.delete(key)
 
+    async def count(self) -> int:
+        """Sessions stored now (for the `chatbridge_sessions` gauge, read at scrape time)."""
+        self._count = len(await self.namespace.keys())
+        return self._count
+
 
 # --- the plan ----------------------------------------------------------------------------------
 

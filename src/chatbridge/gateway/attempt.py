@@ -14,9 +14,11 @@ import math
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import Any
 
 from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import Failure, UpstreamError
+from chatbridge.core.metrics import UPSTREAM_ERRORS
 from chatbridge.core.types import (
     ChatRequest,
     ConversationRef,
@@ -24,6 +26,7 @@ from chatbridge.core.types import (
     EventTransform,
     Notice,
     ReasoningDelta,
+    Route,
     TextDelta,
     ToolCallDelta,
     Usage,
@@ -41,15 +44,20 @@ class Timing:
     """What one request learns besides its events: time spent waiting on upstreams and pausing
     between attempts (so the gateway's own overhead can be reported without it), and what the
     upstream said about the answer (`Notice`s, the `ConversationRef` it went into), which never
-    reaches the client's stream."""
+    reaches the client's stream; and the route the request took (for metrics and traces)."""
 
-    __slots__ = ("conversation", "notices", "provider", "upstream_wait")
+    __slots__ = ("conversation", "notices", "route", "upstream_wait")
 
     def __init__(self) -> None:
         self.upstream_wait = 0.0
-        self.provider = ""  # the provider the router chose, once it has
         self.notices: list[Notice] = []
         self.conversation: ConversationRef | None = None
+        self.route: Route | None = None  # the route the router chose, once it has
+
+    @property
+    def provider(self) -> str:
+        """The provider the router chose ("" before it has)."""
+        return self.route.provider if self.route is not None else ""
 
     def note(self, event: Notice | ConversationRef, provider: str) -> None:
         if isinstance(event, ConversationRef):
@@ -70,12 +78,13 @@ class Attempt:
     - if the upstream reported no `Usage`, an estimate follows its last event;
     - the lease is settled exactly once: success at the end, the classified failure on an
       upstream error (kept in `failure`, so nobody classifies it twice), a plain release when
-      the attempt is abandoned (client gone).
+      the attempt is abandoned (client gone);
+    - its trace span (when tracing is on) ends with the same outcome, touched only at that end.
     """
 
     __slots__ = (
         "_classify", "_ended", "_events", "_lease", "_narrow", "_pending", "_provider", "_reasoning", "_request",
-        "_timing", "_transforms", "_usage_seen", "_wide", "failure",
+        "_span", "_timing", "_transforms", "_usage_seen", "_wide", "failure",
     )
 
     def __init__(
@@ -88,8 +97,10 @@ class Attempt:
         timing: Timing,
         transforms: Sequence[EventTransform] = (),
         provider: str = "upstream",
+        span: Any = None,
     ) -> None:
         self._events = events
+        self._span = span
         self._provider = provider
         self._request = request
         self._lease = lease
@@ -146,19 +157,26 @@ class Attempt:
                 self._pending.extend(end(self._transforms))
             if self._lease is not None:
                 self._lease.succeed()
+            if self._span is not None:
+                self._end_span("ok")
             return None
         except UpstreamError as error:
             self._timing.upstream_wait += clock() - started
             self._ended = self._usage_seen = True
             self.failure = self._classify(error)
+            UPSTREAM_ERRORS.labels(self._provider, self.failure.kind.value).inc()
             if self._lease is not None:
                 self._lease.fail(self.failure)
+            if self._span is not None:
+                self._end_span("failed", self.failure)
             await self._events.aclose()
             raise
         except BaseException:
             self._ended = self._usage_seen = True
             if self._lease is not None:
                 self._lease.release()
+            if self._span is not None:
+                self._end_span("abandoned")
             await self._events.aclose()
             raise
         self._timing.upstream_wait += clock() - started
@@ -200,9 +218,21 @@ class Attempt:
         """Abandon the attempt (the client left, or it is done): the upstream is closed."""
         if not self._ended and self._lease is not None:
             self._lease.release()
+        if self._span is not None:
+            self._end_span("abandoned" if not self._ended else "ok")
         self._ended = self._usage_seen = True
         self._pending.clear()
         await self._events.aclose()
+
+    def _end_span(self, outcome: str, failure: Failure | None = None) -> None:
+        span, self._span = self._span, None
+        span.set_attribute("chatbridge.outcome", outcome)
+        if failure is not None:
+            from opentelemetry.trace import Status, StatusCode  # a span exists: tracing is on, the SDK is there
+
+            span.set_attribute("chatbridge.failure", failure.kind.value)
+            span.set_status(Status(StatusCode.ERROR, failure.kind.value))
+        span.end()
 
 
 def apply(transforms: Sequence[EventTransform], events: list[Event], start: int = 0) -> list[Event]:

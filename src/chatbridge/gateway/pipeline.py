@@ -18,11 +18,12 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from chatbridge.core.budget import FIRST_CONTENT_DEADLINE, clock
 from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import AttemptsFailed, Failure, FailureKind, PoolExhausted, UpstreamError, UpstreamTimeout
+from chatbridge.core.secrets import mask
 from chatbridge.core.tokens import count_prompt_tokens
 from chatbridge.core.types import ChatRequest, ConversationRef, Event, EventTransform, Route
 from chatbridge.features.content import UpstreamAbilities, fit_content, needs_fitting
@@ -148,6 +149,7 @@ class Pipeline:
         self.settings = settings
         self.tool_settings = tool_settings
         self.planners = dict(planners or {})  # provider name → its planner (stateful upstreams)
+        self.tracer: Any = None  # an OpenTelemetry tracer when tracing is on: a span per attempt
         # Providers whose answers need no per-attempt transform: their attempts skip the machinery.
         self._plain = {name for name, p in providers.items() if type(p).transforms is Provider.transforms}
         self._abilities = {
@@ -159,7 +161,7 @@ class Pipeline:
         """Route, run features and attempts, and wait for the first event (or an error)."""
         timing = timing or Timing()
         route = self.router.resolve(request.model)
-        timing.provider = route.provider
+        timing.route = route
         provider = self.providers[route.provider]
         # The provider gets the upstream's model id; the client's request is never rewritten.
         same = request.model == route.upstream_model and not route.options
@@ -338,8 +340,10 @@ class Pipeline:
                 timing.upstream_wait += time.perf_counter() - started  # waiting, not gateway overhead
             credential = lease.credential if lease is not None else None
             request = plan if isinstance(plan, ChatRequest) else plan.request_for(credential, failover=attempt_no > 0)
+            span = None if self.tracer is None else self._attempt_span(provider, credential, tries + 1)
             attempt = Attempt(provider.stream(request, credential), request, lease=lease, classify=provider.classify,
-                              timing=timing, transforms=transforms() if transforms else (), provider=provider.name)
+                              timing=timing, transforms=transforms() if transforms else (), provider=provider.name,
+                              span=span)
             try:
                 first = await attempt.__anext__()
             except StopAsyncIteration:
@@ -369,6 +373,13 @@ class Pipeline:
         if clock() >= deadline - _LEAST_ATTEMPT:
             raise self._out_of_time(provider, last, tries)
         raise AttemptsFailed(last[0], last[1], tries)
+
+    def _attempt_span(self, provider: Provider, credential: Credential | None, number: int) -> Any:
+        """The trace span of one upstream attempt, a child of the request's (the attempt ends it)."""
+        attributes: dict[str, str | int] = {"chatbridge.provider": provider.name, "chatbridge.attempt": number}
+        if credential is not None:
+            attributes["chatbridge.credential"] = mask(credential.id)
+        return self.tracer.start_span("upstream attempt", attributes=attributes)
 
     def _pause(self, failure: Failure, attempt_no: int) -> float | None:
         """Before the same key (or no key) is tried again: the 429's `Retry-After`, else a backoff.

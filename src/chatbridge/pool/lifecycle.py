@@ -31,6 +31,7 @@ from typing import Any
 
 from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import Failure, FailureKind
+from chatbridge.core.metrics import REFRESHES
 from chatbridge.core.secrets import redact
 from chatbridge.pool.pool import CredentialHealth, CredentialPool, CredentialState
 from chatbridge.pool.refresher import KnownToken, TokenRefresher
@@ -85,6 +86,8 @@ class PoolLifecycle:
         self.state = LifecycleState.NEW
         self.last_reload_error: str | None = None
         self.refresher = refresher_factory(self) if refresher_factory is not None else None
+        if self.refresher is not None:
+            self.refresher.provider = self.provider  # the `provider` label of its outcomes
         pool.listeners.append(self._on_outcome)
         pool.exhausted_hooks.append(self._on_exhausted)
 
@@ -329,12 +332,15 @@ class PoolLifecycle:
         except RenewalRejected as exc:
             message = redact(str(exc)) or "the renewal was refused"
             log.error("%s: credential %s cannot be renewed: %s", self.provider, credential.id, message)
+            REFRESHES.labels(self.provider, "renewal_rejected").inc()
             self.pool.disable(entry, message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a renewal that failed for now: the credential rests, then tries again
+            REFRESHES.labels(self.provider, "renewal_failed").inc()
             self._renewal_failed(entry, redact(str(exc)) or type(exc).__name__)
         else:
+            REFRESHES.labels(self.provider, "renewed").inc()
             self._renew_failures.pop(credential.id, None)
             self.pool.update_credential(entry, fresh)
             entry.last_error = None

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chatbridge.core.metrics import REFRESHES
 from chatbridge.core.secrets import Secret, redact
 from chatbridge.pool.accounts import Account, read_accounts_file
 from chatbridge.pool.signin import Authenticator, SignInOutcome, SignInPolicy, sign_in_all
@@ -105,6 +106,7 @@ class TokenRefresher:
         self.last_error: str | None = None
         self.last_result: RefreshResult | None = None
         self.scheduler_running = False
+        self.provider = "unknown"  # set by the pool lifecycle that owns it (metrics label)
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -203,6 +205,12 @@ class TokenRefresher:
         return result
 
     def _record(self, result: RefreshResult) -> None:
+        if result.signed_in:
+            REFRESHES.labels(self.provider, "signed_in").inc(result.signed_in)
+        if result.failed:
+            REFRESHES.labels(self.provider, "sign_in_failed").inc(result.failed)
+        if not result.ok:
+            REFRESHES.labels(self.provider, "refresh_failed").inc()
         if result.ok and not result.signed_in:  # nothing to do (e.g. expiring tokens of unlisted accounts)
             log.debug("token refresh (%s): %s", result.reason, result.message)
             return

@@ -26,6 +26,7 @@ def wants_thinking(request: ChatRequest) -> bool:
 
 
 class AnthropicDialect:
+    name = "anthropic"
     keepalive: bytes | None = PING
     keepalive_interval = KEEPALIVE_INTERVAL
 

@@ -10,6 +10,7 @@ from chatbridge.gateway.pipeline import PrimedStream
 
 
 class OpenAIDialect:
+    name = "openai"
     parse = staticmethod(parse_chat_request)
     keepalive: bytes | None = None
     keepalive_interval = 0.0

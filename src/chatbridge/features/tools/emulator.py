@@ -33,6 +33,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from chatbridge.core.errors import ToolCallDeclined
+from chatbridge.core.metrics import TOOL_PARSES
 from chatbridge.core.types import (
     ChatRequest,
     Event,
@@ -237,6 +238,7 @@ class ToolEmulator:
             error = self._validator.error(call)
             if error is not None:
                 rnd.problems.append(f"call {number} ({call.name}): {error}")
+        TOOL_PARSES.labels(_parse_outcome(rnd)).inc()
 
     def _needs_correction(self, answer: _Round) -> bool:
         forced = self.choice.mode in ("required", "function")
@@ -342,3 +344,13 @@ def _fragments(arguments: str) -> list[str]:
     size = max(_MIN_FRAGMENT, math.ceil(len(arguments) / _FRAGMENTS))
     return [arguments[i : i + size] for i in range(0, len(arguments), size)] or [""]
 
+
+
+def _parse_outcome(rnd: _Round) -> str:
+    """How a round's answer read: `calls` (all valid), `malformed` (a block unreadable), `invalid` (arguments
+    against the schema), `no_call` (plain text)."""
+    if rnd.reply.malformed:
+        return "malformed"
+    if rnd.problems:
+        return "invalid"
+    return "calls" if rnd.calls else "no_call"

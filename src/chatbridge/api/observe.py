@@ -1,0 +1,98 @@
+"""What one chat lane counts per request: Prometheus counts and times, and the request's trace span.
+
+The label children of `core.metrics` are looked up once per label set and kept, so a request
+costs a dict lookup and an increment, never `.labels()` string work; nothing runs per event.
+Labels are bounded: the lane's route and dialect, the model id the router resolved (else
+"unknown"), the provider, the HTTP status sent.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from chatbridge.core.metrics import REQUEST_SECONDS, REQUESTS, TIME_TO_FIRST_TOKEN
+from chatbridge.core.types import Event, ReasoningDelta, Route, TextDelta, Usage
+
+UNKNOWN = "unknown"
+NO_PROVIDER = "none"
+CLIENT_GONE = 499  # the client left before an answer began (nginx's code for it)
+_CACHE_LIMIT = 4096  # label sets kept per lane; beyond it (a router with very many ids), looked up each time
+
+
+class Exchange:
+    """One request's facts as the lane learns them: the route it took, the status sent, streamed or
+    not; and, for the client key's usage, the answer's last `Usage` (or the text seen, to estimate
+    from when the stream was cut before it), the prompt estimate, and whether it ended in an error."""
+
+    __slots__ = ("chars", "error", "prompt_estimate", "route", "started", "status", "streamed", "usage")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.status = CLIENT_GONE
+        self.route: Route | None = None
+        self.streamed = False
+        self.usage: Usage | None = None
+        self.chars = 0
+        self.prompt_estimate = 0
+        self.error = False
+
+    def see(self, event: Event) -> None:
+        if isinstance(event, TextDelta | ReasoningDelta):
+            self.chars += len(event.text)
+        elif isinstance(event, Usage):
+            self.usage = event
+
+    def tokens(self) -> tuple[int, int]:
+        """(input, output) tokens: as reported, else estimated from what was seen."""
+        if self.usage is not None:
+            return self.usage.prompt_tokens, self.usage.completion_tokens
+        return self.prompt_estimate, (self.chars + 3) // 4
+
+    @property
+    def model(self) -> str:
+        return self.route.public_id if self.route is not None else UNKNOWN
+
+    @property
+    def provider(self) -> str:
+        return self.route.provider if self.route is not None else NO_PROVIDER
+
+
+class LaneMetrics:
+    """The metrics of one chat lane (route template and dialect fixed), with cached label children."""
+
+    __slots__ = ("_counts", "_seconds", "_ttft", "dialect", "route")
+
+    def __init__(self, route: str, dialect: str) -> None:
+        self.route = route
+        self.dialect = dialect
+        self._counts: dict[tuple[str, str, int], Any] = {}
+        self._seconds: dict[str, Any] = {}
+        self._ttft: dict[str, Any] = {}
+
+    def first_byte(self, exchange: Exchange) -> None:
+        """The answer's first event is ready and its response starts now (streamed answers)."""
+        provider = exchange.provider
+        child = self._ttft.get(provider)
+        if child is None:
+            child = TIME_TO_FIRST_TOKEN.labels(self.dialect, provider)
+            if len(self._ttft) < _CACHE_LIMIT:
+                self._ttft[provider] = child
+        child.observe(time.perf_counter() - exchange.started)
+
+    def done(self, exchange: Exchange) -> None:
+        """The request is over (answered, refused, or its client gone): count it and its time."""
+        provider = exchange.provider
+        key = (exchange.model, provider, exchange.status)
+        counter = self._counts.get(key)
+        if counter is None:
+            counter = REQUESTS.labels(self.route, self.dialect, key[0], provider, str(key[2]))
+            if len(self._counts) < _CACHE_LIMIT:
+                self._counts[key] = counter
+        counter.inc()
+        seconds = self._seconds.get(provider)
+        if seconds is None:
+            seconds = REQUEST_SECONDS.labels(self.route, self.dialect, provider)
+            if len(self._seconds) < _CACHE_LIMIT:
+                self._seconds[provider] = seconds
+        seconds.observe(time.perf_counter() - exchange.started)
