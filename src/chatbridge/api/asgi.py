@@ -16,7 +16,7 @@ from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chatbridge.api.auth import KeyPolicy, header, key_kind, presented_key
+from chatbridge.api.auth import KeyPolicy, header, presented_key
 from chatbridge.core.ids import request_id as new_request_id
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -63,7 +63,7 @@ class GatewayApp:
         response_headers: RawHeaders = [(b"x-request-id", raw_id), (b"request-id", raw_id)]
 
         path: str = scope["path"]
-        if key_kind(path) is not None:
+        if self.keys_for.guards(path):
             presented = presented_key(request_headers)
             refused = self.keys_for.check(path, presented, request_id, state)
             if refused is not None:

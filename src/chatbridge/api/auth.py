@@ -44,12 +44,14 @@ class KeyPolicy:
         self.admin = [k.encode() for k in admin_keys if client_keys.find(k.encode()) is None]
         self.metrics_public = metrics_public
 
+    def guards(self, path: str) -> bool:
+        """Whether `path` takes a key at all (the API, /admin, and /metrics unless it is public)."""
+        return key_kind(path) is not None or (path == METRICS_PATH and not self.metrics_public)
+
     def check(self, path: str, presented: bytes | None, request_id: str, state: dict[str, Any]) -> tuple[int, bytes] | None:
         """None when `presented` opens `path` (a client key is put in `state["client_key"]`), else the refusal."""
         if path == METRICS_PATH:
-            if self.metrics_public or key_ok(presented, self.admin):
-                return None
-            return self.refusal(path, presented, request_id)
+            return None if key_ok(presented, self.admin) else self.refusal(path, presented, request_id)
         kind = key_kind(path)
         if kind is None:
             return None
