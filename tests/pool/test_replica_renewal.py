@@ -15,13 +15,13 @@ import pytest
 
 from chatbridge.core.errors import Failure, FailureKind
 from chatbridge.pool.lifecycle import LifecycleSettings
+from chatbridge.pool.pool import CredentialPool
 from chatbridge.pool.refresher import RefreshSettings, TokenRefresher
 from chatbridge.pool.shared import PoolSharing
 from chatbridge.pool.source import RenewalRejected
 from chatbridge.providers.kimi.auth import Tokens
 from chatbridge.providers.kimi.protocol import KimiIdentity
 from chatbridge.providers.kimi.source import KimiTokenSource
-from chatbridge.pool.pool import CredentialPool
 from chatbridge.state import StateStore
 from tests.pool.replicas import Replica, backend, eventually, run_shared
 from tests.providers.kimi.test_source import Upstream
