@@ -122,6 +122,11 @@ class LocalLocks:
             return None
         return held[0]
 
+    def adopt(self, name: str, fence: int, ttl: float) -> None:
+        """Record that `fence` holds `name` for `ttl` seconds (granted elsewhere: by Redis)."""
+        self.raise_fence(name, fence)
+        self._held[name] = (fence, self._clock() + ttl)
+
     def raise_fence(self, name: str, fence: int) -> None:
         """Make the next token for `name` greater than `fence` (tokens learned from elsewhere)."""
         if fence > self._fences.get(name, 0):
@@ -147,7 +152,7 @@ class LocalSlots:
         self._clock = clock
         self._slots: dict[str, dict[str, float]] = {}
 
-    def claim(self, key: str, holder: str, cap: int, ttl: float) -> bool:
+    def claim(self, key: str, holder: str, cap: float, ttl: float) -> bool:
         holders = self._live(key)
         if holder not in holders and len(holders) >= cap:
             return False
