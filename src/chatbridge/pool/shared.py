@@ -52,6 +52,21 @@ def replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+async def stop_tasks(tasks: list[asyncio.Task[None]], grace: float = 2.0) -> None:
+    """Cancel `tasks` and wait for them, at most `grace` seconds: a cancellation swallowed inside a
+    store call (redis-py can lose one) must not hang a shutdown; the loops also check a closed flag."""
+    for _ in range(2):
+        pending = [task for task in tasks if not task.done()]
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=grace / 2)
+    stuck = [task.get_name() for task in tasks if not task.done()]
+    if stuck:
+        log.warning("background tasks did not stop within %g s: %s", grace, ", ".join(stuck))
+
+
 def shared_record(entry: CredentialHealth) -> dict[str, Any]:
     return {name: getattr(entry, name) for name in SHARED_FIELDS}
 
@@ -77,6 +92,7 @@ class PoolSharing:
         self._seq = itertools.count(1)
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
+        self._closed = False
 
     # -- start and stop ---------------------------------------------------------------------------
 
@@ -98,16 +114,14 @@ class PoolSharing:
     async def aclose(self) -> None:
         """Write what is pending, give back every slot this replica holds, stop following."""
         self.pool.shared = None
+        self._closed = True
         for holder, (key, _) in list(self._held.items()):
             self._releases.append((key, holder, ""))
         self._held.clear()
         with contextlib.suppress(Exception):
             await self._drain()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        self._wake.set()
+        await stop_tasks(self._tasks)
         self._tasks.clear()
 
     # -- health -----------------------------------------------------------------------------------
@@ -146,7 +160,7 @@ class PoolSharing:
         await self.store.publish(self.channel, {"from": self.replica, "kind": kind, **fields})
 
     async def _listen(self) -> None:
-        while True:
+        while not self._closed:
             try:
                 async with self.store.subscribe(self.channel) as subscription:
                     self._subscribed.set()
@@ -195,7 +209,7 @@ class PoolSharing:
     # -- the writer -------------------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
-        while True:
+        while not self._closed:
             await self._wake.wait()
             self._wake.clear()
             try:
@@ -277,7 +291,7 @@ class PoolSharing:
             self._wake.set()
 
     async def _renew_loop(self) -> None:
-        while True:
+        while not self._closed:
             await asyncio.sleep(self.slot_ttl / 3)
             for holder, (key, cap) in list(self._held.items()):
                 try:
