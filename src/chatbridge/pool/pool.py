@@ -23,7 +23,7 @@ import logging
 import re
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -351,9 +351,9 @@ class CredentialPool:
             self.outage.trial = lease
         return lease
 
-    async def acquire(
+    def acquire(
         self, exclude: frozenset[str] = frozenset(), prefer: str | None = None, timeout: float = 0.0
-    ) -> Lease:
+    ) -> Awaitable[Lease]:
         """Like `acquire_now`, but when every usable credential is busy, wait up to `timeout` seconds.
 
         Waiters are served first come, first served, each as soon as a slot it may use frees
@@ -364,9 +364,9 @@ class CredentialPool:
         Only a caller that waits costs more than `acquire_now`: one future and one timer.
         With replicas sharing a store (`shared`), the lease also holds a slot there.
         """
-        if self.shared is not None:
-            return await self.shared.acquire(exclude, prefer, timeout)
-        return await self.acquire_local(exclude, prefer, timeout)
+        if self.shared is not None:  # a plain function handing on the coroutine: no extra frame on the hot path
+            return self.shared.acquire(exclude, prefer, timeout)
+        return self.acquire_local(exclude, prefer, timeout)
 
     async def acquire_local(
         self, exclude: frozenset[str] = frozenset(), prefer: str | None = None, timeout: float = 0.0
