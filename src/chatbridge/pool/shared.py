@@ -6,7 +6,10 @@ one, so its hot path is unchanged. What it shares:
 - Health: every change of a credential's verdict (failures, cooldown, disabled and why, last
   error) is written to `pool-shared:<provider>:health:<id>` and published on `pool:<provider>`
   by one background writer; every replica applies the others' changes as they arrive, and
-  re-reads them all at start and after a RESYNC (messages may have been missed).
+  re-reads them all at start and after a RESYNC (messages may have been missed). A write
+  carries only the fields that changed, each with a version from one store counter; per field
+  the newest version wins (when applied and when stored), so two replicas changing one
+  credential at once (an admin's disable here, a failure counted there) both hold.
 - Round robin: the position is a store counter, so N replicas spread over the credentials as
   one process would.
 - Stream caps: a lease on a capped credential also holds one of `cap` store slots (holder:
@@ -83,7 +86,8 @@ class PoolSharing:
         self.prefix = f"pool-shared:{pool.provider}:"
         self.hooks: list[MessageHook] = []  # other messages (renewals, reloads), for the lifecycle
         self._known: dict[str, dict[str, Any]] = {}  # credential id → shared fields as last written or read
-        self._dirty: dict[str, None] = {}
+        self._dirty: dict[str, set[str]] = {}  # credential id → fields changed here, not yet written
+        self._versions: dict[str, dict[str, int]] = {}  # credential id → field → version applied or written last
         self._releases: list[tuple[str, str, str]] = []  # (slot key, holder, credential id) to give back
         self._held: dict[str, tuple[str, int]] = {}  # holder → (slot key, cap): slots of open leases
         self._wake = asyncio.Event()
@@ -130,9 +134,11 @@ class PoolSharing:
         """The pool's listener: queue the credential's health for the store if its verdict changed."""
         record = shared_record(entry)
         credential_id = entry.credential.id
-        if self._known.get(credential_id) != record:
+        known = self._known.get(credential_id)
+        if known != record:
             self._known[credential_id] = record
-            self._dirty[credential_id] = None
+            fields = {name for name in SHARED_FIELDS if known is None or known.get(name) != record[name]}
+            self._dirty.setdefault(credential_id, set()).update(fields)
             self._wake.set()
 
     async def resync(self) -> int:
@@ -147,12 +153,24 @@ class PoolSharing:
         return applied
 
     def _apply(self, credential_id: str, record: dict[str, Any]) -> None:
-        record = {name: record.get(name) for name in SHARED_FIELDS}
-        if self._dirty.pop(credential_id, None) is not None:
-            log.debug("%s: credential %s changed here and elsewhere; the other replica's write wins",
-                      self.pool.provider, credential_id)
-        self._known[credential_id] = record
-        self.pool.apply_shared(credential_id, record)
+        """Take over the fields of `record` that are newer than ours and not changed here meanwhile
+        (a field changed here is written next, with a newer version, so every replica ends with it)."""
+        versions = record.get("versions")
+        if not isinstance(versions, dict):
+            return
+        mine = self._versions.setdefault(credential_id, {})
+        pending = self._dirty.get(credential_id, set())
+        newer = [name for name in SHARED_FIELDS if name in record and name not in pending
+                 and isinstance(versions.get(name), int) and versions[name] > mine.get(name, 0)]
+        if not newer:
+            return
+        entry = self.pool.find(credential_id)
+        merged = dict(self._known.get(credential_id) or (shared_record(entry) if entry is not None else {}))
+        for name in newer:
+            merged[name] = record[name]
+            mine[name] = versions[name]
+        self._known[credential_id] = merged
+        self.pool.apply_shared(credential_id, merged)
 
     # -- messages ---------------------------------------------------------------------------------
 
@@ -226,13 +244,31 @@ class PoolSharing:
                 await self.store.release_slot(key, holder)
                 if credential_id:
                     await self.publish("slot", id=credential_id)
-            dirty, self._dirty = list(self._dirty), {}
-            for credential_id in dirty:
+            dirty, self._dirty = self._dirty, {}
+            for credential_id, fields in dirty.items():
                 record = self._known.get(credential_id)
-                if record is None:
+                if record is None or not fields:
                     continue
-                await self.store.set(f"{self.prefix}health:{credential_id}", record)
-                await self.publish("health", id=credential_id, record=record)
+                version = await self.store.incr(self.prefix + "version")
+                delta: dict[str, Any] = {name: record[name] for name in fields}
+                delta["versions"] = {name: version for name in fields}
+                self._versions.setdefault(credential_id, {}).update(delta["versions"])
+                await self._store_health(credential_id, delta)
+                await self.publish("health", id=credential_id, record=delta)
+
+    async def _store_health(self, credential_id: str, delta: dict[str, Any]) -> None:
+        """Merge `delta` into the stored record, field by field where it is newer (writes may cross)."""
+        key = f"{self.prefix}health:{credential_id}"
+        for _ in range(8):
+            current = await self.store.get(key)
+            merged = dict(current) if isinstance(current, dict) else {}
+            versions = dict(merged.get("versions") or {})
+            for name, version in delta["versions"].items():
+                if not isinstance(versions.get(name), int) or versions[name] < version:
+                    merged[name], versions[name] = delta[name], version
+            merged["versions"] = versions
+            if merged == current or await self.store.compare_and_set(key, current, merged):
+                return
 
     # -- stream slots -----------------------------------------------------------------------------
 
