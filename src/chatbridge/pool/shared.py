@@ -114,10 +114,12 @@ class PoolSharing:
             async with asyncio.timeout(2.0):
                 await self._subscribed.wait()
         self.pool.shared = self
+        self.pool.acquire = self.acquire  # type: ignore[method-assign]  # in the class's place, on this pool only
 
     async def aclose(self) -> None:
         """Write what is pending, give back every slot this replica holds, stop following."""
         self.pool.shared = None
+        self.pool.__dict__.pop("acquire", None)  # the pool's own again
         self._closed = True
         for holder, (key, _) in list(self._held.items()):
             self._releases.append((key, holder, ""))
@@ -272,7 +274,7 @@ class PoolSharing:
 
     # -- stream slots -----------------------------------------------------------------------------
 
-    async def acquire(self, exclude: frozenset[str], prefer: str | None, timeout: float) -> Lease:
+    async def acquire(self, exclude: frozenset[str] = frozenset(), prefer: str | None = None, timeout: float = 0.0) -> Lease:
         """A lease whose slot is claimed in the store: busy everywhere means wait (up to `timeout`)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
