@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     token_refresh_ahead: float = Field(600.0, ge=0)  # refresh a credential this long before it expires
     token_refresh_min_interval: float = Field(30.0, ge=0)  # between two automatically triggered refreshes
     tokens_reload_interval: float = Field(2.0, gt=0)  # how often credential files are checked for edits
+    slot_ttl_seconds: float = Field(30.0, ge=3)  # replicas: a stream slot lapses unless renewed within this
 
     # --- answers ------------------------------------------------------------------------------
     output_thinking: bool = True
@@ -226,7 +227,7 @@ class Settings(BaseSettings):
             max_failures=self.max_token_failures, cooldown=self.token_cooldown_seconds,
             backoff=self.token_backoff_seconds, outage_window=max(30.0, 2 * self.request_timeout),
             refresh_ahead=self.token_refresh_ahead, refresh_min_interval=self.token_refresh_min_interval,
-            reload_interval=self.tokens_reload_interval,
+            reload_interval=self.tokens_reload_interval, slot_ttl=self.slot_ttl_seconds,
         )
 
     @property

@@ -14,6 +14,13 @@ served from the current pool meanwhile. Two kinds of refresh:
   holds it as `refreshing` meanwhile, so requests wait for it rather than fail). One renewal
   per credential at a time; a refused renewal disables the credential with the source's
   message; a failed one cools it down with a growing backoff.
+
+With a shared store (replicas, `store.shared`), `PoolSharing` keeps the pool in step with the
+other replicas' pools, and a renewal or whole-pool refresh runs under a store lock: one replica
+does it, stores the result, and the others take it over (`CredentialSource.import_renewal`)
+instead of spending the same refresh token again. A tokens file of JWTs (`TokensFileSource`) that
+changes on one replica (a hand edit its watcher saw, or a whole-pool refresh) is put in the store
+and published; the others write it to their own copy (under its writer lock) and reload.
 """
 
 from __future__ import annotations
@@ -35,10 +42,12 @@ from chatbridge.core.metrics import REFRESHES
 from chatbridge.core.secrets import redact
 from chatbridge.pool.pool import CredentialHealth, CredentialPool, CredentialState
 from chatbridge.pool.refresher import KnownToken, TokenRefresher
+from chatbridge.pool.shared import PoolSharing, replica_id, stop_tasks
 from chatbridge.pool.source import CredentialSource, RenewalRejected
 from chatbridge.pool.sources import TokensFileSource
-from chatbridge.pool.tokens_file import FileSignature, cleanup_temp_files, has_tokens, signature
+from chatbridge.pool.tokens_file import FileSignature, cleanup_temp_files, exclusive_lock, has_tokens, signature
 from chatbridge.state import StateStore
+from chatbridge.state.files import replace_file
 
 log = logging.getLogger("chatbridge.pool.lifecycle")
 
@@ -61,6 +70,8 @@ class LifecycleSettings:
     tick: float = 10.0  # schedule and expiry checks
     renew_timeout: float = 60.0  # one renewal's longest wait
     renew_backoff: float = 30.0  # cooldown after a failed renewal, doubled each time (at most 10 min)
+    slot_ttl: float = 30.0  # SLOT_TTL_SECONDS: a replica's stream slot lapses unless renewed within this
+    refresh_lock_ttl: float = 300.0  # a whole-pool refresh's store lock (extended while it runs)
 
 
 class PoolLifecycle:
@@ -88,6 +99,7 @@ class PoolLifecycle:
         self.refresher = refresher_factory(self) if refresher_factory is not None else None
         if self.refresher is not None:
             self.refresher.provider = self.provider  # the `provider` label of its outcomes
+        self.sharing: PoolSharing | None = None  # set at start when replicas share the store
         pool.listeners.append(self._on_outcome)
         pool.exhausted_hooks.append(self._on_exhausted)
 
@@ -126,6 +138,8 @@ class PoolLifecycle:
         if self.refresher is not None:
             refresh = saved.get("refresh") if isinstance(saved, dict) else None
             self.refresher.import_state(refresh if isinstance(refresh, dict) else {})
+        if self.store.shared:
+            await self._share()
         self._spawn(self._flush_loop(), "pool-state-flush")
         if self.source.watched:
             self._spawn(self._watch_loop(), "credential-files-watch")
@@ -139,6 +153,49 @@ class PoolLifecycle:
             self._spawn(self._schedule_loop(), "token-refresh-schedule")
             self._startup_refresh()
 
+    async def _share(self) -> None:
+        """Join the other replicas: their health, their renewals, then follow their changes."""
+        sharing = self.sharing = PoolSharing(self.pool, self.store, replica=replica_id(), slot_ttl=self.settings.slot_ttl)
+        sharing.hooks.append(self._on_shared)
+        await sharing.astart()
+        await self._adopt_all()
+        if self.tokens_file is not None and not has_tokens(self.tokens_file):
+            await self._adopt_file()  # a replica started without the file: the others' is the current one
+        if self.refresher is not None:
+            self.refresher.guard = lambda: sharing.locked("refresh", self.settings.refresh_lock_ttl)
+
+    async def _adopt_all(self) -> None:
+        for entry in self.pool.entries:
+            if entry.credential.id not in self._renewals:
+                await self._adopt(entry)
+
+    async def _adopt(self, entry: CredentialHealth) -> Credential | None:
+        """Take over the newest renewal another replica stored for `entry`, if it is newer than ours."""
+        assert self.sharing is not None
+        stored = await self.sharing.get_renewal(entry.credential.id)
+        if stored is None:
+            return None
+        fresh = self.source.import_renewal(entry.credential.id, stored["record"])
+        if fresh is None or fresh.secret.reveal() == entry.credential.secret.reveal():
+            return None
+        self.pool.update_credential(entry, fresh)
+        if entry.credential.id not in self._renewals and entry.refreshing:
+            self.pool.set_refreshing(entry, False)
+        log.info("%s: credential %s renewed by another replica; taken over", self.provider, entry.credential.id)
+        return fresh
+
+    def _on_shared(self, message: dict[str, Any]) -> None:
+        """Another replica renewed a credential, rewrote the tokens file, or messages were missed."""
+        kind = message.get("kind")
+        if kind == "renewed":
+            entry = self.pool.find(str(message.get("id")))
+            if entry is not None and entry.credential.id not in self._renewals:
+                self._spawn(self._adopt(entry), "renewal-adopt")
+        elif kind == "tokens-file" and self.tokens_file is not None:
+            self._spawn(self._adopt_file(), "tokens-file-adopt")
+        elif kind == "resync":
+            self._spawn(self._adopt_all(), "renewal-adopt")
+
     @staticmethod
     def _clean_leftovers(path: Path) -> None:
         """Remove temporary files of a write that crashed (and finish a write in place it left half
@@ -150,6 +207,7 @@ class PoolLifecycle:
             log.info("removed a leftover temporary file %s", leftover.name)
 
     def _spawn(self, coro: Any, name: str) -> None:
+        self._tasks = [task for task in self._tasks if not task.done()]  # one-off tasks (replicas' messages) end
         self._tasks.append(asyncio.get_running_loop().create_task(coro, name=f"{self.provider}-{name}"))
 
     def _startup_refresh(self) -> None:
@@ -166,11 +224,7 @@ class PoolLifecycle:
         if self.state is LifecycleState.CLOSED:
             return
         self.state = LifecycleState.CLOSED
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await stop_tasks(self._tasks)
         self._tasks.clear()
         for renewal in list(self._renewals.values()):
             renewal.cancel()
@@ -179,6 +233,8 @@ class PoolLifecycle:
         if self.refresher is not None:
             self.refresher.scheduler_running = False
             await self.refresher.aclose()
+        if self.sharing is not None:
+            await self.sharing.aclose()
         await self.flush()
 
     # -- tokens file ------------------------------------------------------------------------------
@@ -200,7 +256,7 @@ class PoolLifecycle:
         return self.pool.counts()
 
     async def _watch_loop(self) -> None:
-        while True:
+        while self.state is LifecycleState.RUNNING:
             await asyncio.sleep(self.settings.reload_interval)
             current = {path: signature(path) for path in self.source.watched}
             if current == self._signatures:
@@ -212,6 +268,7 @@ class PoolLifecycle:
                 continue  # still changing: look again next round
             log.info("%s changed on disk; reloading", ", ".join(p.name for p, s in current.items() if s != self._signatures.get(p)))
             self.reload()
+            self._share_file()
 
     def after_refresh(self, fresh: dict[str, str]) -> None:
         """The refresher wrote a new tokens file: remember whose tokens they are, reload."""
@@ -219,6 +276,31 @@ class PoolLifecycle:
             self.source.learn_tokens(fresh)
         self.reload()
         self.pool.reset_consecutive()
+        self._share_file()  # the other replicas take the new tokens over without signing in themselves
+
+    def _share_file(self) -> None:
+        if self.sharing is not None and self.tokens_file is not None:
+            self._spawn(self._publish_file(self.tokens_file), "tokens-file-share")
+
+    async def _publish_file(self, path: Path) -> None:
+        assert self.sharing is not None
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError:
+            return  # gone or unreadable: nothing to hand on (an empty file is handed on)
+        await self.sharing.put_file(data)
+
+    async def _adopt_file(self) -> None:
+        """Write the tokens file another replica published to this replica's copy, and reload it."""
+        assert self.sharing is not None and self.tokens_file is not None
+        data = await self.sharing.get_file()
+        path = self.tokens_file
+        if data is None:
+            return
+        written = await asyncio.to_thread(_write_if_changed, path, data, self.settings.renew_timeout)
+        if written:
+            log.info("%s: %s taken over from another replica", self.provider, path.name)
+            self.reload()
 
     def known_tokens(self) -> list[KnownToken]:
         now = self.pool.now()
@@ -246,7 +328,7 @@ class PoolLifecycle:
         await self.store.set(self.state_key, self.snapshot())
 
     async def _flush_loop(self) -> None:
-        while True:
+        while self.state is LifecycleState.RUNNING:
             await asyncio.sleep(self.settings.flush_interval)
             if self._dirty:
                 await self.flush()
@@ -255,6 +337,8 @@ class PoolLifecycle:
 
     def _on_outcome(self, entry: CredentialHealth, failure: Failure | None) -> None:
         self._dirty = True
+        if self.sharing is not None:
+            self.sharing.changed(entry)
         if failure is not None and failure.kind is FailureKind.AUTH and entry.refreshing and self.source.renews:
             self.renew(entry, "the upstream refused it")  # the pool holds it for us meanwhile
             return
@@ -282,7 +366,7 @@ class PoolLifecycle:
         assert self.refresher is not None
         self.refresher.scheduler_running = True
         try:
-            while True:
+            while self.state is LifecycleState.RUNNING:
                 await asyncio.sleep(self.settings.tick)
                 if self.refresher.is_due():
                     self.refresher.trigger("scheduled refresh", force=True)
@@ -328,7 +412,7 @@ class PoolLifecycle:
         log.info("%s: renewing credential %s (%s)", self.provider, credential.id, reason)
         try:
             async with asyncio.timeout(self.settings.renew_timeout):
-                fresh = await self.source.renew(credential)
+                fresh = await (self.source.renew(credential) if self.sharing is None else self._renew_shared(entry))
         except RenewalRejected as exc:
             message = redact(str(exc)) or "the renewal was refused"
             log.error("%s: credential %s cannot be renewed: %s", self.provider, credential.id, message)
@@ -348,6 +432,29 @@ class PoolLifecycle:
             log.info("%s: credential %s renewed", self.provider, credential.id)
         finally:
             self.pool.set_refreshing(entry, False)
+            if self.sharing is not None:
+                self.sharing.changed(entry)
+
+    async def _renew_shared(self, entry: CredentialHealth) -> Credential:
+        """Renew under the credential's store lock, from the newest renewal any replica stored; while
+        another replica holds the lock, wait for its result and take it over (bounded by the caller)."""
+        assert self.sharing is not None
+        credential = entry.credential
+        while True:
+            async with self.sharing.locked(f"renew:{credential.id}", self.settings.renew_timeout + 10.0) as fence:
+                if fence is not None:
+                    adopted = await self._adopt(entry)
+                    if adopted is not None and _fresh(adopted, self.pool.now()):
+                        return adopted  # another replica renewed it just now: nothing to spend
+                    fresh = await self.source.renew(entry.credential)
+                    record = self.source.export_renewal(fresh)
+                    if record is not None:
+                        await self.sharing.put_renewal(credential.id, fence, record)
+                    return fresh
+            await self.sharing.wait_renewal(credential.id, timeout=1.0)
+            adopted = await self._adopt(entry)
+            if adopted is not None:
+                return adopted
 
     def _renewal_failed(self, entry: CredentialHealth, message: str) -> None:
         failures = self._renew_failures.get(entry.credential.id, 0) + 1
@@ -372,7 +479,7 @@ class PoolLifecycle:
 
     async def _renew_loop(self) -> None:
         """Renew credentials ahead of their expiry (and those already expired)."""
-        while True:
+        while self.state is LifecycleState.RUNNING:
             await asyncio.sleep(self.settings.tick)
             self.renew_expiring()
 
@@ -385,3 +492,21 @@ class PoolLifecycle:
             if entry.cooldown_until > now and not (at_start and expires_at <= now):  # resting after a failed renewal
                 continue
             self.renew(entry, "expired" if expires_at <= now else f"expires in {expires_at - now:.0f} s")
+
+
+def _fresh(credential: Credential, now: float, margin: float = 60.0) -> bool:
+    """Worth using as it is: an access token that is not about to expire."""
+    return bool(credential.secret.reveal()) and (credential.expires_at is None or credential.expires_at > now + margin)
+
+
+def _write_if_changed(path: Path, data: bytes, wait: float) -> bool:
+    """Replace `path` with `data` under its writer lock, unless it holds `data` already; True if written."""
+    with exclusive_lock(path, wait) as held:
+        if not held:
+            log.warning("%s stayed locked for %g s; another replica's version is not taken over", path.name, wait)
+            return False
+        with contextlib.suppress(OSError):
+            if path.read_bytes() == data:
+                return False
+        replace_file(path, data, keep_mode=True)
+        return True
