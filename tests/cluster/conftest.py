@@ -31,7 +31,7 @@ ADMIN_KEY = "sk-admin-cluster-key-0123456789abcdef"
 CLIENT_KEY = API_KEY
 COMPAT_MODEL = "fake-model"
 REPLICAS = 3
-SLOT_TTL = 3.0  # SLOT_TTL_SECONDS: small, so a killed replica's slot frees within the test
+SLOT_TTL = 4.0  # SLOT_TTL_SECONDS: small, so a killed replica's slot frees within the test
 
 
 @dataclass
