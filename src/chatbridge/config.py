@@ -61,6 +61,7 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("VALID_API_KEY", "API_MASTER_KEY", "API_KEY")
     )
     admin_api_key: SecretStr | None = None
+    client_keys_file: Path | None = None  # named keys with models and limits (YAML or JSON), re-read on change
 
     # --- credential pools (every provider's) ------------------------------------------------------
     max_token_failures: int = Field(3, ge=1)  # transient failures in a row before a credential rests
@@ -69,6 +70,7 @@ class Settings(BaseSettings):
     token_refresh_ahead: float = Field(600.0, ge=0)  # refresh a credential this long before it expires
     token_refresh_min_interval: float = Field(30.0, ge=0)  # between two automatically triggered refreshes
     tokens_reload_interval: float = Field(2.0, gt=0)  # how often credential files are checked for edits
+    slot_ttl_seconds: float = Field(30.0, ge=3)  # replicas: a stream slot lapses unless renewed within this
 
     # --- answers ------------------------------------------------------------------------------
     output_thinking: bool = True
@@ -121,7 +123,7 @@ class Settings(BaseSettings):
         return value.strip().lower() if isinstance(value, str) else value
 
     _blank = field_validator("proxy_url", "toolify_custom_prompt", "anthropic_model_map", "anthropic_default_model",
-                             "cors_origins", mode="before")(blank_is_none)
+                             "cors_origins", "client_keys_file", mode="before")(blank_is_none)
 
     @field_validator("anthropic_model_map")
     @classmethod
@@ -187,7 +189,7 @@ class Settings(BaseSettings):
             max_failures=self.max_token_failures, cooldown=self.token_cooldown_seconds,
             backoff=self.token_backoff_seconds, outage_window=max(30.0, 2 * self.request_timeout),
             refresh_ahead=self.token_refresh_ahead, refresh_min_interval=self.token_refresh_min_interval,
-            reload_interval=self.tokens_reload_interval,
+            reload_interval=self.tokens_reload_interval, slot_ttl=self.slot_ttl_seconds,
         )
 
     @property

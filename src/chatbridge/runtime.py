@@ -18,6 +18,7 @@ from chatbridge.config import Settings
 from chatbridge.core.secrets import mask, redact
 from chatbridge.core.tokens import count_text_tokens
 from chatbridge.core.types import Route
+from chatbridge.features.clientkeys import ClientKeys, KeysFileError
 from chatbridge.features.tools import ToolSettings
 from chatbridge.gateway.pipeline import Pipeline, PipelineSettings
 from chatbridge.gateway.router import Router
@@ -26,7 +27,7 @@ from chatbridge.pool.pool import CredentialPool
 from chatbridge.providers import registry
 from chatbridge.providers.base import Provider
 from chatbridge.providers.wiring import Closable, ProviderWiring, WiringContext
-from chatbridge.state import STATE_FILE_NAME, EmbeddedStore, StateStore
+from chatbridge.state import STATE_FILE_NAME, EmbeddedStore, MemoryStore, StateStore
 from chatbridge.state.keys import StoredKey, load_or_create_key
 
 log = logging.getLogger("chatbridge")
@@ -54,9 +55,12 @@ class Runtime:
     lifecycles: dict[str, PoolLifecycle] = field(default_factory=dict)
     closers: list[Closable] = field(default_factory=list)
     store: StateStore | None = None
+    keyring: ClientKeys | None = None
     warming: asyncio.Future[None] | None = None
 
     def __post_init__(self) -> None:
+        if self.keyring is None:
+            self.keyring = ClientKeys(self.store or MemoryStore(), env_keys=self.client_keys, reserved=self.admin_keys)
         self.providers = {name: w.provider for name, w in self.wirings.items()}
         self.pools = {name: w.pool for name, w in self.wirings.items() if w.pool is not None}
         self.lifecycles = {name: w.lifecycle for name, w in self.wirings.items() if w.lifecycle is not None}
@@ -66,7 +70,13 @@ class Runtime:
     def known_providers(self) -> list[str]:
         return [*self.wirings, *self.disabled]
 
+    @property
+    def keys(self) -> ClientKeys:
+        assert self.keyring is not None  # set in __post_init__
+        return self.keyring
+
     async def astart(self) -> None:
+        await self.keys.astart()
         # Pools first: a provider that discovers its models may need a credential renewed at start.
         for lifecycle in self.lifecycles.values():
             await lifecycle.astart()
@@ -103,6 +113,7 @@ class Runtime:
             await closer.aclose()
         for provider in self.providers.values():
             await provider.aclose()
+        await self.keys.aclose()  # its last usage figures, before the store closes
         if self.store is not None:
             await self.store.aclose()  # after the lifecycles' last flush
 
@@ -130,8 +141,12 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     keys, stored = client_keys(settings)
     admin, admin_stored = admin_keys(settings, keys)
+    try:
+        keyring = ClientKeys(store, env_keys=keys, file=settings.client_keys_file, reserved=admin)
+    except KeysFileError as exc:
+        raise ConfigurationError(str(exc)) from None
     return Runtime(settings, wirings, router, pipeline, keys, stored, report,
-                   admin_keys=admin, admin_key_source=admin_stored, disabled=disabled, store=store)
+                   admin_keys=admin, admin_key_source=admin_stored, disabled=disabled, store=store, keyring=keyring)
 
 
 def build_router(settings: Settings, routes: list[Route], missing_hint: Callable[[], str | None] | None = None) -> Router:
@@ -168,8 +183,9 @@ def tool_settings(settings: Settings) -> ToolSettings:
 
 
 def client_keys(settings: Settings) -> tuple[list[str], StoredKey | None]:
+    """VALID_API_KEY; else, unless CLIENT_KEYS_FILE names the keys, one generated under DATA_DIR."""
     keys = settings.client_keys
-    if keys:
+    if keys or settings.client_keys_file is not None:
         return keys, None
     stored = load_or_create_key(Path(settings.data_dir), "api_key", "sk-cb-")
     return [stored.value], stored
@@ -196,6 +212,13 @@ def describe_keys(runtime: Runtime) -> list[str]:
 
 def _describe_client_keys(runtime: Runtime) -> list[str]:
     stored = runtime.client_key_source
+    if runtime.settings.client_keys_file is not None:
+        from_file = sum(1 for k in runtime.keys.keys if k.source == "file")
+        lines = [f"client keys: {from_file} from CLIENT_KEYS_FILE {runtime.settings.client_keys_file} (re-read on change)"]
+        if runtime.client_keys:
+            lines.append(f"client keys: {len(runtime.client_keys)} unlimited from VALID_API_KEY "
+                         f"({', '.join(mask(k) for k in runtime.client_keys)})")
+        return lines
     if stored is None:
         return [f"client keys: {len(runtime.client_keys)} from VALID_API_KEY ({', '.join(mask(k) for k in runtime.client_keys)})"]
     if stored.created:

@@ -33,6 +33,35 @@ class FakeClock:
         self.now += seconds
 
 
+class SleepingClock(FakeClock):
+    """For a backend that keeps its own time (Redis): advancing really waits."""
+
+    def __init__(self) -> None:
+        super().__init__(time.time())
+
+    def __call__(self) -> float:
+        return time.time()
+
+    def advance(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+def redis_url() -> str:
+    return os.environ.get("CHATBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/8")
+
+
+def redis_reachable() -> bool:
+    import redis
+
+    client = redis.Redis.from_url(redis_url(), socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
 def run(store: S, scenario: Callable[[S], Awaitable[T]]) -> T:
     """Run `scenario(store)` on a fresh event loop, with the store opened and closed around it."""
 

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from chatbridge import __version__
-from chatbridge.api import admin, admin_tokens
+from chatbridge.api import admin, admin_keys, admin_tokens
 from chatbridge.api.anthropic import AnthropicDialect
 from chatbridge.api.anthropic.count import CountTokensEndpoint
 from chatbridge.api.anthropic.models import error_response as anthropic_error_response
@@ -40,9 +40,9 @@ def create_app(runtime: Runtime) -> ASGIApp:
     """The gateway: chat completions and messages on their own lanes, everything else through FastAPI; CORS in front."""
     framework = create_framework_app(runtime)
     limit = runtime.settings.max_request_bytes
-    chat = ChatEndpoint(OpenAIDialect(), runtime.pipeline, limit)
-    messages = ChatEndpoint(AnthropicDialect(), runtime.pipeline, limit)
-    keys_for = key_policy(runtime.client_keys, runtime.admin_keys)
+    chat = ChatEndpoint(OpenAIDialect(), runtime.pipeline, limit, runtime.keys)
+    messages = ChatEndpoint(AnthropicDialect(), runtime.pipeline, limit, runtime.keys)
+    keys_for = key_policy(runtime.keys, runtime.admin_keys)
     lanes: dict[str, RawEndpoint] = {**dict.fromkeys(CHAT_PATHS, chat), MESSAGES_PATH: messages,
                                      COUNT_TOKENS_PATH: CountTokensEndpoint(runtime.pipeline, limit)}
     return with_cors(GatewayApp(framework, keys_for, lanes), runtime.settings.cors_origin_list)
@@ -82,6 +82,7 @@ def create_framework_app(runtime: Runtime) -> FastAPI:
     app.add_api_route("/", root, methods=["GET", "HEAD"], include_in_schema=False)
     admin.install(app)
     admin_tokens.install(app)
+    admin_keys.install(app)
 
     _install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chatbridge.api.auth import KeyPolicy, header, key_ok, presented_key
+from chatbridge.api.auth import KeyPolicy, header, key_kind, presented_key
 from chatbridge.core.ids import request_id as new_request_id
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -63,11 +63,11 @@ class GatewayApp:
         response_headers: RawHeaders = [(b"x-request-id", raw_id), (b"request-id", raw_id)]
 
         path: str = scope["path"]
-        keys = self.keys_for(path)
-        if keys is not None:
+        if key_kind(path) is not None:
             presented = presented_key(request_headers)
-            if not key_ok(presented, keys):
-                status, body = self.keys_for.refusal(path, presented, request_id)
+            refused = self.keys_for.check(path, presented, request_id, state)
+            if refused is not None:
+                status, body = refused
                 response_headers += [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),
                                      overhead_header(scope)]
                 await send({"type": "http.response.start", "status": status, "headers": response_headers})

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from chatbridge.api.errors import ApiError, error_body_for_path
+from chatbridge.features.clientkeys import ClientKeys
 
 RawHeaders = Iterable[tuple[bytes, bytes]]
 KeyKind = Literal["client", "admin"]
@@ -25,17 +26,32 @@ def key_kind(path: str) -> KeyKind | None:
 
 
 class KeyPolicy:
-    """The keys each path needs (`policy(path)`, None for an open path) and what a refused request is told."""
+    """Which key opens a path, the check (`check`), and what a refused request is told.
 
-    def __init__(self, client_keys: Sequence[str], admin_keys: Sequence[str] = ()) -> None:
-        self.client = [k.encode() for k in client_keys]
-        self.admin = [k.encode() for k in admin_keys if k not in client_keys]
+    Client keys come from a `ClientKeys` ring (VALID_API_KEY, CLIENT_KEYS_FILE, the admin API),
+    which may change while the gateway runs; admin keys are fixed at start.
+    """
 
-    def __call__(self, path: str) -> Sequence[bytes] | None:
+    def __init__(self, client_keys: ClientKeys, admin_keys: Sequence[str] = ()) -> None:
+        self.ring = client_keys
+        self.admin = [k.encode() for k in admin_keys if client_keys.find(k.encode()) is None]
+
+    def check(self, path: str, presented: bytes | None, request_id: str, state: dict[str, Any]) -> tuple[int, bytes] | None:
+        """None when `presented` opens `path` (a client key is put in `state["client_key"]`), else the refusal."""
         kind = key_kind(path)
         if kind is None:
             return None
-        return self.client if kind == "client" else self.admin
+        if kind == "admin":
+            return None if key_ok(presented, self.admin) else self.refusal(path, presented, request_id)
+        key = self.ring.find(presented)
+        if key is None:
+            return self.refusal(path, presented, request_id)
+        if key.expired():
+            expires = key.limits.expires_at.isoformat() if key.limits.expires_at else ""
+            error = ApiError(401, f"The API key {key.name!r} expired at {expires}.", "invalid_request_error", "expired_api_key")
+            return 401, error_body_for_path(path, error, request_id)
+        state["client_key"] = key
+        return None
 
     def refusal(self, path: str, presented: bytes | None, request_id: str) -> tuple[int, bytes]:
         """The 401 in the envelope of the API the path belongs to. Every wrong key gets the same answer
@@ -53,7 +69,7 @@ class KeyPolicy:
         return 401, error_body_for_path(path, error, request_id)
 
 
-def key_policy(client_keys: Sequence[str], admin_keys: Sequence[str] = ()) -> KeyPolicy:
+def key_policy(client_keys: ClientKeys, admin_keys: Sequence[str] = ()) -> KeyPolicy:
     return KeyPolicy(client_keys, admin_keys)
 
 

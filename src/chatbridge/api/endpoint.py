@@ -10,6 +10,7 @@ encodes answers and errors in its own shapes (OpenAI in `api/openai/`).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, Mapping
 from typing import Protocol
 
@@ -21,11 +22,13 @@ from chatbridge.api.errors import ApiError, to_api_error
 from chatbridge.api.streaming import DisconnectWatch, EventStreamResponse
 from chatbridge.core.errors import ClientDisconnected, RequestTooLarge
 from chatbridge.core.inline_work import NeedsWorker, inline_work
-from chatbridge.core.types import ChatRequest, Event
+from chatbridge.core.types import ChatRequest, Event, ReasoningDelta, TextDelta, Usage
+from chatbridge.features.clientkeys import Admission, ClientKeys
 from chatbridge.gateway.attempt import Timing
 from chatbridge.gateway.pipeline import Pipeline, PrimedStream
 
 _JSON_HEADER = (b"content-type", b"application/json")
+log = logging.getLogger("chatbridge.api")
 
 
 class StreamEncoder(Protocol):
@@ -98,13 +101,41 @@ def error_headers(error: ApiError) -> RawHeaders:
     return [(k.lower().encode(), v.encode()) for k, v in error.headers().items()]
 
 
+class Outcome:
+    """What one request's answer came to, for the client key's usage: its last `Usage` (or the text
+    seen, to estimate from when the stream was cut before it) and whether it ended in an error."""
+
+    __slots__ = ("chars", "error", "primed", "timing", "usage")
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self.chars = 0
+        self.error = False
+        self.timing: Timing | None = None
+        self.primed: PrimedStream | None = None
+
+    def see(self, event: Event) -> None:
+        if isinstance(event, TextDelta | ReasoningDelta):
+            self.chars += len(event.text)
+        elif isinstance(event, Usage):
+            self.usage = event
+
+    def tokens(self) -> tuple[int, int]:
+        """(input, output) tokens: as reported, else estimated from what was seen."""
+        if self.usage is not None:
+            return self.usage.prompt_tokens, self.usage.completion_tokens
+        prompt = self.primed.prompt_tokens if self.primed is not None else 0
+        return prompt, (self.chars + 3) // 4
+
+
 class ChatEndpoint:
     """`POST` a chat request in `dialect`'s shape, as a raw ASGI endpoint: the hot path, kept lean."""
 
-    def __init__(self, dialect: Dialect, pipeline: Pipeline, max_request_bytes: int) -> None:
+    def __init__(self, dialect: Dialect, pipeline: Pipeline, max_request_bytes: int, keys: ClientKeys | None = None) -> None:
         self.dialect = dialect
         self.pipeline = pipeline
         self.max_request_bytes = max_request_bytes
+        self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, headers: RawHeaders) -> None:
         if scope["method"] != "POST":
@@ -121,11 +152,43 @@ class ChatEndpoint:
         except Exception as exc:
             await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope)])
             return
+        key = scope.get("state", {}).get("client_key") if self.keys is not None else None
+        if key is None:
+            await self._watched(chat, scope, receive, send, headers, Outcome())
+            return
+        assert self.keys is not None
+        try:
+            admission = await self.keys.admit(key, chat.model)
+        except Exception as exc:  # over a limit, or a model the key may not use
+            await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope)])
+            return
+        outcome = Outcome()
+        try:
+            await self._watched(chat, scope, receive, send, headers, outcome)
+        finally:
+            await self._finish(admission, chat, outcome)
+
+    async def _watched(self, chat: ChatRequest, scope: Scope, receive: Receive, send: Send, headers: RawHeaders,
+                       outcome: Outcome) -> None:
         try:
             async with DisconnectWatch(receive):  # retries, a slow first byte, a long answer
-                await self._answer(chat, scope, send, headers)
+                await self._answer(chat, scope, send, headers, outcome)
         except ClientDisconnected:
             return
+
+    async def _finish(self, admission: Admission, chat: ChatRequest, outcome: Outcome) -> None:
+        """Usage recorded (in memory); a limited key's slot released and tokens counted, shielded, so a
+        cancelled request still does both."""
+        assert self.keys is not None
+        prompt, completion = outcome.tokens()
+        provider = outcome.timing.provider if outcome.timing is not None else ""
+        self.keys.usage.record(admission.key.name, provider, chat.model, prompt, completion, outcome.error)
+        if admission.limiter is None:
+            return
+        try:
+            await asyncio.shield(admission.close(prompt + completion))
+        except Exception as exc:  # the answer is out; a store hiccup must not turn it into a 500
+            log.error("could not release a client key's stream slot or count its tokens: %s", exc)
 
     async def _parse(self, body: bytes, headers: RawHeaders) -> ChatRequest:
         """On the loop while that is cheap; a request with big unchecked tool schemas goes to a worker."""
@@ -135,25 +198,29 @@ class ChatEndpoint:
         except NeedsWorker:
             return await asyncio.to_thread(self.dialect.parse, body, headers)
 
-    async def _answer(self, chat: ChatRequest, scope: Scope, send: Send, headers: RawHeaders) -> None:
-        timing = Timing()
+    async def _answer(self, chat: ChatRequest, scope: Scope, send: Send, headers: RawHeaders, outcome: Outcome) -> None:
+        timing = outcome.timing = Timing()
         try:
             primed = await self.pipeline.open(chat, timing)
         except Exception as exc:
+            outcome.error = True
             await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope, timing.upstream_wait)])
             return
+        outcome.primed = primed
         if chat.stream:
             encoder = self.dialect.stream_encoder(chat, primed)
             stream_headers = [*headers, *notice_headers(timing), overhead_header(scope, timing.upstream_wait)]
-            body = self._sse_body(primed, encoder, _request_id(scope))
+            body = self._sse_body(primed, encoder, _request_id(scope), outcome)
             keepalive = self.dialect.keepalive
             await EventStreamResponse(body, stream_headers, keepalive, self.dialect.keepalive_interval)(send)
             return
         aggregator = self.dialect.aggregator(chat, primed)
         try:
             async for event in primed:
+                outcome.see(event)
                 aggregator.add(event)
         except Exception as exc:
+            outcome.error = True
             await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope, timing.upstream_wait)])
             return
         finally:
@@ -161,13 +228,16 @@ class ChatEndpoint:
         await send_json(send, 200, aggregator.body(),
                         [*headers, *notice_headers(timing), overhead_header(scope, timing.upstream_wait)])
 
-    async def _sse_body(self, primed: PrimedStream, encoder: StreamEncoder, request_id: str) -> AsyncGenerator[bytes, None]:
+    async def _sse_body(self, primed: PrimedStream, encoder: StreamEncoder, request_id: str,
+                        outcome: Outcome) -> AsyncGenerator[bytes, None]:
         try:
             async for event in primed:
+                outcome.see(event)
                 chunk = encoder.encode(event)
                 if chunk:
                     yield chunk
         except Exception as exc:  # the stream has started: the error goes in-band, then the stream ends
+            outcome.error = True
             yield self.dialect.stream_error(to_api_error(exc), request_id)
             return
         finally:

@@ -22,6 +22,7 @@ from chatbridge.core.errors import (
     UpstreamTransportError,
 )
 from chatbridge.core.secrets import redact
+from chatbridge.features.clientkeys import LimitExceeded, ModelNotAllowed
 
 log = logging.getLogger("chatbridge.api")
 
@@ -89,6 +90,10 @@ def to_api_error(exc: BaseException) -> ApiError:
     """Map any exception to what the client sees."""
     if isinstance(exc, ClientError):
         return ApiError(exc.status, exc.message, _client_type(exc.status), exc.code, exc.param)
+    if isinstance(exc, LimitExceeded):  # a client key over its own limit
+        return ApiError(429, exc.message, "rate_limit_error", "rate_limit_exceeded", retry_after=exc.retry_after)
+    if isinstance(exc, ModelNotAllowed):
+        return ApiError(403, exc.message, "permission_error", "model_not_allowed")
     if isinstance(exc, PoolExhausted):
         return ApiError(503, redact(exc.message), "service_unavailable_error", "no_credentials_available",
                         retry_after=exc.retry_after or 30)

@@ -84,6 +84,9 @@ TOKEN_BACKOFF_SECONDS=5
 TOKEN_COOLDOWN_SECONDS=60
 # Seconds between checks of credential files for edits.
 TOKENS_RELOAD_INTERVAL=2
+# Replicas sharing Redis: seconds a per-credential stream slot lives unless its replica renews it
+# (a replica killed with -9 frees its slots within this).
+SLOT_TTL_SECONDS=30
 # Refresh a credential this many seconds before it expires (when it can be refreshed).
 TOKEN_REFRESH_AHEAD=600
 # Least seconds between two automatically triggered refreshes.

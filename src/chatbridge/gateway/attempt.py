@@ -43,10 +43,11 @@ class Timing:
     upstream said about the answer (`Notice`s, the `ConversationRef` it went into), which never
     reaches the client's stream."""
 
-    __slots__ = ("conversation", "notices", "upstream_wait")
+    __slots__ = ("conversation", "notices", "provider", "upstream_wait")
 
     def __init__(self) -> None:
         self.upstream_wait = 0.0
+        self.provider = ""  # the provider the router chose, once it has
         self.notices: list[Notice] = []
         self.conversation: ConversationRef | None = None
 

@@ -159,6 +159,7 @@ class Pipeline:
         """Route, run features and attempts, and wait for the first event (or an error)."""
         timing = timing or Timing()
         route = self.router.resolve(request.model)
+        timing.provider = route.provider
         provider = self.providers[route.provider]
         # The provider gets the upstream's model id; the client's request is never rewritten.
         same = request.model == route.upstream_model and not route.options

@@ -14,6 +14,11 @@ served from the current pool meanwhile. Two kinds of refresh:
   holds it as `refreshing` meanwhile, so requests wait for it rather than fail). One renewal
   per credential at a time; a refused renewal disables the credential with the source's
   message; a failed one cools it down with a growing backoff.
+
+With a shared store (replicas, `store.shared`), `PoolSharing` keeps the pool in step with the
+other replicas' pools, and a renewal or whole-pool refresh runs under a store lock: one replica
+does it, stores the result, and the others take it over (`CredentialSource.import_renewal`)
+instead of spending the same refresh token again.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from chatbridge.core.errors import Failure, FailureKind
 from chatbridge.core.secrets import redact
 from chatbridge.pool.pool import CredentialHealth, CredentialPool, CredentialState
 from chatbridge.pool.refresher import KnownToken, TokenRefresher
+from chatbridge.pool.shared import PoolSharing, replica_id
 from chatbridge.pool.source import CredentialSource, RenewalRejected
 from chatbridge.pool.sources import TokensFileSource
 from chatbridge.pool.tokens_file import FileSignature, cleanup_temp_files, has_tokens, signature
@@ -60,6 +66,8 @@ class LifecycleSettings:
     tick: float = 10.0  # schedule and expiry checks
     renew_timeout: float = 60.0  # one renewal's longest wait
     renew_backoff: float = 30.0  # cooldown after a failed renewal, doubled each time (at most 10 min)
+    slot_ttl: float = 30.0  # SLOT_TTL_SECONDS: a replica's stream slot lapses unless renewed within this
+    refresh_lock_ttl: float = 300.0  # a whole-pool refresh's store lock (extended while it runs)
 
 
 class PoolLifecycle:
@@ -85,6 +93,7 @@ class PoolLifecycle:
         self.state = LifecycleState.NEW
         self.last_reload_error: str | None = None
         self.refresher = refresher_factory(self) if refresher_factory is not None else None
+        self.sharing: PoolSharing | None = None  # set at start when replicas share the store
         pool.listeners.append(self._on_outcome)
         pool.exhausted_hooks.append(self._on_exhausted)
 
@@ -123,6 +132,8 @@ class PoolLifecycle:
         if self.refresher is not None:
             refresh = saved.get("refresh") if isinstance(saved, dict) else None
             self.refresher.import_state(refresh if isinstance(refresh, dict) else {})
+        if self.store.shared:
+            await self._share()
         self._spawn(self._flush_loop(), "pool-state-flush")
         if self.source.watched:
             self._spawn(self._watch_loop(), "credential-files-watch")
@@ -135,6 +146,47 @@ class PoolLifecycle:
             self.refresher.scheduler_running = True
             self._spawn(self._schedule_loop(), "token-refresh-schedule")
             self._startup_refresh()
+
+    async def _share(self) -> None:
+        """Join the other replicas: their health, their renewals, then follow their changes."""
+        sharing = self.sharing = PoolSharing(self.pool, self.store, replica=replica_id(), slot_ttl=self.settings.slot_ttl)
+        sharing.hooks.append(self._on_shared)
+        await sharing.astart()
+        await self._adopt_all()
+        if self.refresher is not None:
+            self.refresher.guard = lambda: sharing.locked("refresh", self.settings.refresh_lock_ttl)
+
+    async def _adopt_all(self) -> None:
+        for entry in self.pool.entries:
+            if entry.credential.id not in self._renewals:
+                await self._adopt(entry)
+
+    async def _adopt(self, entry: CredentialHealth) -> Credential | None:
+        """Take over the newest renewal another replica stored for `entry`, if it is newer than ours."""
+        assert self.sharing is not None
+        stored = await self.sharing.get_renewal(entry.credential.id)
+        if stored is None:
+            return None
+        fresh = self.source.import_renewal(entry.credential.id, stored["record"])
+        if fresh is None or fresh.secret.reveal() == entry.credential.secret.reveal():
+            return None
+        self.pool.update_credential(entry, fresh)
+        if entry.credential.id not in self._renewals and entry.refreshing:
+            self.pool.set_refreshing(entry, False)
+        log.info("%s: credential %s renewed by another replica; taken over", self.provider, entry.credential.id)
+        return fresh
+
+    def _on_shared(self, message: dict[str, Any]) -> None:
+        """Another replica renewed a credential, rewrote the tokens file, or messages were missed."""
+        kind = message.get("kind")
+        if kind == "renewed":
+            entry = self.pool.find(str(message.get("id")))
+            if entry is not None and entry.credential.id not in self._renewals:
+                self._spawn(self._adopt(entry), "renewal-adopt")
+        elif kind == "reload" and self.source.watched:
+            self.reload()
+        elif kind == "resync":
+            self._spawn(self._adopt_all(), "renewal-adopt")
 
     @staticmethod
     def _clean_leftovers(path: Path) -> None:
@@ -176,6 +228,8 @@ class PoolLifecycle:
         if self.refresher is not None:
             self.refresher.scheduler_running = False
             await self.refresher.aclose()
+        if self.sharing is not None:
+            await self.sharing.aclose()
         await self.flush()
 
     # -- tokens file ------------------------------------------------------------------------------
@@ -216,6 +270,8 @@ class PoolLifecycle:
             self.source.learn_tokens(fresh)
         self.reload()
         self.pool.reset_consecutive()
+        if self.sharing is not None:  # the other replicas read the new file now, not at their next check
+            self._spawn(self.sharing.publish("reload"), "reload-notice")
 
     def known_tokens(self) -> list[KnownToken]:
         now = self.pool.now()
@@ -252,6 +308,8 @@ class PoolLifecycle:
 
     def _on_outcome(self, entry: CredentialHealth, failure: Failure | None) -> None:
         self._dirty = True
+        if self.sharing is not None:
+            self.sharing.changed(entry)
         if failure is not None and failure.kind is FailureKind.AUTH and entry.refreshing and self.source.renews:
             self.renew(entry, "the upstream refused it")  # the pool holds it for us meanwhile
             return
@@ -325,7 +383,7 @@ class PoolLifecycle:
         log.info("%s: renewing credential %s (%s)", self.provider, credential.id, reason)
         try:
             async with asyncio.timeout(self.settings.renew_timeout):
-                fresh = await self.source.renew(credential)
+                fresh = await (self.source.renew(credential) if self.sharing is None else self._renew_shared(entry))
         except RenewalRejected as exc:
             message = redact(str(exc)) or "the renewal was refused"
             log.error("%s: credential %s cannot be renewed: %s", self.provider, credential.id, message)
@@ -342,6 +400,29 @@ class PoolLifecycle:
             log.info("%s: credential %s renewed", self.provider, credential.id)
         finally:
             self.pool.set_refreshing(entry, False)
+            if self.sharing is not None:
+                self.sharing.changed(entry)
+
+    async def _renew_shared(self, entry: CredentialHealth) -> Credential:
+        """Renew under the credential's store lock, from the newest renewal any replica stored; while
+        another replica holds the lock, wait for its result and take it over (bounded by the caller)."""
+        assert self.sharing is not None
+        credential = entry.credential
+        while True:
+            async with self.sharing.locked(f"renew:{credential.id}", self.settings.renew_timeout + 10.0) as fence:
+                if fence is not None:
+                    adopted = await self._adopt(entry)
+                    if adopted is not None and _fresh(adopted, self.pool.now()):
+                        return adopted  # another replica renewed it just now: nothing to spend
+                    fresh = await self.source.renew(entry.credential)
+                    record = self.source.export_renewal(fresh)
+                    if record is not None:
+                        await self.sharing.put_renewal(credential.id, fence, record)
+                    return fresh
+            await self.sharing.wait_renewal(credential.id, timeout=1.0)
+            adopted = await self._adopt(entry)
+            if adopted is not None:
+                return adopted
 
     def _renewal_failed(self, entry: CredentialHealth, message: str) -> None:
         failures = self._renew_failures.get(entry.credential.id, 0) + 1
@@ -379,3 +460,8 @@ class PoolLifecycle:
             if entry.cooldown_until > now and not (at_start and expires_at <= now):  # resting after a failed renewal
                 continue
             self.renew(entry, "expired" if expires_at <= now else f"expires in {expires_at - now:.0f} s")
+
+
+def _fresh(credential: Credential, now: float, margin: float = 60.0) -> bool:
+    """Worth using as it is: an access token that is not about to expire."""
+    return bool(credential.secret.reveal()) and (credential.expires_at is None or credential.expires_at > now + margin)

@@ -25,7 +25,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import Failure, FailureKind, PoolBusy, PoolExhausted
@@ -123,6 +123,7 @@ class Lease:
     health: CredentialHealth
     _settled: bool = field(default=False, repr=False)
     issued: Credential = field(init=False, repr=False)  # the credential as it was handed out
+    slot: str | None = field(default=None, repr=False)  # its holder name in the shared store's slot (replicas)
 
     def __post_init__(self) -> None:
         self.issued = self.health.credential
@@ -140,17 +141,23 @@ class Lease:
         if not self._settled:
             self._settled = True
             self.pool._on_success(self.health)
+            if self.slot is not None:
+                self.pool._slot_settled(self)
 
     def fail(self, failure: Failure) -> None:
         if not self._settled:
             self._settled = True
             self.pool._on_failure(self.health, failure, self)
+            if self.slot is not None:
+                self.pool._slot_settled(self)
 
     def release(self) -> None:
         """Give the credential back without judging it (e.g. the client went away)."""
         if not self._settled:
             self._settled = True
             self.pool._on_release(self.health, self)
+            if self.slot is not None:
+                self.pool._slot_settled(self)
 
 
 @dataclass(slots=True)
@@ -160,6 +167,14 @@ class _Waiter:
     future: asyncio.Future[Lease]
     exclude: frozenset[str]
     prefer: str | None
+
+
+class SharedSlots(Protocol):
+    """Per-credential stream caps held across replicas (`pool.shared.PoolSharing`)."""
+
+    async def acquire(self, exclude: frozenset[str], prefer: str | None, timeout: float) -> Lease: ...
+
+    def settled(self, lease: Lease) -> None: ...
 
 
 Listener = Callable[[CredentialHealth, "Failure | None"], None]
@@ -225,6 +240,8 @@ class CredentialPool:
         self.listeners: list[Listener] = []
         self.exhausted_hooks: list[ExhaustedHook] = []
         self._retired: OrderedDict[str, dict[str, Any]] = OrderedDict()  # credential id → health record
+        # Set when replicas share the state store: `acquire` then also claims a slot there.
+        self.shared: SharedSlots | None = None
         self.replace(credentials)
 
     # -- contents ---------------------------------------------------------------------------
@@ -309,6 +326,10 @@ class CredentialPool:
     def now(self) -> float:
         return self._clock()
 
+    def set_cursor(self, position: int) -> None:
+        """Where the next round-robin pick starts (replicas share it through the store)."""
+        self._cursor = position
+
     # -- selection --------------------------------------------------------------------------
 
     def acquire_now(self, exclude: frozenset[str] = frozenset(), prefer: str | None = None) -> Lease:
@@ -341,7 +362,16 @@ class CredentialPool:
         or becomes exhausted meanwhile, raises `PoolExhausted` at once. After `timeout`,
         `PoolBusy` (retry after about 1 s). Cancelling the caller leaves nothing behind.
         Only a caller that waits costs more than `acquire_now`: one future and one timer.
+        With replicas sharing a store (`shared`), the lease also holds a slot there.
         """
+        if self.shared is not None:
+            return await self.shared.acquire(exclude, prefer, timeout)
+        return await self.acquire_local(exclude, prefer, timeout)
+
+    async def acquire_local(
+        self, exclude: frozenset[str] = frozenset(), prefer: str | None = None, timeout: float = 0.0
+    ) -> Lease:
+        """`acquire` as this process alone sees it: its own leases against each cap."""
         now = self._clock()
         picked = self._claim(exclude, prefer, now) if self._waiters else self._select(exclude, prefer, now)
         if not isinstance(picked, int):
@@ -696,6 +726,32 @@ class CredentialPool:
         rest = self.outage.open(now, reason)
         log.warning("%s upstream outage: %s; resting %.3g s before a trial request", self.provider, reason, rest)
         self._dispatch()
+
+    def _slot_settled(self, lease: Lease) -> None:
+        if self.shared is not None:
+            self.shared.settled(lease)
+
+    def stream_cap(self, entry: CredentialHealth) -> int | None:
+        """How many leases `entry` may have out at once now (1 while on trial after a rest)."""
+        return 1 if entry.failures >= self.max_failures else entry.max_streams
+
+    def apply_shared(self, credential_id: str, record: dict[str, Any]) -> CredentialHealth | None:
+        """Another replica changed a credential's health: take it over, without telling listeners
+        (it is already in the store); waiters are served or told as the new health says."""
+        entry = self._by_id.get(credential_id)
+        if entry is None:
+            self._retire(credential_id, record)
+            return None
+        entry.apply_record(record)
+        if self._is_free(entry, self._clock()):
+            self._refill(entry)
+        else:
+            self._dispatch()
+        return entry
+
+    def refill(self, entry: CredentialHealth) -> None:
+        """A slot of `entry` may have freed up elsewhere: serve waiters that can use it."""
+        self._refill(entry)
 
     def _notify(self, entry: CredentialHealth, failure: Failure | None) -> None:
         for listener in self.listeners:

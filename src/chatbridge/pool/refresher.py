@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,9 @@ class TokenRefresher:
         self.last_error: str | None = None
         self.last_result: RefreshResult | None = None
         self.scheduler_running = False
+        # Replicas sharing a store: a store lock (fencing token, or None when another replica holds it)
+        # so only one of them signs the accounts in; the others reload the file it writes.
+        self.guard: Callable[[], AbstractAsyncContextManager[int | None]] | None = None
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -188,11 +192,14 @@ class TokenRefresher:
     async def _run(self, reason: str, only: set[str] | None) -> RefreshResult:
         started = self._clock()
         try:
-            with exclusive_lock(self.settings.tokens_file) as locked:
-                if locked:
-                    result = await self._refresh(reason, only)
-                else:  # another worker process is refreshing this file; its watcher reload brings the result
-                    result = RefreshResult(True, reason, "another process is refreshing the same tokens file")
+            if self.guard is None:
+                result = await self._locked_refresh(reason, only)
+            else:
+                async with self.guard() as fence:
+                    if fence is None:  # its result arrives as a reload notice (and the file watcher)
+                        result = RefreshResult(True, reason, "another replica is refreshing this pool")
+                    else:
+                        result = await self._locked_refresh(reason, only)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a failed refresh is recorded, never raised into the pool
@@ -201,6 +208,13 @@ class TokenRefresher:
         result.started_at, result.finished_at = started, self._clock()
         self._record(result)
         return result
+
+    async def _locked_refresh(self, reason: str, only: set[str] | None) -> RefreshResult:
+        with exclusive_lock(self.settings.tokens_file) as locked:
+            if locked:
+                return await self._refresh(reason, only)
+            # another worker process is refreshing this file; its watcher reload brings the result
+            return RefreshResult(True, reason, "another process is refreshing the same tokens file")
 
     def _record(self, result: RefreshResult) -> None:
         if result.ok and not result.signed_in:  # nothing to do (e.g. expiring tokens of unlisted accounts)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from chatbridge.core.credentials import Credential
 
@@ -55,3 +56,13 @@ class CredentialSource(abc.ABC):
 
     def remember_accounts(self, accounts: dict[str, str]) -> None:
         """Credential id → account, as persisted with the pool's health (for sources that need it)."""
+
+    def export_renewal(self, credential: Credential) -> dict[str, Any] | None:
+        """What a renewal just produced (rotated refresh token, access token, expiry), as JSON for the
+        shared store, so other replicas take it over instead of renewing; None: nothing to share."""
+        return None
+
+    def import_renewal(self, credential_id: str, record: dict[str, Any]) -> Credential | None:
+        """Take over a renewal another replica exported; the fresh credential, or None when the record
+        does not apply (unknown credential, or the user has put a new login in place since)."""
+        return None

@@ -50,6 +50,7 @@ class PoolDefaults:
     refresh_ahead: float = 600.0  # refresh a credential this long before it expires
     refresh_min_interval: float = 30.0  # between two automatically triggered refreshes
     reload_interval: float = 2.0  # how often credential files are checked for hand edits
+    slot_ttl: float = 30.0  # replicas: how long a stream slot in the shared store lives unless renewed
 
 
     def pool(self, provider: str, credentials: Iterable[Credential], **options: Any) -> CredentialPool:
@@ -69,7 +70,7 @@ class WiringContext:
     def lifecycle_settings(self) -> LifecycleSettings:
         """How a pool's lifecycle runs, from the shared settings."""
         return LifecycleSettings(reload_interval=self.pool.reload_interval, refresh_ahead=self.pool.refresh_ahead,
-                                 renew_timeout=self.http.request_timeout)
+                                 renew_timeout=self.http.request_timeout, slot_ttl=self.pool.slot_ttl)
 
 
 @dataclass(slots=True)

@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from chatbridge.state.base import StoreState, encode
+from chatbridge.state.base import StoreState, StoreStatus, encode
 from chatbridge.state.files import remove_stale_temp_files, write_locked
 from chatbridge.state.memory import Entry, MemoryStore
 
@@ -66,11 +66,18 @@ class EmbeddedStore(MemoryStore):
         self._writing: asyncio.Future[None] | None = None  # the write in a thread, even if its waiter left
         self._timer: asyncio.Task[None] | None = None
         self._last_write = -math.inf  # time.monotonic() at the start of the last write
+        self._errors = 0  # failed writes of the file
+        self._last_error: str | None = None
         remove_stale_temp_files(path)
         self._load(read_state_file(path, clock()))
 
     def __repr__(self) -> str:
         return f"EmbeddedStore({str(self.path)!r}, keys={len(self._data)}, state={self.state.name})"
+
+    def status(self) -> StoreStatus:
+        """Always up (it answers from memory); `errors` counts failed writes of the file, `last_error`
+        is set until a write succeeds again."""
+        return StoreStatus(backend="embedded", up=True, errors=self._errors, last_error=self._last_error)
 
     def _declare_volatile(self, prefix: str) -> None:
         if not prefix.startswith(self._volatile):
@@ -126,11 +133,14 @@ class EmbeddedStore(MemoryStore):
                 await asyncio.shield(self._writing)
             except OSError as exc:
                 log.error("could not write the state file %s (keeping the previous one): %s", self.path, exc)
+                self._errors += 1
+                self._last_error = f"could not write {self.path.name}: {exc.strerror or type(exc).__name__}"
                 raise
             finally:
                 if self._writing.done():
                     self._writing = None
             self._saved = max(self._saved, changes)
+            self._last_error = None
 
 
 # -- the file -----------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 An operation runs without awaiting anything, so on one event loop each is atomic, as a Redis
 command or Lua script is. Expired keys are dropped when touched, and also in TTL order as
-time passes (a heap), so keys nobody reads again do not pile up.
+time passes (a heap), so keys nobody reads again do not pile up. Pub/sub, locks and slots are
+this process's own (`state.local`): `shared` is False.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import heapq
 import time
 from collections.abc import Callable
 
-from chatbridge.state.base import INT64_MAX, INT64_MIN, StateStore, StateTypeError, decode
+from chatbridge.state.base import INT64_MAX, INT64_MIN, StateStore, StateTypeError, StoreStatus, Subscription, decode
+from chatbridge.state.local import LocalHub, LocalLocks, LocalSlots
 
 Entry = tuple[bytes, float | None]  # canonical JSON, absolute expiry in wall-clock seconds or None
 
@@ -22,6 +24,9 @@ class MemoryStore(StateStore):
         self._clock = clock
         self._data: dict[str, Entry] = {}
         self._expiries: list[tuple[float, str]] = []  # heap; an entry is stale once its key changed
+        self._hub = LocalHub()
+        self._locks = LocalLocks(clock)
+        self._slots = LocalSlots(clock)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(keys={len(self._data)}, state={self.state.name})"
@@ -70,6 +75,40 @@ class MemoryStore(StateStore):
     async def _aclose(self) -> None:
         self._data.clear()
         self._expiries.clear()
+        self._locks.clear()
+        self._slots.clear()
+
+    # -- coordination, within this process -------------------------------------------------------------
+
+    def status(self) -> StoreStatus:
+        return StoreStatus(backend="memory", up=True, errors=0)
+
+    async def _publish(self, channel: str, raw: bytes) -> None:
+        self._hub.publish(channel, raw)
+
+    def _subscribe(self, channels: tuple[str, ...]) -> Subscription:
+        return self._hub.subscription(channels)
+
+    async def _acquire_lock(self, name: str, ttl: float) -> int | None:
+        return self._locks.acquire(name, ttl)
+
+    async def _extend_lock(self, name: str, fence: int, ttl: float) -> bool:
+        return self._locks.extend(name, fence, ttl)
+
+    async def _release_lock(self, name: str, fence: int) -> bool:
+        return self._locks.release(name, fence)
+
+    async def _claim_slot(self, key: str, holder: str, cap: int, ttl: float) -> bool:
+        return self._slots.claim(key, holder, cap, ttl)
+
+    async def _renew_slot(self, key: str, holder: str, ttl: float) -> bool:
+        return self._slots.renew(key, holder, ttl)
+
+    async def _release_slot(self, key: str, holder: str) -> None:
+        self._slots.release(key, holder)
+
+    async def _slot_holders(self, key: str) -> int:
+        return self._slots.count(key)
 
     # -- entries and expiry ----------------------------------------------------------------------------
 

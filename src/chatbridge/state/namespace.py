@@ -2,7 +2,8 @@
 
 Features get a namespace, never the whole store: `store.namespace("sessions")` for sessions,
 `store.namespace("slots", durable=False)` for stream slots. Keys given to and returned by a
-view are relative to it; the store sees the full keys.
+view are relative to it; the store sees the full keys. Channels, lock names and slot keys
+are prefixed the same way.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from chatbridge.state.base import StateStore
+    from chatbridge.state.base import StateStore, Subscription
 
 
 class Namespace:
@@ -48,6 +49,36 @@ class Namespace:
 
     async def flush(self) -> None:
         await self.store.flush()
+
+    async def publish(self, channel: str, message: Any) -> None:
+        await self.store.publish(self.prefix + channel, message)
+
+    def subscribe(self, *channels: str) -> Subscription:
+        """The store's subscription to these channels of the view; yields names relative to the view."""
+        from chatbridge.state.base import RelativeSubscription  # base imports this module
+
+        return RelativeSubscription(self.store.subscribe(*(self.prefix + c for c in channels)), self.prefix)
+
+    async def acquire_lock(self, name: str, ttl: float) -> int | None:
+        return await self.store.acquire_lock(self.prefix + name, ttl)
+
+    async def extend_lock(self, name: str, fence: int, ttl: float) -> bool:
+        return await self.store.extend_lock(self.prefix + name, fence, ttl)
+
+    async def release_lock(self, name: str, fence: int) -> bool:
+        return await self.store.release_lock(self.prefix + name, fence)
+
+    async def claim_slot(self, key: str, holder: str, cap: int, ttl: float) -> bool:
+        return await self.store.claim_slot(self.prefix + key, holder, cap, ttl)
+
+    async def renew_slot(self, key: str, holder: str, ttl: float) -> bool:
+        return await self.store.renew_slot(self.prefix + key, holder, ttl)
+
+    async def release_slot(self, key: str, holder: str) -> None:
+        await self.store.release_slot(self.prefix + key, holder)
+
+    async def slot_holders(self, key: str) -> int:
+        return await self.store.slot_holders(self.prefix + key)
 
     def namespace(self, name: str, *, durable: bool = True) -> Namespace:
         """A nested view (`a:b:`); under a non-durable view it is non-durable too."""

@@ -17,6 +17,11 @@ that works on disk:
 - if a file cannot be written (disk full), the successor goes to the state store
   (`kimi:refresh:<id>`, flushed before it is used), next to a hash of the line it replaces.
 
+With replicas sharing the state store, the replica that renews an account exports its new
+refresh and access tokens with the hashes of the tokens they supersede (`export_renewal`); the
+others take them over (`import_renewal`) when the token they hold is one of those, so no replica
+spends a dead token, and one that starts later begins from the newest.
+
 A credential's id stays the same across rotations: it comes from the refresh token's user
 (`sub`), or, for a token that is not a JWT, from the first token seen (the lineage is kept in
 the state store). The guest source registers a device instead, whose id is kept in the store.
@@ -32,6 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from chatbridge.core.credentials import Credential
 from chatbridge.core.secrets import Secret
@@ -49,6 +55,7 @@ PROVIDER = "kimi"
 GUEST_ID = "guest"
 ENV_FILE_NAME = "kimi-env-tokens.txt"  # under DATA_DIR: KIMI_REFRESH_TOKEN's tokens and their successors
 _SEED_MARK = "# from KIMI_REFRESH_TOKEN value "
+LINEAGE_LIMIT = 32  # superseded token hashes kept per account in a shared renewal
 
 
 def _seeded(text: str) -> dict[str, str]:
@@ -130,6 +137,7 @@ class KimiTokenSource(CredentialSource):
         self._accounts: dict[str, Account] = {}
         self._rotated: dict[str, dict[str, str]] = {}  # account id → {"token", "origin"}: a file write failed
         self._lineage: dict[str, str] = {}  # token hash → account id, for tokens that are not JWTs
+        self._ancestors: dict[str, list[str]] = {}  # account id → hashes of the refresh tokens it rotated past
 
     @property
     def files(self) -> list[tuple[Path, str]]:
@@ -230,6 +238,7 @@ class KimiTokenSource(CredentialSource):
             tokens = await self.refresh(account.identity, current)
             account.refresh, account.on_record = current, on_record
             if tokens.refresh and tokens.refresh != current:
+                self._supersede(account.id, current, on_record)
                 try:  # durable before anything else: the old token is dead from now on
                     await asyncio.to_thread(replace_token_line, path, on_record, tokens.refresh)
                 except (OSError, TokensFileChanged) as exc:
@@ -242,6 +251,36 @@ class KimiTokenSource(CredentialSource):
                         await self.store.delete(f"refresh:{account.id}")
                     await self._remember_lineage(tokens.refresh, account.id)
             account.take_access(tokens.access)
+
+    def _supersede(self, key: str, *tokens: str) -> None:
+        ancestors = self._ancestors.setdefault(key, [])
+        for token in tokens:
+            digest = token_hash(token)
+            if digest not in ancestors:
+                ancestors.append(digest)
+        del ancestors[:-LINEAGE_LIMIT]
+
+    def export_renewal(self, credential: Credential) -> dict[str, Any] | None:
+        account = self._accounts.get(credential.id)
+        if account is None or not account.access:
+            return None
+        return {"refresh": account.refresh, "access": account.access, "ancestors": list(self._ancestors.get(account.id, ()))}
+
+    def import_renewal(self, credential_id: str, record: dict[str, Any]) -> Credential | None:
+        account = self._accounts.get(credential_id)
+        refresh, access, ancestors = record.get("refresh"), record.get("access"), record.get("ancestors")
+        if account is None or not isinstance(refresh, str) or not refresh or not isinstance(ancestors, list):
+            return None
+        hashes = [h for h in ancestors if isinstance(h, str)]
+        if refresh != account.refresh and not {token_hash(account.refresh), token_hash(account.on_record)} & set(hashes):
+            return None  # what this replica holds is not an ancestor: a new login the user put in place
+        account.refresh = refresh
+        if refresh != account.on_record:  # reloads of the (older) file line keep using the successor
+            self._rotated[credential_id] = {"token": refresh, "origin": token_hash(account.on_record)}
+        self._ancestors[credential_id] = hashes[-LINEAGE_LIMIT:]
+        if isinstance(access, str) and access:
+            account.take_access(access)
+        return account.credential()
 
     def _line_of(self, path: Path, key: str) -> str | None:
         """The token of account `key` in the file now (another worker may have rotated it)."""
@@ -306,6 +345,17 @@ class GuestSource(CredentialSource):
         expires_at = self._expires_at if self._access else 0.0
         return [Credential(id=GUEST_ID, secret=Secret(self._access or ""), provider=PROVIDER, source="guest",
                            account="guest", expires_at=expires_at, extra={"identity": self.identity})]
+
+    def export_renewal(self, credential: Credential) -> dict[str, Any] | None:
+        return {"access": self._access, "expires_at": self._expires_at} if self._access else None
+
+    def import_renewal(self, credential_id: str, record: dict[str, Any]) -> Credential | None:
+        access, expires_at = record.get("access"), record.get("expires_at")
+        if credential_id != GUEST_ID or not isinstance(access, str) or not access:
+            return None
+        self._access = access
+        self._expires_at = float(expires_at) if isinstance(expires_at, (int, float)) and not isinstance(expires_at, bool) else None
+        return self.load()[0]
 
     async def renew(self, credential: Credential) -> Credential:
         token = await self.register(self.identity)

@@ -28,6 +28,16 @@ def fingerprint(token: str | None) -> str:
     return hashlib.sha256((token or "").encode()).hexdigest()[:32]
 
 
+def login_record(login: KiroLogin) -> dict[str, Any]:
+    """A login as JSON, in the token file's own field names (what `parse_login` reads back)."""
+    record: dict[str, Any] = {
+        "accessToken": login.access_token, "refreshToken": login.refresh_token, "expiresAt": login.expires_at,
+        "authMethod": login.auth_method, "region": login.region, "profileArn": login.profile_arn,
+        "clientId": login.client_id, "clientSecret": login.client_secret,
+    }
+    return {k: v for k, v in record.items() if v is not None}
+
+
 class RotationStore:
     """One small JSON file per credential id in `folder` (mode 0600)."""
 
@@ -42,12 +52,8 @@ class RotationStore:
 
     def save(self, credential_id: str, origin: str | None, login: KiroLogin) -> None:
         """Record `login` as what follows the refresh token whose fingerprint is `origin`."""
-        record: dict[str, Any] = {
-            "origin": fingerprint(origin), "accessToken": login.access_token, "refreshToken": login.refresh_token,
-            "expiresAt": login.expires_at, "authMethod": login.auth_method, "region": login.region,
-            "profileArn": login.profile_arn, "clientId": login.client_id, "clientSecret": login.client_secret,
-        }
-        write_private_file(self.path(credential_id), orjson.dumps({k: v for k, v in record.items() if v is not None}))
+        record = {"origin": fingerprint(origin), **login_record(login)}
+        write_private_file(self.path(credential_id), orjson.dumps(record))
 
     def newer(self, credential_id: str, origin: str | None) -> KiroLogin | None:
         """The saved login that supersedes the refresh token `origin`, if there is one."""

@@ -5,6 +5,10 @@ re-read it (the IDE may have refreshed or replaced it meanwhile, and its token i
 it is), refresh, save the new login under DATA_DIR, then write the file back (atomically, or in
 place on a bind mount, keeping its permissions). A refused refresh disables that credential
 with "log in to Kiro again"; the others carry on.
+
+Replicas sharing the state store: the one that renews exports the new login with the
+fingerprints of the refresh tokens it supersedes; another replica whose file (or
+KIRO_REFRESH_TOKEN) still holds one of those saves it as its rotation and uses it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from chatbridge.core.credentials import Credential
 from chatbridge.pool.source import CredentialSource, RenewalRejected
@@ -37,11 +42,12 @@ from chatbridge.providers.kiro.login import (
 )
 from chatbridge.providers.kiro.profiles import ide_profile_arn
 from chatbridge.providers.kiro.refresh import LOG_IN_AGAIN, KiroAuthClient
-from chatbridge.providers.kiro.rotations import RotationStore
+from chatbridge.providers.kiro.rotations import RotationStore, fingerprint, login_record
 
 log = logging.getLogger("chatbridge.providers.kiro")
 
 ADOPT_MARGIN = 60.0  # a token the IDE wrote is used as it is when it is valid for at least this long
+LINEAGE_LIMIT = 32  # superseded refresh-token fingerprints kept per credential in a shared renewal
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,7 @@ class KiroCredentialSource(CredentialSource):
         self.auth = auth
         self.rotations = RotationStore(config.data_dir / "kiro")
         self.problems: list[str] = []  # what the last load skipped, for startup and check-config
+        self._renewed: dict[str, tuple[KiroLogin, list[str]]] = {}  # id → latest login, fingerprints it supersedes
 
     # -- where credentials are -------------------------------------------------------------------
 
@@ -161,6 +168,7 @@ class KiroCredentialSource(CredentialSource):
                 log.info("kiro: %s already holds a newer access token; using it", path.name)
                 return self._file_credential(path)
             fresh = await self.auth.refresh(login, path.name)
+            self._supersede(credential.id, fresh, login.refresh_token)
             await asyncio.to_thread(self.rotations.save, credential.id, login.refresh_token, fresh)
             try:
                 await asyncio.to_thread(replace_file, path, updated_text(current, fresh))
@@ -181,8 +189,58 @@ class KiroCredentialSource(CredentialSource):
             if not base.refresh_token:
                 raise RenewalRejected("KIRO_ACCESS_TOKEN was refused and no KIRO_REFRESH_TOKEN is set to renew it")
             fresh = await self.auth.refresh(base, "KIRO_REFRESH_TOKEN")
+            self._supersede(credential.id, fresh, seed, base.refresh_token)
             await asyncio.to_thread(self.rotations.save, credential.id, seed, fresh)
         return login_credential(credential.id, fresh, "env", profile_arn=self.config.profile_arn or fresh.profile_arn)
+
+
+    # -- replicas ----------------------------------------------------------------------------------
+
+    def _supersede(self, credential_id: str, fresh: KiroLogin, *spent: str | None) -> None:
+        ancestors = list(self._renewed.get(credential_id, (fresh, []))[1])
+        for token in spent:
+            if token and fingerprint(token) not in ancestors:
+                ancestors.append(fingerprint(token))
+        self._renewed[credential_id] = (fresh, ancestors[-LINEAGE_LIMIT:])
+
+    def export_renewal(self, credential: Credential) -> dict[str, Any] | None:
+        renewed = self._renewed.get(credential.id)
+        if renewed is None:
+            return None
+        return {"login": login_record(renewed[0]), "ancestors": renewed[1]}
+
+    def import_renewal(self, credential_id: str, record: dict[str, Any]) -> Credential | None:
+        data, ancestors = record.get("login"), record.get("ancestors")
+        if not isinstance(data, dict) or not isinstance(ancestors, list):
+            return None
+        try:
+            login = parse_login(data, source="a shared renewal")
+        except LoginFileError:
+            return None
+        hashes = [h for h in ancestors if isinstance(h, str)]
+        for path in self.paths():
+            if path.is_file() and file_credential_id(path) == credential_id:
+                return self._import_file(credential_id, path, login, hashes)
+        seed = self.config.refresh_token or self.config.access_token or ""
+        if seed and env_credential_id(seed) == credential_id and fingerprint(seed) in hashes:
+            self.rotations.save(credential_id, seed, login)
+            self._renewed[credential_id] = (login, hashes)
+            return login_credential(credential_id, login, "env", profile_arn=self.config.profile_arn or login.profile_arn)
+        return None
+
+    def _import_file(self, credential_id: str, path: Path, login: KiroLogin, hashes: list[str]) -> Credential | None:
+        try:
+            on_file = read_login(path)
+        except (OSError, UnicodeDecodeError, LoginFileError):
+            return None
+        current = self._current(credential_id, on_file)
+        if on_file.refresh_token == login.refresh_token or current.refresh_token == login.refresh_token:
+            return self._file_credential(path)  # the file (or our rotation) already holds it
+        if not {fingerprint(on_file.refresh_token), fingerprint(current.refresh_token)} & set(hashes):
+            return None  # a login the user put in place since: it wins
+        self.rotations.save(credential_id, on_file.refresh_token, login)
+        self._renewed[credential_id] = (login, hashes)
+        return self._file_credential(path)
 
 
 def _usable_and_new(login: KiroLogin, credential: Credential) -> bool:

@@ -1,0 +1,347 @@
+"""One provider's pool shared by N gateway replicas through the state store (Redis).
+
+Only built when `store.shared` is True; a single process with the embedded store never creates
+one, so its hot path is unchanged. What it shares:
+
+- Health: every change of a credential's verdict (failures, cooldown, disabled and why, last
+  error) is written to `pool-shared:<provider>:health:<id>` and published on `pool:<provider>`
+  by one background writer; every replica applies the others' changes as they arrive, and
+  re-reads them all at start and after a RESYNC (messages may have been missed).
+- Round robin: the position is a store counter, so N replicas spread over the credentials as
+  one process would.
+- Stream caps: a lease on a capped credential also holds one of `cap` store slots (holder:
+  replica id + lease number) for `slot_ttl` seconds, renewed by one task per pool while the
+  lease is open; a refused claim means busy elsewhere (another credential is tried, or the
+  caller waits for a release, which is published). A replica killed with -9 stops renewing, so
+  its slots expire within `slot_ttl`.
+- Locks with fencing tokens (`locked`) for renewals and whole-pool refreshes, and the latest
+  renewal of each credential (`put_renewal`/`get_renewal`) so others take it over instead of
+  spending a refresh token twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from chatbridge.core.errors import PoolBusy, PoolExhausted
+from chatbridge.pool.pool import CredentialHealth, CredentialPool, Lease
+from chatbridge.state import RESYNC, StateStore
+
+log = logging.getLogger("chatbridge.pool.shared")
+
+# The health fields replicas share; `requests_served` stays each replica's own count.
+SHARED_FIELDS = ("failures", "disabled", "disabled_reason", "cooldown_until", "last_error")
+SLOT_POLL = 1.0  # a caller waiting for a slot held elsewhere looks again at least this often (expiries)
+RECONNECT_PAUSE = 1.0  # after the subscription broke, before subscribing again
+
+MessageHook = Callable[[dict[str, Any]], None]
+
+
+def replica_id() -> str:
+    """A name for this process, unique among replicas (host, pid and a random suffix)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def shared_record(entry: CredentialHealth) -> dict[str, Any]:
+    return {name: getattr(entry, name) for name in SHARED_FIELDS}
+
+
+class PoolSharing:
+    """Keeps one pool in step with the same provider's pools on other replicas (see the module doc)."""
+
+    def __init__(self, pool: CredentialPool, store: StateStore, *, replica: str, slot_ttl: float = 30.0) -> None:
+        self.pool = pool
+        self.store = store
+        self.replica = replica
+        self.slot_ttl = slot_ttl
+        self.channel = f"pool:{pool.provider}"
+        self.prefix = f"pool-shared:{pool.provider}:"
+        self.hooks: list[MessageHook] = []  # other messages (renewals, reloads), for the lifecycle
+        self._known: dict[str, dict[str, Any]] = {}  # credential id → shared fields as last written or read
+        self._dirty: dict[str, None] = {}
+        self._releases: list[tuple[str, str, str]] = []  # (slot key, holder, credential id) to give back
+        self._held: dict[str, tuple[str, int]] = {}  # holder → (slot key, cap): slots of open leases
+        self._wake = asyncio.Event()
+        self._released = asyncio.Event()  # set (and replaced) whenever a slot frees on any replica
+        self._renewed: dict[str, asyncio.Event] = {}
+        self._seq = itertools.count(1)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subscribed = asyncio.Event()
+
+    # -- start and stop ---------------------------------------------------------------------------
+
+    async def astart(self) -> None:
+        """Take over the health the other replicas hold, then follow their changes."""
+        await self.resync()
+        for entry in self.pool.entries:
+            self._known.setdefault(entry.credential.id, shared_record(entry))
+        loop = asyncio.get_running_loop()
+        name = self.pool.provider
+        self._tasks = [loop.create_task(self._listen(), name=f"{name}-pool-listen"),
+                       loop.create_task(self._write_loop(), name=f"{name}-pool-share"),
+                       loop.create_task(self._renew_loop(), name=f"{name}-slot-renew")]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await self._subscribed.wait()
+        self.pool.shared = self
+
+    async def aclose(self) -> None:
+        """Write what is pending, give back every slot this replica holds, stop following."""
+        self.pool.shared = None
+        for holder, (key, _) in list(self._held.items()):
+            self._releases.append((key, holder, ""))
+        self._held.clear()
+        with contextlib.suppress(Exception):
+            await self._drain()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._tasks.clear()
+
+    # -- health -----------------------------------------------------------------------------------
+
+    def changed(self, entry: CredentialHealth) -> None:
+        """The pool's listener: queue the credential's health for the store if its verdict changed."""
+        record = shared_record(entry)
+        credential_id = entry.credential.id
+        if self._known.get(credential_id) != record:
+            self._known[credential_id] = record
+            self._dirty[credential_id] = None
+            self._wake.set()
+
+    async def resync(self) -> int:
+        """Re-read every credential's shared health; returns how many records were applied."""
+        applied = 0
+        start = len(self.prefix + "health:")
+        for key in await self.store.keys(self.prefix + "health:"):
+            record = await self.store.get(key)
+            if isinstance(record, dict):
+                self._apply(key[start:], record)
+                applied += 1
+        return applied
+
+    def _apply(self, credential_id: str, record: dict[str, Any]) -> None:
+        record = {name: record.get(name) for name in SHARED_FIELDS}
+        if self._dirty.pop(credential_id, None) is not None:
+            log.debug("%s: credential %s changed here and elsewhere; the other replica's write wins",
+                      self.pool.provider, credential_id)
+        self._known[credential_id] = record
+        self.pool.apply_shared(credential_id, record)
+
+    # -- messages ---------------------------------------------------------------------------------
+
+    async def publish(self, kind: str, **fields: Any) -> None:
+        await self.store.publish(self.channel, {"from": self.replica, "kind": kind, **fields})
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with self.store.subscribe(self.channel) as subscription:
+                    self._subscribed.set()
+                    async for _, message in subscription:
+                        if message is RESYNC:
+                            await self.resync()
+                            self._pulse()
+                            self._call_hooks({"kind": "resync"})
+                        elif isinstance(message, dict) and message.get("from") != self.replica:
+                            self._handle(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store said it would not raise; keep following regardless
+                log.warning("%s pool: following other replicas failed (%s); again in %g s",
+                            self.pool.provider, type(exc).__name__, RECONNECT_PAUSE)
+            self._subscribed.set()
+            await asyncio.sleep(RECONNECT_PAUSE)
+            with contextlib.suppress(Exception):
+                await self.resync()
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind, credential_id = message.get("kind"), message.get("id")
+        if kind == "health" and isinstance(credential_id, str) and isinstance(message.get("record"), dict):
+            self._apply(credential_id, message["record"])
+        elif kind == "slot" and isinstance(credential_id, str):
+            entry = self.pool.find(credential_id)
+            if entry is not None:
+                self.pool.refill(entry)
+            self._pulse()
+        else:
+            if kind == "renewed" and isinstance(credential_id, str):
+                self._renewal_seen(credential_id)
+            self._call_hooks(message)
+
+    def _call_hooks(self, message: dict[str, Any]) -> None:
+        for hook in self.hooks:
+            try:
+                hook(message)
+            except Exception:  # one broken hook must not stop the replica following the others
+                log.exception("%s pool: handling a message from another replica failed", self.pool.provider)
+
+    def _pulse(self) -> None:
+        released, self._released = self._released, asyncio.Event()
+        released.set()
+
+    # -- the writer -------------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._drain()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s pool: sharing state with other replicas failed: %s", self.pool.provider, exc)
+
+    async def _drain(self) -> None:
+        while self._dirty or self._releases:
+            releases, self._releases = self._releases, []
+            for key, holder, credential_id in releases:
+                await self.store.release_slot(key, holder)
+                if credential_id:
+                    await self.publish("slot", id=credential_id)
+            dirty, self._dirty = list(self._dirty), {}
+            for credential_id in dirty:
+                record = self._known.get(credential_id)
+                if record is None:
+                    continue
+                await self.store.set(f"{self.prefix}health:{credential_id}", record)
+                await self.publish("health", id=credential_id, record=record)
+
+    # -- stream slots -----------------------------------------------------------------------------
+
+    async def acquire(self, exclude: frozenset[str], prefer: str | None, timeout: float) -> Lease:
+        """A lease whose slot is claimed in the store: busy everywhere means wait (up to `timeout`)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        elsewhere: set[str] = set()  # free here, but at their cap across replicas
+        while True:
+            released = self._released
+            self.pool.set_cursor(await self.store.incr(self.prefix + "cursor") - 1)
+            try:
+                lease = await self.pool.acquire_local(exclude | elsewhere, prefer,
+                                                      max(0.0, deadline - loop.time()))
+            except PoolExhausted:
+                if not elsewhere:
+                    raise
+            else:
+                if await self._claim(lease):
+                    return lease
+                elsewhere.add(lease.credential.id)
+                lease.release()
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise PoolBusy(self.pool.provider, f"{self.pool.provider}: all {len(elsewhere)} usable credential(s) "
+                               f"are at their stream cap on other replicas; none freed up within {timeout:g} s",
+                               retry_after=1.0)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, SLOT_POLL)):
+                    await released.wait()
+            elsewhere.clear()
+
+    async def _claim(self, lease: Lease) -> bool:
+        cap = self.pool.stream_cap(lease.health)
+        if cap is None:
+            return True
+        key = f"{self.prefix}slots:{lease.credential.id}"
+        holder = f"{self.replica}:{next(self._seq)}"
+        try:
+            claimed = await self.store.claim_slot(key, holder, cap, self.slot_ttl)
+        except BaseException:
+            lease.release()
+            raise
+        if claimed:
+            lease.slot = holder
+            self._held[holder] = (key, cap)
+        return claimed
+
+    def settled(self, lease: Lease) -> None:
+        """A lease holding a slot settled: give the slot back (in the background) and say so."""
+        assert lease.slot is not None
+        held = self._held.pop(lease.slot, None)
+        if held is not None:
+            self._releases.append((held[0], lease.slot, lease.credential.id))
+            self._wake.set()
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.slot_ttl / 3)
+            for holder, (key, cap) in list(self._held.items()):
+                try:
+                    if not await self.store.renew_slot(key, holder, self.slot_ttl) and holder in self._held:
+                        await self.store.claim_slot(key, holder, cap, self.slot_ttl)  # it lapsed (store away): again
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("%s pool: renewing a stream slot failed: %s", self.pool.provider, exc)
+
+    # -- locks and renewals -----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def locked(self, name: str, ttl: float) -> AsyncIterator[int | None]:
+        """The store lock `name` for as long as the block runs (extended every ttl/3): its fencing
+        token, or None when another replica holds it (the block then must not do the work)."""
+        lock = f"{self.prefix}lock:{name}"
+        fence = await self.store.acquire_lock(lock, ttl)
+        if fence is None:
+            yield None
+            return
+
+        async def extend() -> None:
+            while True:
+                await asyncio.sleep(ttl / 3)
+                if not await self.store.extend_lock(lock, fence, ttl):
+                    log.warning("%s pool: lost the lock %s while working under it", self.pool.provider, name)
+                    return
+
+        keeper = asyncio.get_running_loop().create_task(extend(), name=f"{self.pool.provider}-lock-keeper")
+        try:
+            yield fence
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(BaseException):
+                await keeper
+            await self.store.release_lock(lock, fence)
+
+    async def get_renewal(self, credential_id: str) -> dict[str, Any] | None:
+        """The latest renewal of a credential any replica stored: {"fence", "record"}."""
+        value = await self.store.get(f"{self.prefix}renewal:{credential_id}")
+        return value if isinstance(value, dict) and isinstance(value.get("record"), dict) else None
+
+    async def put_renewal(self, credential_id: str, fence: int, record: dict[str, Any]) -> bool:
+        """Store a renewal made under the lock's `fence` and tell the others; refused (False) when a
+        holder with a newer fence stored one already (this holder's lock had expired)."""
+        key = f"{self.prefix}renewal:{credential_id}"
+        for _ in range(5):
+            current = await self.store.get(key)
+            if isinstance(current, dict) and isinstance(current.get("fence"), int) and current["fence"] > fence:
+                return False
+            if await self.store.compare_and_set(key, current, {"fence": fence, "record": record, "by": self.replica}):
+                break
+        else:
+            return False
+        await self.publish("renewed", id=credential_id, fence=fence)
+        return True
+
+    async def wait_renewal(self, credential_id: str, timeout: float) -> None:
+        """Until another replica announces a renewal of the credential, or `timeout` seconds."""
+        event = self._renewed.setdefault(credential_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await event.wait()
+
+    def _renewal_seen(self, credential_id: str) -> None:
+        event = self._renewed.pop(credential_id, None)
+        if event is not None:
+            event.set()
