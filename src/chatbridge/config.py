@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     proxy_url: str | None = None
     workers: int = Field(1, ge=1)
 
+    # --- shared state (replicas) ----------------------------------------------------------------
+    redis_url: str | None = None  # redis:// or rediss://; unset: memory plus a file under DATA_DIR
+    redis_key_prefix: str = "chatbridge:"  # every key and channel the gateway uses starts with it
+    redis_timeout_seconds: float = Field(0.5, gt=0, le=30)  # connect and read, per Redis call
+
     # --- the listener (each worker process) ---------------------------------------------------
     max_header_bytes: int = Field(64 * 1024, ge=1024)  # request line + headers; more → 431
     max_headers: int = Field(100, ge=8)  # more → 431
@@ -123,7 +128,34 @@ class Settings(BaseSettings):
         return value.strip().lower() if isinstance(value, str) else value
 
     _blank = field_validator("proxy_url", "toolify_custom_prompt", "anthropic_model_map", "anthropic_default_model",
-                             "cors_origins", "client_keys_file", mode="before")(blank_is_none)
+                             "cors_origins", "client_keys_file", "redis_url", mode="before")(blank_is_none)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        """Checked at start, so a typo is one clear line rather than a store that never connects."""
+        if value is None:
+            return None
+        value = value.strip()
+        register_secrets(_url_passwords(value))  # before any message could show the URL
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme.lower() not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError("must be a redis:// or rediss:// URL with a host, e.g. redis://:password@redis:6379/0")
+        database = parts.path.strip("/")
+        if database and not database.isdigit():
+            raise ValueError(f"the database in the URL's path must be a number, e.g. redis://redis:6379/0 (got /{database})")
+        return value
+
+    @field_validator("redis_key_prefix")
+    @classmethod
+    def _redis_key_prefix(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value) or any(c in value for c in "*?[]"):
+            raise ValueError("must be a non-empty prefix without spaces or glob characters (*?[]), e.g. chatbridge:")
+        return value
 
     @field_validator("anthropic_model_map")
     @classmethod

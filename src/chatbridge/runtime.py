@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatbridge.config import Settings
+from chatbridge.core import metrics
 from chatbridge.core.secrets import mask, redact
 from chatbridge.core.tokens import count_text_tokens
 from chatbridge.core.types import Route
@@ -118,11 +119,34 @@ class Runtime:
             await self.store.aclose()  # after the lifecycles' last flush
 
 
+def build_store(settings: Settings) -> tuple[StateStore, str]:
+    """RedisStore when REDIS_URL is set (reachable or not: it converges later), else EmbeddedStore;
+    and the startup report's line about it."""
+    if settings.redis_url is None:
+        metrics.STATE_STORE_UP.set(1)
+        path = Path(settings.data_dir) / STATE_FILE_NAME
+        return EmbeddedStore(path), f"state: this process only, kept in {path} (set REDIS_URL to share it between replicas)"
+    from chatbridge.state.redis import RedisStore, probe
+
+    where = f"Redis at {redact(settings.redis_url)} (keys under {settings.redis_key_prefix!r})"
+    try:
+        store = RedisStore(settings.redis_url, prefix=settings.redis_key_prefix, timeout=settings.redis_timeout_seconds)
+    except ValueError as exc:  # what redis-py itself refuses in a URL
+        raise ConfigurationError(f"REDIS_URL: {redact(str(exc))}") from None
+    problem = probe(settings.redis_url, settings.redis_timeout_seconds)
+    if problem is not None:
+        log.warning("state store: %s is unreachable at start (%s)", where, problem)
+        return store, (f"state: {where} is UNREACHABLE now ({problem}); serving from this process's local state "
+                       "until it answers, then converging")
+    return store, f"state: shared by every replica in {where}"
+
+
 def build_runtime(settings: Settings) -> Runtime:
-    store = EmbeddedStore(Path(settings.data_dir) / STATE_FILE_NAME)
+    store, store_line = build_store(settings)
     context = WiringContext(http=settings.http_settings(), pool=settings.pool_defaults(), store=store,
                             data_dir=Path(settings.data_dir), sessions=settings.session_settings())
     wirings, disabled, report = build_wirings(settings, context)
+    report.append(store_line)
     router = build_router(settings, [route for wiring in wirings.values() for route in wiring.routes()])
     pipeline = Pipeline(
         router, {name: w.provider for name, w in wirings.items()},

@@ -10,8 +10,9 @@ from chatbridge import __version__
 
 
 async def health(request: Request) -> Response:
-    """Always answers at once (nothing here waits on an upstream); "degraded" when a provider
-    cannot serve now: it has no models (yet), or its upstream is resting after an outage."""
+    """Always answers at once (nothing here waits on an upstream or on Redis); "degraded" when a
+    provider cannot serve now (no models yet, its upstream resting after an outage) or when the
+    shared state store (Redis) is unreachable and this replica serves from its local state."""
     runtime = request.app.state.runtime
     providers: dict[str, object] = {}
     degraded = False
@@ -31,5 +32,10 @@ async def health(request: Request) -> Response:
             "auto_update": refresher is not None,
             "refreshing": refresher is not None and refresher.is_updating,
         }
-    body = {"status": "degraded" if degraded else "ok", "version": __version__, "providers": providers}
+    state: dict[str, object] | None = None
+    if runtime.store is not None:
+        status = runtime.store.status()
+        state = {"backend": status.backend, "up": status.up, "errors": status.errors}
+        degraded = degraded or (runtime.store.shared and not status.up)
+    body = {"status": "degraded" if degraded else "ok", "version": __version__, "providers": providers, "state": state}
     return Response(orjson.dumps(body), media_type="application/json")

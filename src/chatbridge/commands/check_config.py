@@ -51,6 +51,17 @@ MAX_UPSTREAM_BODY_BYTES=67108864
 PROXY_URL=
 WORKERS=1
 
+# --- shared state, for several replicas -----------------------------------------------
+# Redis (redis:// or rediss://, password in the URL) for pool health, sessions, limits and
+# refreshed tokens, shared by every replica. Unset: memory plus a file under DATA_DIR.
+# e.g. redis://:password@redis:6379/0
+REDIS_URL=
+# Prefix of every key and channel in Redis (to share one Redis between deployments).
+REDIS_KEY_PREFIX=chatbridge:
+# Seconds to connect and to read, per Redis call; while Redis is unreachable, requests are
+# served from this process's last known state.
+REDIS_TIMEOUT_SECONDS=0.5
+
 # --- the listener (per worker process) ----------------------------------------------
 # Largest request line + headers, in bytes, and most headers; more get 431.
 MAX_HEADER_BYTES=65536

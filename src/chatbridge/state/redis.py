@@ -63,6 +63,22 @@ def _ttl_arg(ttl: float | None) -> str:
     return "" if ttl is None else str(_ms(ttl))
 
 
+def probe(url: str, timeout: float) -> str | None:
+    """Whether Redis at `url` answers a PING now (blocking, at most about 2 × `timeout`): None if
+    it does, else why not, without secrets. For the startup report and check-config."""
+    import redis as sync_redis
+
+    client = sync_redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=None)
+    try:
+        client.ping()
+    except (sync_redis.RedisError, OSError) as exc:
+        return redact(f"{type(exc).__name__}: {exc}")[:300]
+    finally:
+        with contextlib.suppress(sync_redis.RedisError, OSError):
+            client.close()
+    return None
+
+
 class RedisStore(StateStore):
     """Shared state in Redis at `url` (redis:// or rediss://); see the module docstring."""
 
