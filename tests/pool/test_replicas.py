@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
 from chatbridge.core.errors import Failure, FailureKind, PoolBusy, PoolExhausted
 from chatbridge.pool.lifecycle import LifecycleSettings
+from chatbridge.pool.sources import TokensFileSource, jwt_credential
 from chatbridge.state import MemoryStore, StateStore
 from tests.pool.replicas import Replica, StaticSource, backend, eventually, run_shared
 
@@ -199,5 +201,29 @@ def test_closing_a_replica_gives_its_slots_back(backend: str) -> None:
             started = time.monotonic()
             (await two.pool.acquire(timeout=5)).succeed()
             assert time.monotonic() - started < 0.5
+
+    run_shared(backend, body)
+
+
+def test_a_tokens_file_edited_on_one_replica_reaches_the_others(tmp_path: Path, backend: str) -> None:
+    async def body(store: StateStore) -> None:
+        def source(name: str) -> TokensFileSource:
+            folder = tmp_path / name
+            folder.mkdir(exist_ok=True)
+            return TokensFileSource(folder / "tokens.txt", lambda token, origin, account: jwt_credential("mock", token, origin, account))
+
+        (tmp_path / "one").mkdir()
+        (tmp_path / "one" / "tokens.txt").write_text("token-a-0123456789\n")
+        (tmp_path / "two").mkdir()
+        (tmp_path / "two" / "tokens.txt").write_text("token-a-0123456789\n")
+        settings = LifecycleSettings(tick=0.05, reload_interval=0.1, settle=0.05)
+        async with Replica(store, source("one"), settings=settings) as one, Replica(store, source("two"), settings=settings) as two:
+            (tmp_path / "one" / "tokens.txt").write_text("token-a-0123456789\ntoken-b-0123456789\n")  # a hand edit
+            await eventually(lambda: len(two.pool) == 2, timeout=3)
+            assert (tmp_path / "two" / "tokens.txt").read_text() == "token-a-0123456789\ntoken-b-0123456789\n"
+            await asyncio.sleep(0.4)  # and nothing echoes back and forth
+            assert len(one.pool) == 2
+            async with Replica(store, source("late"), settings=settings) as late:  # started without the file
+                assert len(late.pool) == 2
 
     run_shared(backend, body)

@@ -18,7 +18,9 @@ served from the current pool meanwhile. Two kinds of refresh:
 With a shared store (replicas, `store.shared`), `PoolSharing` keeps the pool in step with the
 other replicas' pools, and a renewal or whole-pool refresh runs under a store lock: one replica
 does it, stores the result, and the others take it over (`CredentialSource.import_renewal`)
-instead of spending the same refresh token again.
+instead of spending the same refresh token again. A tokens file of JWTs (`TokensFileSource`) that
+changes on one replica (a hand edit its watcher saw, or a whole-pool refresh) is put in the store
+and published; the others write it to their own copy (under its writer lock) and reload.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ from chatbridge.pool.refresher import KnownToken, TokenRefresher
 from chatbridge.pool.shared import PoolSharing, replica_id
 from chatbridge.pool.source import CredentialSource, RenewalRejected
 from chatbridge.pool.sources import TokensFileSource
-from chatbridge.pool.tokens_file import FileSignature, cleanup_temp_files, has_tokens, signature
+from chatbridge.pool.tokens_file import FileSignature, cleanup_temp_files, exclusive_lock, has_tokens, signature
 from chatbridge.state import StateStore
+from chatbridge.state.files import replace_file
 
 log = logging.getLogger("chatbridge.pool.lifecycle")
 
@@ -153,6 +156,8 @@ class PoolLifecycle:
         sharing.hooks.append(self._on_shared)
         await sharing.astart()
         await self._adopt_all()
+        if self.tokens_file is not None and not has_tokens(self.tokens_file):
+            await self._adopt_file()  # a replica started without the file: the others' is the current one
         if self.refresher is not None:
             self.refresher.guard = lambda: sharing.locked("refresh", self.settings.refresh_lock_ttl)
 
@@ -183,8 +188,8 @@ class PoolLifecycle:
             entry = self.pool.find(str(message.get("id")))
             if entry is not None and entry.credential.id not in self._renewals:
                 self._spawn(self._adopt(entry), "renewal-adopt")
-        elif kind == "reload" and self.source.watched:
-            self.reload()
+        elif kind == "tokens-file" and self.tokens_file is not None:
+            self._spawn(self._adopt_file(), "tokens-file-adopt")
         elif kind == "resync":
             self._spawn(self._adopt_all(), "renewal-adopt")
 
@@ -263,6 +268,7 @@ class PoolLifecycle:
                 continue  # still changing: look again next round
             log.info("%s changed on disk; reloading", ", ".join(p.name for p, s in current.items() if s != self._signatures.get(p)))
             self.reload()
+            self._share_file()
 
     def after_refresh(self, fresh: dict[str, str]) -> None:
         """The refresher wrote a new tokens file: remember whose tokens they are, reload."""
@@ -270,8 +276,31 @@ class PoolLifecycle:
             self.source.learn_tokens(fresh)
         self.reload()
         self.pool.reset_consecutive()
-        if self.sharing is not None:  # the other replicas read the new file now, not at their next check
-            self._spawn(self.sharing.publish("reload"), "reload-notice")
+        self._share_file()  # the other replicas take the new tokens over without signing in themselves
+
+    def _share_file(self) -> None:
+        if self.sharing is not None and self.tokens_file is not None:
+            self._spawn(self._publish_file(self.tokens_file), "tokens-file-share")
+
+    async def _publish_file(self, path: Path) -> None:
+        assert self.sharing is not None
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError:
+            return  # gone or unreadable: nothing to hand on (an empty file is handed on)
+        await self.sharing.put_file(data)
+
+    async def _adopt_file(self) -> None:
+        """Write the tokens file another replica published to this replica's copy, and reload it."""
+        assert self.sharing is not None and self.tokens_file is not None
+        data = await self.sharing.get_file()
+        path = self.tokens_file
+        if data is None:
+            return
+        written = await asyncio.to_thread(_write_if_changed, path, data, self.settings.renew_timeout)
+        if written:
+            log.info("%s: %s taken over from another replica", self.provider, path.name)
+            self.reload()
 
     def known_tokens(self) -> list[KnownToken]:
         now = self.pool.now()
@@ -465,3 +494,16 @@ class PoolLifecycle:
 def _fresh(credential: Credential, now: float, margin: float = 60.0) -> bool:
     """Worth using as it is: an access token that is not about to expire."""
     return bool(credential.secret.reveal()) and (credential.expires_at is None or credential.expires_at > now + margin)
+
+
+def _write_if_changed(path: Path, data: bytes, wait: float) -> bool:
+    """Replace `path` with `data` under its writer lock, unless it holds `data` already; True if written."""
+    with exclusive_lock(path, wait) as held:
+        if not held:
+            log.warning("%s stayed locked for %g s; another replica's version is not taken over", path.name, wait)
+            return False
+        with contextlib.suppress(OSError):
+            if path.read_bytes() == data:
+                return False
+        replace_file(path, data, keep_mode=True)
+        return True

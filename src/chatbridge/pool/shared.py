@@ -22,7 +22,9 @@ one, so its hot path is unchanged. What it shares:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import itertools
 import logging
 import os
@@ -333,6 +335,24 @@ class PoolSharing:
             return False
         await self.publish("renewed", id=credential_id, fence=fence)
         return True
+
+    async def put_file(self, data: bytes) -> None:
+        """A tokens file's new contents, for the replicas whose copy differs; they are told at once."""
+        digest = hashlib.sha256(data).hexdigest()
+        current = await self.store.get(self.prefix + "tokens-file")
+        if isinstance(current, dict) and current.get("sha256") == digest:
+            return  # the store holds it already (another replica published it, or a shared volume)
+        await self.store.set(self.prefix + "tokens-file", {"text": base64.b64encode(data).decode(), "sha256": digest})
+        await self.publish("tokens-file", sha256=digest)
+
+    async def get_file(self) -> bytes | None:
+        value = await self.store.get(self.prefix + "tokens-file")
+        if not isinstance(value, dict) or not isinstance(value.get("text"), str):
+            return None
+        try:
+            return base64.b64decode(value["text"], validate=True)
+        except ValueError:
+            return None
 
     async def wait_renewal(self, credential_id: str, timeout: float) -> None:
         """Until another replica announces a renewal of the credential, or `timeout` seconds."""
