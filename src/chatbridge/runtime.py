@@ -141,8 +141,12 @@ def build_store(settings: Settings) -> tuple[StateStore, str]:
     return store, f"state: shared by every replica in {where}"
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    store, store_line = build_store(settings)
+def build_runtime(settings: Settings, store: StateStore | None = None) -> Runtime:
+    """`store`: a state store to use instead of the one the settings name (tests share one between gateways)."""
+    if store is None:
+        store, store_line = build_store(settings)
+    else:
+        store_line = f"state: the {store.status().backend} store the caller gave"
     context = WiringContext(http=settings.http_settings(), pool=settings.pool_defaults(), store=store,
                             data_dir=Path(settings.data_dir), sessions=settings.session_settings())
     wirings, disabled, report = build_wirings(settings, context)
