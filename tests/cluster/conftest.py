@@ -90,16 +90,22 @@ class Cluster:
         return "\n".join(parts)
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` after `timeout` seconds."""
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1,
+             until: Callable[[Any], bool] = bool) -> Any:
+    """Poll `check` until `until(its value)` holds; fail naming `what` and the last value after `timeout` s."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         last = check()
-        if last:
+        if until(last):
             return last
         time.sleep(interval)
     raise AssertionError(f"{what}: not within {timeout} s (last seen: {last!r})")
+
+
+def everywhere(value: Any) -> Callable[[list[Any]], bool]:
+    """`until=` for a check that lists one value per replica: every replica shows `value`."""
+    return lambda seen: all(v == value for v in seen)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import httpx
 from chatbridge.providers.kimi.source import account_id
 from tests.upstreams import KimiReply
 
-from .conftest import CLIENT_KEY, SLOT_TTL, Cluster, wait_for
+from .conftest import CLIENT_KEY, SLOT_TTL, Cluster, everywhere, wait_for
 from .test_shared_state import ask, state_of
 
 
@@ -31,8 +31,8 @@ def test_redis_stopped_mid_test_degrades_keeps_serving_and_converges_when_it_ret
     assert all(cluster.health(n)["state"]["up"] for n in range(3))
 
     cluster.redis.kill()
-    wait_for(lambda: all(cluster.health(n)["status"] == "degraded" for n in range(3)), 10,
-             "every replica's /health says degraded")
+    wait_for(lambda: [cluster.health(n)["status"] for n in range(3)], 10,
+             "every replica's /health says degraded", until=everywhere("degraded"))
     for n in range(3):
         state = cluster.health(n)["state"]
         assert state["backend"] == "redis" and state["up"] is False and state["errors"] >= 1, state
@@ -52,10 +52,12 @@ def test_redis_stopped_mid_test_degrades_keeps_serving_and_converges_when_it_ret
     started_on = cluster.replica_of(raw)
 
     cluster.redis.start()  # empty: it kept nothing (--save ''), so all it learns comes from the replicas
-    wait_for(lambda: all(cluster.health(n)["state"]["up"] for n in range(3)), 15, "every replica sees Redis again")
-    wait_for(lambda: all(cluster.health(n)["status"] == "ok" for n in range(3)), 5, "every replica's /health says ok")
-    wait_for(lambda: all(state_of(cluster, n, stale) == "disabled" for n in range(3)), 10,
-             "the credential disabled while Redis was down is disabled on every replica")
+    wait_for(lambda: [cluster.health(n)["state"]["up"] for n in range(3)], 15, "every replica sees Redis again",
+             until=everywhere(True))
+    wait_for(lambda: [cluster.health(n)["status"] for n in range(3)], 5, "every replica's /health says ok",
+             until=everywhere("ok"))
+    wait_for(lambda: [state_of(cluster, n, stale) for n in range(3)], 10,
+             "the credential disabled while Redis was down is disabled on every replica", until=everywhere("disabled"))
 
     before = len(cluster.kimi.chat_calls)
     for n in range(6):

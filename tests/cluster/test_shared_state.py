@@ -15,7 +15,7 @@ from typing import Any
 from chatbridge.providers.kimi.source import account_id
 from tests.upstreams import KimiReply
 
-from .conftest import Cluster, wait_for
+from .conftest import Cluster, everywhere, wait_for
 
 Start = Any  # the start_cluster factory
 
@@ -64,8 +64,8 @@ def test_a_credential_disabled_through_one_replica_is_skipped_by_all(start_clust
     first, second = (account_id(t) for t in cluster.kimi_tokens)
     done = cluster.admin(0, "POST", f"/admin/pools/kimi/{first}/disable")
     assert done.status_code == 200, done.text
-    wait_for(lambda: state_of(cluster, 1, first) == state_of(cluster, 2, first) == "disabled", 3,
-             "replicas 1 and 2 show the credential disabled through replica 0")
+    wait_for(lambda: [state_of(cluster, n, first) for n in (1, 2)], 3,
+             "replicas 1 and 2 show the credential disabled through replica 0", until=everywhere("disabled"))
     client = cluster.openai()
     served = {cluster.replica_of(ask(client, [{"role": "user", "content": f"第{n}个问题"}])[1]) for n in range(6)}
     assert served == {0, 1, 2}
@@ -85,8 +85,8 @@ def test_a_revoked_account_seen_by_one_replica_is_skipped_by_all(start_cluster: 
     for n in range(2):  # replica 0 meets the refusal (then its failed renewal) and disables the account
         assert ask(pinned, [{"role": "user", "content": f"问题{n}"}])[0]
     revoked = account_id(cluster.kimi_tokens[0])
-    wait_for(lambda: all(state_of(cluster, n, revoked) == "disabled" for n in range(3)), 3,
-             "every replica shows the revoked account disabled")
+    wait_for(lambda: [state_of(cluster, n, revoked) for n in range(3)], 3,
+             "every replica shows the revoked account disabled", until=everywhere("disabled"))
     before = len(cluster.kimi.chat_requests)
     for n in range(6):
         ask(client, [{"role": "user", "content": f"之后{n}"}])
