@@ -123,6 +123,7 @@ def start_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         """`rotate=False`: Kimi hands back the same refresh token, so tests that are not about the
         single-flight refresh do not depend on it (three replicas renewing one rotating token at start
         would otherwise leave two holding a dead one)."""
+        began = time.monotonic()
         redis = RedisServer(redis_binary, tmp_path / "redis")
         stack.callback(redis.stop)
         redis.start()
@@ -137,6 +138,9 @@ def start_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
             "KIMI_REFRESH_TOKEN": ",".join(tokens),  # the same secret in every replica's environment
             "OPENAI_COMPAT_BASE_URL": compat.base_url + "/v1", "OPENAI_COMPAT_MODELS": COMPAT_MODEL,
             "REQUEST_TIMEOUT": "30", "SLOT_TTL_SECONDS": str(SLOT_TTL), "LOG_LEVEL": "DEBUG",
+            # Above the 0.5 s default: on a loaded CI machine a call that merely took long would send a
+            # replica to its local fallback (see the report); the tests are about sharing, not CPU starvation.
+            "REDIS_TIMEOUT_SECONDS": "2",
             **env,
         }
         replicas = []
@@ -146,11 +150,15 @@ def start_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
             process = GatewayProcess({**shared, "DATA_DIR": str(home / "data"), "HOME": str(home / "home")}, home)
             stack.callback(process.stop)
             replicas.append(process.spawn())
+        spawned = time.monotonic()
         for process in replicas:
             process.wait_ready()
+        ready = time.monotonic()
         nginx = Nginx(nginx_binary, tmp_path / "nginx", [r.port for r in replicas])
         stack.callback(nginx.stop)
         nginx.start()
+        print(f"cluster: redis and emulators {spawned - began:.1f} s, replicas ready {ready - spawned:.1f} s, "
+              f"nginx {time.monotonic() - ready:.1f} s")
         cluster = Cluster(replicas, nginx, redis, kimi, compat, tokens, tmp_path, shared)
         started.append(cluster)
         return cluster

@@ -144,7 +144,7 @@ def test_expired_tokens_are_refreshed_by_exactly_one_replica(start_cluster: Star
 
     with ThreadPoolExecutor(3) as pool:
         answers = [pool.submit(pinned_ask, n) for n in range(3)]
-        wait_for(lambda: cluster.kimi.refresh_calls >= 2, 10, "a replica asks Kimi for new tokens")
+        wait_for(lambda: cluster.kimi.refresh_calls >= 2, 20, "a replica asks Kimi for new tokens")
         time.sleep(1.0)  # time for a second replica to (wrongly) ask as well
         cluster.kimi.refresh_gate.set()
         assert all(f.result(60) for f in answers)
