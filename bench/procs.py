@@ -246,11 +246,14 @@ def gateway(
     workers: int = 1,
     work_dir: Path,
     log_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Service:
-    """`chatbridge serve` as users run it, without access log and at LOG_LEVEL=WARNING."""
+    """`chatbridge serve` as users run it, without access log and at LOG_LEVEL=WARNING; `env` adds
+    variables (REDIS_URL)."""
     port = free_port()
     data = work_dir / f"data-{name}"
     data.mkdir(parents=True, exist_ok=True)
+    extra = dict(env or {})
     env = {"VALID_API_KEY": API_KEY, "LOG_LEVEL": "WARNING", "DATA_DIR": str(data), "K2THINK_ENABLED": "false",
            "KIMI_ENABLED": "false"}  # guest Kimi would reach out to www.kimi.com at start
     if openai_upstream is not None:
@@ -258,6 +261,7 @@ def gateway(
         env["OPENAI_COMPAT_MODELS"] = f"{MODEL},{STREAM_MODEL}"
     if k2think_upstream is not None:
         env.update(K2THINK_ENABLED="true", K2THINK_BASE_URL=k2think_upstream.base_url, K2THINK_TOKEN=fake_jwt())
+    env.update(extra)
     argv = [sys.executable, "-m", "chatbridge", "serve", "--no-access-log", "--host", "127.0.0.1",
             "--port", str(port), "--workers", str(workers)]
     # cwd: an empty directory, so no developer's .env is read

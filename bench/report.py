@@ -118,6 +118,7 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
     out["memory"] = raw.get("memory")
     out["growth"] = raw.get("growth")
     out["workers"] = raw.get("workers")
+    out["redis"] = raw.get("redis")
     out["targets"] = _targets(out)
     return out
 
@@ -319,6 +320,10 @@ def render_markdown(doc: dict[str, Any]) -> str:
         ]
         for n, row in workers["results"].items():
             lines.append(f"| {n} | {_fmt(row['rps'], '{:,.0f}')} | {_fmt(row['p50_ms'], '{:.2f}')} | {_fmt(row['p99_ms'], '{:.2f}')} |")
+    if doc.get("redis"):
+        from bench.redis_state import render_markdown as redis_markdown
+
+        lines += redis_markdown(doc["redis"])
     notes = doc.get("notes") or []
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]

@@ -26,13 +26,13 @@ from typing import Any
 if __package__ in (None, ""):  # `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import load, procs, report
+from bench import load, procs, redis_state, report
 from bench.procs import API_KEY, K2_MODEL, MODEL, STREAM_MODEL, Service
 
 SERVER_CPU = "0"  # the server under test, alone
 CLIENT_CPU = "1"  # the load generator, the upstream emulators behind a gateway, this script
 RESULTS = Path(__file__).resolve().parent / "results"
-PHASES = frozenset({"throughput", "floor", "streams", "memory", "growth", "workers"})
+PHASES = frozenset({"throughput", "floor", "streams", "memory", "growth", "workers", "redis"})
 CHAT = "/v1/chat/completions"
 
 
@@ -336,6 +336,25 @@ class Bench:
             "results": results,
         }
 
+    def redis(self) -> dict[str, Any] | None:
+        """The Redis state store's cost per operation and per request (bench/redis_state.py)."""
+        reason = redis_state.available()
+        if reason is not None:
+            self.notes.append(f"Redis state store not measured: {reason}.")
+            say(f"redis phase skipped: {reason}")
+            return None
+        quick = self.plan.mode == "quick"  # concurrency 1 only, fewer calls: a few seconds
+        result = redis_state.measure(server_cpu=self.server_cpu, client_cpu=self.client_cpu, seconds=self.plan.seconds,
+                                     warmup=self.plan.warmup_seconds, runs=self.plan.runs, ops=500 if quick else 10_000,
+                                     work=self.work, logs=self.logs, tool=self.loadgen,
+                                     concurrency=(1,) if quick else redis_state.CONCURRENCY)
+        for model, by_c in result["requests"]["added"].items():
+            for c, added in by_c.items():
+                say(f"redis vs embedded state, {model} c={c}: p50 {added['p50_ms']:+.3f} ms, p99 {added['p99_ms']:+.2f} ms")
+        for op, added in result["operations"]["added_p50_us"].items():
+            say(f"redis store {op}: p50 {result['operations']['redis'][op]['p50_us']:.1f} µs ({added:+.1f} µs vs embedded)")
+        return result
+
     # -- the whole run -------------------------------------------------------------------------
 
     def run(self, only: frozenset[str] = PHASES) -> dict[str, Any]:
@@ -351,6 +370,8 @@ class Bench:
                 if "streams" in only:
                     raw["streams"] = self.streams(targets)
                 self.stop_all()  # free the cores for the next phases
+            if "redis" in only:
+                raw["redis"] = self.redis()
             if "memory" in only:
                 raw["memory"] = self.memory()
             if "growth" in only:

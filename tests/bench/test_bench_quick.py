@@ -189,3 +189,28 @@ def test_install_script_refuses_compromised_versions(version: str, tmp_path: Pat
     )
     assert out.returncode == 2 and "compromised" in out.stderr
     assert not (tmp_path / "v").exists()
+
+
+@pytest.mark.timeout(150)  # four processes and sixteen 1 s points, on a loaded machine
+def test_the_redis_phase_measures_both_stores_and_both_gateways(tmp_path: Path) -> None:
+    """bench/redis_state.py for real at toy sizes: its own redis-server, an embedded and a Redis gateway."""
+    from bench import redis_state
+
+    if redis_state.available() is not None:
+        pytest.skip(str(redis_state.available()))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    result = redis_state.measure(server_cpu=None, client_cpu=None, seconds=1, warmup=1, runs=1, ops=50,
+                                 work=tmp_path, logs=logs, tool="aiohttp")
+    for store in ("embedded", "redis"):
+        assert set(result["operations"][store]) == set(redis_state.OPERATIONS)
+        assert all(row["p50_us"] > 0 for row in result["operations"][store].values())
+        for model in ("openai-compat", "k2think"):
+            for c in ("1", "16"):
+                row = result["requests"]["rows"][store][model][c]
+                assert row["rps"] > 0 and row["errors"] == 0
+    assert set(result["requests"]["added"]) == {"openai-compat", "k2think"}
+    assert set(result["requests"]["redis_commands_per_request"]) == {"openai-compat", "k2think"}
+    assert not result["requests"]["state_store_log_lines"]  # the Redis gateway never lost its store
+    text = "\n".join(redis_state.render_markdown(result))
+    assert "State store: Redis vs embedded" in text and "| claim_slot |" in text and "| k2think | 16 |" in text

@@ -97,3 +97,17 @@ def test_a_bad_redis_url_is_a_clear_startup_error(tmp_path: Path, url: str) -> N
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "REDIS_URL:" in result.stderr and "redis://" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_check_config_says_whether_redis_answers_without_showing_its_password(tmp_path: Path) -> None:
+    password = "check-pass-" + "Yx42" * 5
+    base = {**GatewayProcess({}, tmp_path).env, "DATA_DIR": str(tmp_path / "data")}
+    with RedisServer(tmp_path, password=password) as redis_server:
+        answering = subprocess.run([sys.executable, "-m", "chatbridge", "check-config"], cwd=tmp_path, text=True,
+                                   env={**base, "REDIS_URL": redis_server.url}, capture_output=True, timeout=60)
+    dead = subprocess.run([sys.executable, "-m", "chatbridge", "check-config"], cwd=tmp_path, text=True,
+                          env={**base, "REDIS_URL": f"redis://:{password}@127.0.0.1:{free_port()}/0"},
+                          capture_output=True, timeout=60)
+    assert "REDIS_URL" in answering.stdout and "answers" in answering.stdout and answering.returncode == 0
+    assert "does not answer" in dead.stdout and "serve from local state" in dead.stdout
+    assert password not in answering.stdout + answering.stderr + dead.stdout + dead.stderr

@@ -253,3 +253,25 @@ def test_a_wrong_password_is_an_outage_not_an_exception(tmp_path: Path) -> None:
 
         register_secret("the-wrong-password-456")
         asyncio.run(scenario())
+
+
+def test_a_redis_out_of_memory_is_an_outage_and_its_writes_replay(server: RedisServer) -> None:
+    """Error replies that mean "cannot serve now" (OOM here; BUSY, READONLY, NOAUTH alike) fail over too."""
+
+    async def scenario() -> None:
+        async with store_for(server) as store:
+            await store.set("before", 1)
+            with server.client() as redis:
+                redis.config_set("maxmemory-policy", "noeviction")
+                redis.config_set("maxmemory", "1")
+                await store.set("during", {"kept": True})  # refused by Redis: kept locally
+                status = store.status()
+                assert status.up is False and status.last_error is not None and "OutOfMemoryError" in status.last_error
+                assert await store.get("during") == {"kept": True} and await store.get("before") == 1
+                await asyncio.sleep(0.6)  # the watcher's PING works, its replay is refused: still down
+                assert store.status().up is False
+                redis.config_set("maxmemory", "0")
+                await eventually(lambda: store.status().up)
+                assert redis.get("t:v:during") == b'{"kept":true}'
+
+    asyncio.run(scenario())

@@ -19,7 +19,7 @@ from rich.console import Console
 from chatbridge.commands.settings_errors import describe
 from chatbridge.config import Settings, env_names
 from chatbridge.core.findings import Finding
-from chatbridge.core.secrets import mask
+from chatbridge.core.secrets import mask, redact
 from chatbridge.providers import registry
 
 EXAMPLE_HEAD = """\
@@ -214,6 +214,7 @@ def check_settings(settings: Settings, env_file: Path | None = None) -> list[Fin
         else:
             findings.append(Finding("ok", ".env", "no .env in the current folder; using the environment only"))
     findings += _data_dir(settings)
+    findings += _redis(settings)
     findings += _keys(settings)
     for plugin in registry.plugins():
         section = settings.section(plugin.name)
@@ -237,6 +238,21 @@ def _data_dir(settings: Settings) -> list[Finding]:
     if not os.access(parent, os.W_OK):
         return [Finding("error", "DATA_DIR", f"{path} does not exist and {parent} is not writable", "create it or choose another DATA_DIR")]
     return [Finding("ok", "DATA_DIR", f"{path} will be created at first start")]
+
+
+def _redis(settings: Settings) -> list[Finding]:
+    """Whether the shared store answers; unreachable is a warning: the gateway starts and converges later."""
+    if settings.redis_url is None:
+        return [Finding("ok", "REDIS_URL", "not set: state is this process's own (memory plus DATA_DIR); "
+                                           "set it to share state between replicas")]
+    from chatbridge.state.redis import probe
+
+    where = redact(settings.redis_url)
+    problem = probe(settings.redis_url, max(settings.redis_timeout_seconds, 1.0))
+    if problem is not None:
+        return [Finding("warning", "REDIS_URL", f"{where} does not answer ({problem}); the gateway would start and "
+                                                "serve from local state until it does", "start Redis or fix REDIS_URL")]
+    return [Finding("ok", "REDIS_URL", f"{where} answers (keys under {settings.redis_key_prefix!r}); state is shared")]
 
 
 def _existing_parent(path: Path) -> Path:

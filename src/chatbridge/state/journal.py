@@ -7,8 +7,11 @@ by other replicas meanwhile are kept.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+PRUNE_EVERY = 1024  # records between two sweeps of changes whose key has expired meanwhile
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,17 +37,30 @@ Change = Put | Delete | Add
 class Journal:
     """Key → the change to replay; a later change to a key folds into the earlier one."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._changes: dict[str, Change] = {}
+        self._clock = clock
+        self._records = 0
 
     def __len__(self) -> int:
         return len(self._changes)
 
     def put(self, key: str, raw: bytes, expires_at: float | None) -> None:
         self._changes[key] = Put(raw, expires_at)
+        self._recorded()
 
     def delete(self, key: str) -> None:
         self._changes[key] = Delete()
+        self._recorded()
+
+    def _recorded(self) -> None:
+        """Now and then drop changes to keys that have expired: a long outage with many short-lived
+        keys (rate-limit windows) keeps only what can still matter."""
+        self._records += 1
+        if self._records % PRUNE_EVERY == 0:
+            now = self._clock()
+            self._changes = {key: change for key, change in self._changes.items()
+                             if isinstance(change, Delete) or change.expires_at is None or change.expires_at > now}
 
     def add(self, key: str, amount: int, value: bytes, expires_at: float | None) -> None:
         """An increment by `amount` that left the local copy at `value`: after a put or a delete the
@@ -56,6 +72,7 @@ class Journal:
             self._changes[key] = Add(earlier.amount + amount, earlier.expires_at)
         else:
             self._changes[key] = Put(value, expires_at)
+        self._recorded()
 
     def take(self) -> dict[str, Change]:
         """Everything recorded so far, leaving the journal empty."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import time
@@ -30,7 +31,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
-from redis.asyncio.client import PubSub
+from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -50,8 +51,20 @@ DEFAULT_PREFIX = "chatbridge:"
 # that is read-only); anything else (a script error) is a bug or bad data.
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     rexc.ConnectionError, rexc.TimeoutError, rexc.ReadOnlyError, rexc.BusyLoadingError, rexc.InvalidResponse,
-    OSError, TimeoutError,
+    rexc.OutOfMemoryError, rexc.NoPermissionError, rexc.TryAgainError, rexc.ClusterDownError, OSError, TimeoutError,
 )
+# Other error replies that mean "this Redis cannot serve now" (a busy script, failed disk
+# writes) rather than a bug, by their prefix: treated like a connection failure too.
+_UNAVAILABLE_REPLIES = ("BUSY", "MISCONF", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "READONLY", "OOM")
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says Redis is away (or cannot serve), not that a call was wrong."""
+    if isinstance(exc, UNAVAILABLE):
+        return True
+    return isinstance(exc, rexc.ResponseError) and str(exc).lstrip().upper().startswith(_UNAVAILABLE_REPLIES)
+
+
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
 
@@ -79,6 +92,26 @@ def probe(url: str, timeout: float) -> str | None:
     return None
 
 
+class LuaScript:
+    """EVALSHA of one script, loading it again when Redis answers NOSCRIPT (a restarted server);
+    a pipeline queues it like any command (scripts are loaded before a replay)."""
+
+    def __init__(self, client: aioredis.Redis, source: str) -> None:
+        self.client = client
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, keys: list[str], args: list[Any] | None = None) -> Any:
+        try:
+            return await self.client.evalsha(self.sha, len(keys), *keys, *(args or ()))
+        except rexc.NoScriptError:
+            await self.client.script_load(self.source)
+            return await self.client.evalsha(self.sha, len(keys), *keys, *(args or ()))
+
+    def queue(self, pipe: Pipeline, keys: list[str], args: list[Any]) -> None:
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+
 class RedisStore(StateStore):
     """Shared state in Redis at `url` (redis:// or rediss://); see the module docstring."""
 
@@ -97,7 +130,7 @@ class RedisStore(StateStore):
             socket_timeout=timeout, retry=Retry(NoBackoff(), 0), health_check_interval=15,
         )
         self._redis = aioredis.Redis(connection_pool=self._pool, retry=Retry(NoBackoff(), 0))
-        self._scripts = {name: self._redis.register_script(getattr(lua, name)) for name in (
+        self._scripts = {name: LuaScript(self._redis, getattr(lua, name)) for name in (
             "GET", "INCR", "COMPARE_AND_SET", "ACQUIRE_LOCK", "EXTEND_LOCK", "RELEASE_LOCK", "ADOPT_LOCK",
             "CLAIM_SLOT", "RENEW_SLOT", "SLOT_HOLDERS")}
         self._mirror = MemoryStore()
@@ -132,7 +165,9 @@ class RedisStore(StateStore):
             return False
         try:
             await self._bounded(self._redis.ping())
-        except UNAVAILABLE as exc:
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
             self._failed("ping", exc)
             return False
         return True
@@ -150,7 +185,9 @@ class RedisStore(StateStore):
             return False, None
         try:
             return True, await self._bounded(call())
-        except UNAVAILABLE as exc:
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
             self._failed(operation, exc)
             return False, None
 
@@ -161,7 +198,7 @@ class RedisStore(StateStore):
         if self._up:
             self._up = False
             metrics.STATE_STORE_UP.set(0)
-            log.warning("state store: Redis is unreachable (%s); serving from local state until it returns",
+            log.warning("state store: Redis is unreachable or cannot serve (%s); serving from local state until it returns",
                         self._last_error)
         if self._watcher is None or self._watcher.done():
             with contextlib.suppress(RuntimeError):  # no running loop: the next call starts it
@@ -176,7 +213,9 @@ class RedisStore(StateStore):
             try:
                 await self._bounded(self._redis.ping())
                 replayed = await self._replay()
-            except UNAVAILABLE as exc:
+            except Exception as exc:  # whatever it is, the watcher keeps watching
+                if not unavailable(exc):
+                    log.error("state store: replaying to Redis failed: %s", redact(repr(exc)))
                 self._errors += 1
                 self._last_error = redact(f"reconnect: {type(exc).__name__}: {exc}")[:300]
                 metrics.STATE_STORE_ERRORS.labels(operation="reconnect").inc()
@@ -189,10 +228,15 @@ class RedisStore(StateStore):
         return self.state is StoreState.CLOSED
 
     async def _replay(self) -> int:
-        """Write the journal, locks and slots to Redis until nothing new was recorded meanwhile;
-        on failure the journal is put back (under newer changes) and the error raised."""
+        """Take locally held locks and slots in Redis, then write the journal until nothing new was
+        recorded meanwhile; on failure the journal is put back (under newer changes) and the error
+        raised. It returns with the journal empty and without awaiting after the last check, so the
+        caller flips to "up" before any other call can journal again."""
+        await self._bounded(self._adopt_locks_and_slots())
         replayed = 0
         for _ in range(10):
+            if not len(self._journal):
+                return replayed
             changes = self._journal.take()
             try:
                 await self._bounded(self._write_changes(changes))
@@ -200,10 +244,7 @@ class RedisStore(StateStore):
                 self._journal.restore(changes, self._mirror_entry)
                 raise
             replayed += len(changes)
-            if not len(self._journal):
-                break
-        await self._bounded(self._adopt_locks_and_slots())
-        return replayed
+        raise TimeoutError("local changes kept coming faster than they could be replayed")
 
     def _mirror_entry(self, key: str) -> tuple[bytes, float | None] | None:
         return self._mirror._live(key)
@@ -211,6 +252,9 @@ class RedisStore(StateStore):
     async def _write_changes(self, changes: dict[str, Change]) -> None:
         if not changes:
             return
+        incr = self._scripts["INCR"]
+        if any(isinstance(change, Add) for change in changes.values()):
+            await self._redis.script_load(incr.source)  # a restarted Redis has forgotten it
         now = time.time()
         pipe = self._redis.pipeline(transaction=False)
         for key, change in changes.items():
@@ -223,10 +267,10 @@ class RedisStore(StateStore):
                 pipe.set(self._v(key), change.raw, px=ttl)
             elif isinstance(change, Add):
                 ttl_arg = "" if change.expires_at is None else str(_ms(change.expires_at - now))
-                await self._scripts["INCR"](keys=[self._v(key)], args=[change.amount, ttl_arg], client=pipe)
+                incr.queue(pipe, [self._v(key)], [change.amount, ttl_arg])
         results = await pipe.execute(raise_on_error=False)
         for result in results:
-            if isinstance(result, UNAVAILABLE):
+            if isinstance(result, Exception) and unavailable(result):
                 raise result
             if isinstance(result, Exception):  # e.g. a counter another replica turned into a string
                 log.warning("state store: a local change could not be replayed to Redis: %s", redact(str(result)))
@@ -430,11 +474,11 @@ class RedisStore(StateStore):
             try:
                 await self._bounded(self._redis.ping())
                 await self._replay()
-            except UNAVAILABLE:
+            except Exception:
                 log.error("state store closed with %d local change(s) Redis never received", len(self._journal))
-        with contextlib.suppress(*UNAVAILABLE):
+        with contextlib.suppress(Exception):
             await self._bounded(self._redis.aclose())
-        with contextlib.suppress(*UNAVAILABLE):
+        with contextlib.suppress(Exception):
             await self._bounded(self._pool.disconnect())
 
 
@@ -477,7 +521,9 @@ class RedisSubscription(LocalSubscription):
                         confirmed += 1
                     else:
                         self._forward(message)
-        except UNAVAILABLE as exc:
+        except Exception as exc:  # the reader retries later, whatever went wrong
+            if not unavailable(exc):
+                log.error("state store: subscribing to %s failed: %s", self.channels, redact(repr(exc)))
             self._store._failed("subscribe", exc)
             await self._drop(pubsub)
             return None
@@ -494,7 +540,9 @@ class RedisSubscription(LocalSubscription):
                     self.deliver(channel, None)  # messages may have been missed meanwhile
             try:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            except UNAVAILABLE as exc:
+            except Exception as exc:  # the reader reconnects, whatever went wrong
+                if not unavailable(exc):
+                    log.error("state store: reading %s failed: %s", self.channels, redact(repr(exc)))
                 self._store._failed("subscribe", exc)
                 await self._drop(pubsub)
                 pubsub = None
@@ -510,6 +558,6 @@ class RedisSubscription(LocalSubscription):
 
     @staticmethod
     async def _drop(pubsub: PubSub) -> None:
-        with contextlib.suppress(*UNAVAILABLE):
+        with contextlib.suppress(Exception):
             async with asyncio.timeout(1):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
