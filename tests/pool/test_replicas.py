@@ -227,3 +227,18 @@ def test_a_tokens_file_edited_on_one_replica_reaches_the_others(tmp_path: Path, 
                 assert len(late.pool) == 2
 
     run_shared(backend, body)
+
+
+def test_a_change_made_here_is_not_undone_by_an_older_one_arriving_from_elsewhere(backend: str) -> None:
+    async def body(store: StateStore) -> None:
+        async with Replica(store, StaticSource(["a", "b"])) as one, Replica(store, StaticSource(["a", "b"])) as two:
+            # Replica two counted a failure on `a`; before its message arrives, an admin disables `a` on one.
+            (await two.pool.acquire(prefer="a")).fail(Failure(FailureKind.TRANSIENT, "HTTP 502"))
+            one.pool.disable(one.health("a"), "disabled by an administrator")
+            await asyncio.sleep(0.3)
+            assert one.health("a").disabled and two.health("a").disabled
+            assert two.health("a").disabled_reason == "disabled by an administrator"
+            assert one.health("a").failures == two.health("a").failures == 1  # and the failure counts everywhere
+            assert one.health("a").last_error == "HTTP 502"
+
+    run_shared(backend, body)

@@ -41,7 +41,7 @@ from chatbridge.core.errors import Failure, FailureKind
 from chatbridge.core.secrets import redact
 from chatbridge.pool.pool import CredentialHealth, CredentialPool, CredentialState
 from chatbridge.pool.refresher import KnownToken, TokenRefresher
-from chatbridge.pool.shared import PoolSharing, replica_id
+from chatbridge.pool.shared import PoolSharing, replica_id, stop_tasks
 from chatbridge.pool.source import CredentialSource, RenewalRejected
 from chatbridge.pool.sources import TokensFileSource
 from chatbridge.pool.tokens_file import FileSignature, cleanup_temp_files, exclusive_lock, has_tokens, signature
@@ -220,11 +220,7 @@ class PoolLifecycle:
         if self.state is LifecycleState.CLOSED:
             return
         self.state = LifecycleState.CLOSED
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await stop_tasks(self._tasks)
         self._tasks.clear()
         for renewal in list(self._renewals.values()):
             renewal.cancel()
@@ -256,7 +252,7 @@ class PoolLifecycle:
         return self.pool.counts()
 
     async def _watch_loop(self) -> None:
-        while True:
+        while self.state is LifecycleState.RUNNING:
             await asyncio.sleep(self.settings.reload_interval)
             current = {path: signature(path) for path in self.source.watched}
             if current == self._signatures:
@@ -328,7 +324,7 @@ class PoolLifecycle:
         await self.store.set(self.state_key, self.snapshot())
 
     async def _flush_loop(self) -> None:
-        while True:
+        while self.state is LifecycleState.RUNNING:
             await asyncio.sleep(self.settings.flush_interval)
             if self._dirty:
                 await self.flush()
@@ -366,7 +362,7 @@ class PoolLifecycle:
         assert self.refresher is not None
         self.refresher.scheduler_running = True
         try:
-            while True:
+            while self.state is LifecycleState.RUNNING:
                 await asyncio.sleep(self.settings.tick)
                 if self.refresher.is_due():
                     self.refresher.trigger("scheduled refresh", force=True)
@@ -476,7 +472,7 @@ class PoolLifecycle:
 
     async def _renew_loop(self) -> None:
         """Renew credentials ahead of their expiry (and those already expired)."""
-        while True:
+        while self.state is LifecycleState.RUNNING:
             await asyncio.sleep(self.settings.tick)
             self.renew_expiring()
 

@@ -172,8 +172,6 @@ class _Waiter:
 class SharedSlots(Protocol):
     """Per-credential stream caps held across replicas (`pool.shared.PoolSharing`)."""
 
-    async def acquire(self, exclude: frozenset[str], prefer: str | None, timeout: float) -> Lease: ...
-
     def settled(self, lease: Lease) -> None: ...
 
 
@@ -362,16 +360,9 @@ class CredentialPool:
         or becomes exhausted meanwhile, raises `PoolExhausted` at once. After `timeout`,
         `PoolBusy` (retry after about 1 s). Cancelling the caller leaves nothing behind.
         Only a caller that waits costs more than `acquire_now`: one future and one timer.
-        With replicas sharing a store (`shared`), the lease also holds a slot there.
+        With replicas sharing a store, `pool.shared.PoolSharing` puts its own `acquire` in this
+        one's place on the instance (claiming a store slot too), so a single process pays nothing.
         """
-        if self.shared is not None:
-            return await self.shared.acquire(exclude, prefer, timeout)
-        return await self.acquire_local(exclude, prefer, timeout)
-
-    async def acquire_local(
-        self, exclude: frozenset[str] = frozenset(), prefer: str | None = None, timeout: float = 0.0
-    ) -> Lease:
-        """`acquire` as this process alone sees it: its own leases against each cap."""
         now = self._clock()
         picked = self._claim(exclude, prefer, now) if self._waiters else self._select(exclude, prefer, now)
         if not isinstance(picked, int):
@@ -379,6 +370,8 @@ class CredentialPool:
         if not picked or timeout <= 0:
             raise self._unavailable(picked, now, exclude)
         return await self._wait(exclude, prefer, timeout)
+
+    acquire_local = acquire  # `acquire` as this process alone sees it: its own leases against each cap
 
     async def _wait(self, exclude: frozenset[str], prefer: str | None, timeout: float) -> Lease:
         loop = asyncio.get_running_loop()

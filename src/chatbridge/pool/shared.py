@@ -6,7 +6,10 @@ one, so its hot path is unchanged. What it shares:
 - Health: every change of a credential's verdict (failures, cooldown, disabled and why, last
   error) is written to `pool-shared:<provider>:health:<id>` and published on `pool:<provider>`
   by one background writer; every replica applies the others' changes as they arrive, and
-  re-reads them all at start and after a RESYNC (messages may have been missed).
+  re-reads them all at start and after a RESYNC (messages may have been missed). A write
+  carries only the fields that changed, each with a version from one store counter; per field
+  the newest version wins (when applied and when stored), so two replicas changing one
+  credential at once (an admin's disable here, a failure counted there) both hold.
 - Round robin: the position is a store counter, so N replicas spread over the credentials as
   one process would.
 - Stream caps: a lease on a capped credential also holds one of `cap` store slots (holder:
@@ -52,6 +55,21 @@ def replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+async def stop_tasks(tasks: list[asyncio.Task[None]], grace: float = 2.0) -> None:
+    """Cancel `tasks` and wait for them, at most `grace` seconds: a cancellation swallowed inside a
+    store call (redis-py can lose one) must not hang a shutdown; the loops also check a closed flag."""
+    for _ in range(2):
+        pending = [task for task in tasks if not task.done()]
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=grace / 2)
+    stuck = [task.get_name() for task in tasks if not task.done()]
+    if stuck:
+        log.warning("background tasks did not stop within %g s: %s", grace, ", ".join(stuck))
+
+
 def shared_record(entry: CredentialHealth) -> dict[str, Any]:
     return {name: getattr(entry, name) for name in SHARED_FIELDS}
 
@@ -68,7 +86,8 @@ class PoolSharing:
         self.prefix = f"pool-shared:{pool.provider}:"
         self.hooks: list[MessageHook] = []  # other messages (renewals, reloads), for the lifecycle
         self._known: dict[str, dict[str, Any]] = {}  # credential id → shared fields as last written or read
-        self._dirty: dict[str, None] = {}
+        self._dirty: dict[str, set[str]] = {}  # credential id → fields changed here, not yet written
+        self._versions: dict[str, dict[str, int]] = {}  # credential id → field → version applied or written last
         self._releases: list[tuple[str, str, str]] = []  # (slot key, holder, credential id) to give back
         self._held: dict[str, tuple[str, int]] = {}  # holder → (slot key, cap): slots of open leases
         self._wake = asyncio.Event()
@@ -77,6 +96,7 @@ class PoolSharing:
         self._seq = itertools.count(1)
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
+        self._closed = False
 
     # -- start and stop ---------------------------------------------------------------------------
 
@@ -94,20 +114,20 @@ class PoolSharing:
             async with asyncio.timeout(2.0):
                 await self._subscribed.wait()
         self.pool.shared = self
+        self.pool.acquire = self.acquire  # type: ignore[method-assign]  # in the class's place, on this pool only
 
     async def aclose(self) -> None:
         """Write what is pending, give back every slot this replica holds, stop following."""
         self.pool.shared = None
+        self.pool.__dict__.pop("acquire", None)  # the pool's own again
+        self._closed = True
         for holder, (key, _) in list(self._held.items()):
             self._releases.append((key, holder, ""))
         self._held.clear()
         with contextlib.suppress(Exception):
             await self._drain()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        self._wake.set()
+        await stop_tasks(self._tasks)
         self._tasks.clear()
 
     # -- health -----------------------------------------------------------------------------------
@@ -116,9 +136,11 @@ class PoolSharing:
         """The pool's listener: queue the credential's health for the store if its verdict changed."""
         record = shared_record(entry)
         credential_id = entry.credential.id
-        if self._known.get(credential_id) != record:
+        known = self._known.get(credential_id)
+        if known != record:
             self._known[credential_id] = record
-            self._dirty[credential_id] = None
+            fields = {name for name in SHARED_FIELDS if known is None or known.get(name) != record[name]}
+            self._dirty.setdefault(credential_id, set()).update(fields)
             self._wake.set()
 
     async def resync(self) -> int:
@@ -133,12 +155,24 @@ class PoolSharing:
         return applied
 
     def _apply(self, credential_id: str, record: dict[str, Any]) -> None:
-        record = {name: record.get(name) for name in SHARED_FIELDS}
-        if self._dirty.pop(credential_id, None) is not None:
-            log.debug("%s: credential %s changed here and elsewhere; the other replica's write wins",
-                      self.pool.provider, credential_id)
-        self._known[credential_id] = record
-        self.pool.apply_shared(credential_id, record)
+        """Take over the fields of `record` that are newer than ours and not changed here meanwhile
+        (a field changed here is written next, with a newer version, so every replica ends with it)."""
+        versions = record.get("versions")
+        if not isinstance(versions, dict):
+            return
+        mine = self._versions.setdefault(credential_id, {})
+        pending = self._dirty.get(credential_id, set())
+        newer = [name for name in SHARED_FIELDS if name in record and name not in pending
+                 and isinstance(versions.get(name), int) and versions[name] > mine.get(name, 0)]
+        if not newer:
+            return
+        entry = self.pool.find(credential_id)
+        merged = dict(self._known.get(credential_id) or (shared_record(entry) if entry is not None else {}))
+        for name in newer:
+            merged[name] = record[name]
+            mine[name] = versions[name]
+        self._known[credential_id] = merged
+        self.pool.apply_shared(credential_id, merged)
 
     # -- messages ---------------------------------------------------------------------------------
 
@@ -146,7 +180,7 @@ class PoolSharing:
         await self.store.publish(self.channel, {"from": self.replica, "kind": kind, **fields})
 
     async def _listen(self) -> None:
-        while True:
+        while not self._closed:
             try:
                 async with self.store.subscribe(self.channel) as subscription:
                     self._subscribed.set()
@@ -195,7 +229,7 @@ class PoolSharing:
     # -- the writer -------------------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
-        while True:
+        while not self._closed:
             await self._wake.wait()
             self._wake.clear()
             try:
@@ -212,17 +246,35 @@ class PoolSharing:
                 await self.store.release_slot(key, holder)
                 if credential_id:
                     await self.publish("slot", id=credential_id)
-            dirty, self._dirty = list(self._dirty), {}
-            for credential_id in dirty:
+            dirty, self._dirty = self._dirty, {}
+            for credential_id, fields in dirty.items():
                 record = self._known.get(credential_id)
-                if record is None:
+                if record is None or not fields:
                     continue
-                await self.store.set(f"{self.prefix}health:{credential_id}", record)
-                await self.publish("health", id=credential_id, record=record)
+                version = await self.store.incr(self.prefix + "version")
+                delta: dict[str, Any] = {name: record[name] for name in fields}
+                delta["versions"] = {name: version for name in fields}
+                self._versions.setdefault(credential_id, {}).update(delta["versions"])
+                await self._store_health(credential_id, delta)
+                await self.publish("health", id=credential_id, record=delta)
+
+    async def _store_health(self, credential_id: str, delta: dict[str, Any]) -> None:
+        """Merge `delta` into the stored record, field by field where it is newer (writes may cross)."""
+        key = f"{self.prefix}health:{credential_id}"
+        for _ in range(8):
+            current = await self.store.get(key)
+            merged = dict(current) if isinstance(current, dict) else {}
+            versions = dict(merged.get("versions") or {})
+            for name, version in delta["versions"].items():
+                if not isinstance(versions.get(name), int) or versions[name] < version:
+                    merged[name], versions[name] = delta[name], version
+            merged["versions"] = versions
+            if merged == current or await self.store.compare_and_set(key, current, merged):
+                return
 
     # -- stream slots -----------------------------------------------------------------------------
 
-    async def acquire(self, exclude: frozenset[str], prefer: str | None, timeout: float) -> Lease:
+    async def acquire(self, exclude: frozenset[str] = frozenset(), prefer: str | None = None, timeout: float = 0.0) -> Lease:
         """A lease whose slot is claimed in the store: busy everywhere means wait (up to `timeout`)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -277,7 +329,7 @@ class PoolSharing:
             self._wake.set()
 
     async def _renew_loop(self) -> None:
-        while True:
+        while not self._closed:
             await asyncio.sleep(self.slot_ttl / 3)
             for holder, (key, cap) in list(self._held.items()):
                 try:
