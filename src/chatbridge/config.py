@@ -128,7 +128,7 @@ class Settings(BaseSettings):
         return value.strip().lower() if isinstance(value, str) else value
 
     _blank = field_validator("proxy_url", "toolify_custom_prompt", "anthropic_model_map", "anthropic_default_model",
-                             "cors_origins", "client_keys_file", "redis_url", mode="before")(blank_is_none)
+                             "cors_origins", "redis_url", "client_keys_file", mode="before")(blank_is_none)
 
     @field_validator("redis_url")
     @classmethod

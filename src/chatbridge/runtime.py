@@ -146,7 +146,7 @@ def build_runtime(settings: Settings, store: StateStore | None = None) -> Runtim
     if store is None:
         store, store_line = build_store(settings)
     else:
-        store_line = f"state: the {store.status().backend} store the caller gave"
+        store_line = f"state: {type(store).__name__} given by the caller"
     context = WiringContext(http=settings.http_settings(), pool=settings.pool_defaults(), store=store,
                             data_dir=Path(settings.data_dir), sessions=settings.session_settings())
     wirings, disabled, report = build_wirings(settings, context)

@@ -24,7 +24,7 @@ def _admin_routes(gw: GatewayServer) -> list[tuple[str, str]]:
     routes = []
     for route in gw.app.framework.routes:
         if isinstance(route, Route) and route.path.startswith("/admin"):
-            path = route.path.format(index="0", provider="k2think", credential="abc", action="reset")
+            path = route.path.format(index="0", provider="k2think", credential="abc", action="reset", name="team-a")
             routes.extend((method, path) for method in sorted(route.methods or ()) if method != "HEAD")
     return routes
 
@@ -40,7 +40,7 @@ def gw(k2emu: K2ThinkEmulator, start_gateway: Callable[..., GatewayServer], tmp_
 
 def test_every_admin_route_refuses_a_missing_wrong_or_client_key(gw: GatewayServer) -> None:
     routes = _admin_routes(gw)
-    assert len(routes) == 15  # the original 10, and the per-provider credentials routes
+    assert len(routes) == 19  # the original 10, the per-provider credentials routes, client keys and usage
     ids = [e.credential.id for e in gw.runtime.pools["k2think"].entries]
     attempts = [{}, {"Authorization": f"Bearer {API_KEY}"}, {"x-api-key": API_KEY}, {"Authorization": "Bearer sk-admin-guess"}]
     with httpx.Client(base_url=gw.base_url) as http:

@@ -135,6 +135,16 @@ def test_a_model_outside_the_keys_globs_is_403_in_each_dialect(gateway: Callable
     assert oai(gw, KEY_A).chat.completions.create(model=MODEL, messages=MESSAGES).choices[0].message.content  # type: ignore[arg-type]
 
 
+def test_the_model_list_shows_a_key_only_its_models(gateway: Callable[..., GatewayServer]) -> None:
+    gw = gateway(keys_yaml(extra=f"  - key: sk-exact-0123456789abcdef\n    name: exact\n    models: [{MODEL!r}]\n"))
+    assert [m.id for m in oai(gw, "sk-exact-0123456789abcdef").models.list()] == [MODEL]
+    assert [m.id for m in ant(gw, "sk-exact-0123456789abcdef").models.list()] == [MODEL]
+    assert oai(gw, KEY_B).models.list().data == []  # kimi* and claude-* only: none served here
+    assert {m.id for m in oai(gw, KEY_A).models.list()} == {MODEL, MODEL + "-nothink"}
+    with pytest.raises(openai.PermissionDeniedError):
+        oai(gw, "sk-exact-0123456789abcdef").chat.completions.create(model=MODEL + "-nothink", messages=MESSAGES)  # type: ignore[arg-type]
+
+
 def test_an_expired_key_is_401_in_each_dialect(gateway: Callable[..., GatewayServer]) -> None:
     gw = gateway(keys_yaml())
     with pytest.raises(openai.AuthenticationError) as refused:
@@ -258,6 +268,29 @@ def test_with_a_file_no_client_key_is_generated(tmp_path: Path, keys_file: Path)
     assert sorted(k.name for k in runtime.keys.keys) == ["old", "team-a", "team-b"]
 
 
+def test_keys_added_and_revoked_through_the_api_persist_across_a_restart(
+        k2emu: K2ThinkEmulator, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, k2think_base_url=k2emu.base_url, k2think_token=k2emu.mint_token())
+    first = GatewayServer(settings).start()
+    try:
+        with admin(first) as http:
+            kept = http.post("/admin/keys", json={"name": "kept", "requests_per_minute": 3}).json()["data"]["key"]
+            gone = http.post("/admin/keys", json={"name": "gone"}).json()["data"]["key"]
+            assert http.delete("/admin/keys/gone").status_code == 200
+    finally:
+        first.stop()
+    assert kept not in (tmp_path / "data" / "pool-state.json").read_text()  # only its digest is kept
+    second = GatewayServer(make_settings(tmp_path, k2think_base_url=k2emu.base_url, k2think_token=k2emu.mint_token())).start()
+    try:
+        assert oai(second, kept).models.list().data
+        with pytest.raises(openai.AuthenticationError):
+            oai(second, gone).models.list()
+        listed = {k["name"]: k for k in admin(second).get("/admin/keys").json()["data"]["keys"]}
+        assert listed["kept"]["requests_per_minute"] == 3 and "gone" not in listed
+    finally:
+        second.stop()
+
+
 # -- admin routes, across gateways ---------------------------------------------------------------------------
 
 
@@ -361,4 +394,4 @@ def test_usage_per_key_model_and_provider_after_known_traffic(replicas: tuple[Ga
          "output_tokens": completion, "errors": 0},
     ]
     assert rows["totals"] == {"requests": 5, "input_tokens": prompt, "output_tokens": completion, "errors": 1}
-    assert [r for r in everyone if r["key"] == "VALID_API_KEY"][0]["requests"] == 1  # the unlimited key too
+    assert next(r for r in everyone if r["key"] == "VALID_API_KEY")["requests"] == 1  # the unlimited key too

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from chatbridge.api.errors import ApiError, error_body_for_path
-from chatbridge.features.clientkeys import ClientKeys
+from chatbridge.core.types import ModelInfo
+from chatbridge.features.clientkeys import ClientKey, ClientKeys
 
 RawHeaders = Iterable[tuple[bytes, bytes]]
 KeyKind = Literal["client", "admin"]
@@ -71,6 +72,14 @@ class KeyPolicy:
 
 def key_policy(client_keys: ClientKeys, admin_keys: Sequence[str] = ()) -> KeyPolicy:
     return KeyPolicy(client_keys, admin_keys)
+
+
+def allowed_models(scope: Mapping[str, Any], models: list[ModelInfo]) -> list[ModelInfo]:
+    """The models the request's client key may use: all, unless its `models` globs say otherwise."""
+    key: ClientKey | None = scope.get("state", {}).get("client_key")
+    if key is None or key.models is None:
+        return models
+    return [m for m in models if key.allows(m.id)]
 
 
 def header(headers: RawHeaders, name: bytes) -> bytes | None:

@@ -20,6 +20,7 @@ from chatbridge.commands.settings_errors import describe
 from chatbridge.config import Settings, env_names
 from chatbridge.core.findings import Finding
 from chatbridge.core.secrets import mask, redact
+from chatbridge.features.clientkeys import KeysFileError, read_keys_file
 from chatbridge.providers import registry
 
 EXAMPLE_HEAD = """\
@@ -83,6 +84,9 @@ VALID_API_KEY=
 # Key for /admin/ (comma separated). Unset: generated in DATA_DIR and printed once.
 # Must differ from every client key.
 ADMIN_API_KEY=
+# Named client keys with models (globs) and limits, YAML or JSON; re-read when it changes.
+# With it set and VALID_API_KEY unset, no client key is generated. See README "Client keys and limits".
+CLIENT_KEYS_FILE=
 
 # --- credential pools (every provider) ----------------------------------------------
 # Transient failures in a row (5xx, timeouts, resets) after which a token rests, then gets
@@ -268,7 +272,8 @@ def _keys(settings: Settings) -> list[Finding]:
     if client:
         findings.append(Finding("ok", "VALID_API_KEY", f"{len(client)} client key(s): {', '.join(mask(k) for k in client)}"))
     else:
-        findings.append(Finding("ok", "VALID_API_KEY", "not set: a client key is generated under DATA_DIR at first start"))
+        findings.append(Finding("ok", "VALID_API_KEY", "not set: a client key is generated under DATA_DIR at first start"
+                                if settings.client_keys_file is None else "not set: the keys are CLIENT_KEYS_FILE's"))
     if admin:
         findings.append(Finding("ok", "ADMIN_API_KEY", f"{len(admin)} admin key(s): {', '.join(mask(k) for k in admin)}"))
     else:
@@ -276,6 +281,13 @@ def _keys(settings: Settings) -> list[Finding]:
     if set(client) & set(admin):
         findings.append(Finding("error", "ADMIN_API_KEY", "is also a client key, so any client could administer the gateway",
                                 "choose a different ADMIN_API_KEY (the gateway refuses to start like this)"))
+    if settings.client_keys_file is not None:
+        try:
+            named = read_keys_file(Path(settings.client_keys_file))
+        except KeysFileError as exc:
+            findings.append(Finding("error", "CLIENT_KEYS_FILE", str(exc), "fix the entry named (the gateway refuses to start like this)"))
+        else:
+            findings.append(Finding("ok", "CLIENT_KEYS_FILE", f"{len(named)} named client key(s): {', '.join(k.name for k in named)}"))
     for name, keys in (("VALID_API_KEY", client), ("ADMIN_API_KEY", admin)):
         if any(len(k) < 16 for k in keys):
             findings.append(Finding("warning", name, "a key is shorter than 16 characters", "use a long random key, e.g. `openssl rand -hex 24`"))

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from chatbridge.core.metrics import LIMITS_HIT
-from chatbridge.features.clientkeys import ClientKey, KeyLimits, LimitExceeded, Limiter, ModelNotAllowed
+from chatbridge.features.clientkeys import ClientKey, KeyLimits, Limiter, LimitExceeded, ModelNotAllowed
 from chatbridge.features.clientkeys.limits import requests_retry_after, seconds_to_midnight, sliding_estimate
 from chatbridge.state import MemoryStore
 

@@ -80,6 +80,7 @@ def test_a_time_without_zone_is_utc_and_expiry_is_checked() -> None:
     ("keys: [{key: short, name: a}]", "keys[0] (name 'a'): key:"),
     (f"keys: [{{key: {SECRET}}}]", "keys[0]: name:"),
     (f"keys: [{{key: {SECRET}, name: ' a'}}]", "name must be 1 to 64 printable characters"),
+    (f"keys: [{{key: {SECRET}, name: 'a/b'}}]", "name must be 1 to 64 printable characters other than /"),
     (f"keys: [{{key: {SECRET}, name: a}}]\nextra: 1", "extra: unknown field"),
     ("keys: [ {key: oops", "is not valid YAML at line"),
     ('{"keys": [', "is not valid JSON at line"),

@@ -8,6 +8,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from chatbridge.api.auth import allowed_models
 from chatbridge.api.errors import ApiError, to_api_error
 from chatbridge.core.errors import InvalidRequest, ModelNotFound
 from chatbridge.core.types import ModelInfo
@@ -58,7 +59,7 @@ async def list_models(request: Request) -> Response:
         limit = _limit(request.query_params.get("limit"))
     except InvalidRequest as exc:
         return error_response(to_api_error(exc), request)
-    models = request.app.state.runtime.router.models()
+    models = allowed_models(request.scope, request.app.state.runtime.router.models())
     chosen, more = page(models, limit, request.query_params.get("after_id"), request.query_params.get("before_id"))
     created = _created_at(request)
     body = {"data": [_model_json(m.id, created) for m in chosen], "has_more": more,

@@ -6,6 +6,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from chatbridge.api.auth import allowed_models
 from chatbridge.api.errors import to_api_error
 from chatbridge.core.errors import ModelNotFound
 from chatbridge.gateway.router import Router
@@ -20,7 +21,7 @@ def _model_json(model_id: str, owned_by: str, created: int) -> dict[str, object]
 async def list_models(request: Request) -> Response:
     router: Router = request.app.state.runtime.router
     created = request.app.state.runtime.started_at
-    data = [_model_json(m.id, m.owned_by, created) for m in router.models()]
+    data = [_model_json(m.id, m.owned_by, created) for m in allowed_models(request.scope, router.models())]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
 
 

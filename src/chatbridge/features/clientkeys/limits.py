@@ -119,9 +119,9 @@ class Limiter:
         if not key.allows(model):
             LIMITS_HIT.labels(limit="model").inc()
             raise ModelNotAllowed(f"The API key {key.name!r} may not use the model {model!r}.")
-        limits = key.limits
-        if not limits.limited:
+        if not key.counted:
             return Admission(None, key)
+        limits = key.limits
         now = self.clock()
         if limits.tokens_per_day is not None:
             await self._check_tokens(key, limits.tokens_per_day, now)

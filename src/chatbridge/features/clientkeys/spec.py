@@ -19,7 +19,7 @@ import datetime as dt
 import hashlib
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from chatbridge.core.secrets import MIN_SECRET_LENGTH, mask, register_secrets
 
 KeySource = Literal["file", "api", "env"]
-_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
+_NAME = re.compile(r"^[^\x00-\x1f\x7f/]{1,64}$")  # no "/": the name is a path segment of /admin/keys/{name}
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _GLOB_CHARS = set(string.printable) - set(string.whitespace) | {" "}
 
@@ -91,8 +91,9 @@ class KeyLimits(BaseModel):
 
     @property
     def limited(self) -> bool:
-        """True when admitting a request may need the state store (a counted limit)."""
-        return any(v is not None for v in (self.requests_per_minute, self.tokens_per_day, self.max_concurrent_streams))
+        """True when admitting a request needs the state store (a counted limit)."""
+        return (self.requests_per_minute is not None or self.tokens_per_day is not None
+                or self.max_concurrent_streams is not None)
 
 
 class KeyEntry(KeyLimits):
@@ -113,7 +114,7 @@ class KeyEntry(KeyLimits):
     @classmethod
     def _name(cls, value: str) -> str:
         if value != value.strip() or not _NAME.match(value):
-            raise ValueError("name must be 1 to 64 printable characters, without leading or trailing spaces")
+            raise ValueError("name must be 1 to 64 printable characters other than /, without leading or trailing spaces")
         return value
 
     @field_validator("key")
@@ -160,14 +161,20 @@ class ClientKey:
     source: KeySource
     hint: str = ""
     created_at: float | None = None
+    counted: bool = field(init=False)  # `limits.limited`, read once per request: kept here
+    models: tuple[str, ...] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "counted", self.limits.limited)
+        object.__setattr__(self, "models", self.limits.models)
 
     def expired(self, now: dt.datetime | None = None) -> bool:
         expires = self.limits.expires_at
         return expires is not None and expires <= (now or dt.datetime.now(dt.UTC))
 
     def allows(self, model: str) -> bool:
-        globs = self.limits.models
-        return globs is None or any(_match(glob, model) for glob in globs)
+        globs = self.models
+        return globs is None or any(fnmatchcase(model, glob) for glob in globs)
 
 
 def check_glob(glob: Any) -> None:
@@ -186,10 +193,6 @@ def check_glob(glob: Any) -> None:
             depth = 0
     if depth:
         raise ValueError(f"model glob {glob!r} has a [ without its closing ]")
-
-
-def _match(glob: str, model: str) -> bool:
-    return fnmatchcase(model, glob)
 
 
 def parse_keys(raw: bytes, origin: str = "CLIENT_KEYS_FILE") -> list[ClientKey]:
@@ -217,7 +220,12 @@ class _KeysLoader(yaml.SafeLoader):
     """Safe YAML whose timestamps stay text, so a bad date is reported by the entry's validation."""
 
 
-_KeysLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
+def _timestamp_as_text(loader: _KeysLoader, node: yaml.Node) -> str:
+    assert isinstance(node, yaml.ScalarNode)
+    return str(loader.construct_scalar(node))
+
+
+_KeysLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
 
 
 def _load(raw: bytes, origin: str) -> Any:
@@ -225,7 +233,7 @@ def _load(raw: bytes, origin: str) -> Any:
     try:
         if text.startswith(b"{"):
             return orjson.loads(raw)
-        return yaml.load(raw, Loader=_KeysLoader)  # noqa: S506 (a SafeLoader)
+        return yaml.load(raw, Loader=_KeysLoader)
     except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)

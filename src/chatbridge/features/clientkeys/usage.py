@@ -25,6 +25,7 @@ class UsageRecorder:
         self._pending: defaultdict[UsageKey, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
 
     def record(self, name: str, provider: str, model: str, input_tokens: int, output_tokens: int, error: bool) -> None:
+        """Add one ended request's figures (in memory: no store call)."""
         figures = self._pending[(name, provider, model)]
         figures[0] += 1
         figures[1] += max(0, input_tokens)
