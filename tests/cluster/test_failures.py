@@ -71,6 +71,29 @@ def test_redis_stopped_mid_test_degrades_keeps_serving_and_converges_when_it_ret
     assert not last.new_chat and last.text == "我刚才说我来自哪里？"
 
 
+def test_changes_after_redis_came_back_empty_still_reach_every_replica(start_cluster: Any) -> None:
+    cluster: Cluster = start_cluster(kimi_accounts=2)
+    credential = account_id(cluster.kimi_tokens[0])
+    for action in ("disable", "enable", "disable", "enable"):  # the credential has a history on every replica
+        assert cluster.admin(0, "POST", f"/admin/pools/kimi/{credential}/{action}").status_code == 200
+        wanted = "disabled" if action == "disable" else "active"
+        wait_for(lambda: [state_of(cluster, n, credential) for n in range(3)], 5,
+                 f"every replica shows the credential {wanted}", until=everywhere(wanted))
+
+    cluster.redis.kill()  # a restart without persistence: Redis comes back knowing nothing
+    cluster.redis.start()
+    wait_for(lambda: [cluster.health(n)["status"] for n in range(3)], 15, "every replica's /health says ok",
+             until=everywhere("ok"))
+    assert cluster.admin(1, "POST", f"/admin/pools/kimi/{credential}/disable").status_code == 200
+    wait_for(lambda: [state_of(cluster, n, credential) for n in range(3)], 5,
+             "a credential disabled through replica 1 after the restart is disabled on every replica",
+             until=everywhere("disabled"))
+    before = len(cluster.kimi.chat_calls)
+    for n in range(6):
+        ask(cluster.openai(), [{"role": "user", "content": f"重启后{n}"}])
+    assert {c.user for c in cluster.kimi.chat_calls[before:]} == {"user-1"}
+
+
 def test_a_replica_killed_while_streaming_frees_its_stream_slot_within_the_slot_ttl(start_cluster: Any) -> None:
     cluster: Cluster = start_cluster(KIMI_MAX_STREAMS_PER_ACCOUNT="1")
     cluster.kimi.reply = KimiReply(text="这是一个很长的回答，" * 20)
