@@ -25,6 +25,8 @@ from chatbridge.providers.kimi.source import KimiTokenSource
 from chatbridge.state import StateStore
 from tests.pool.replicas import Replica, backend, eventually, run_shared
 from tests.providers.kimi.test_source import Upstream
+from tests.providers.kiro.test_source import make_source as make_kiro_source
+from tests.upstreams import KiroEmulator
 
 pytestmark = pytest.mark.timeout(60)
 __all__ = ["backend"]
@@ -144,5 +146,33 @@ def test_a_whole_pool_refresh_is_skipped_while_another_replica_holds_its_lock(tm
         assert signed_in == []
         with contextlib.suppress(Exception):
             await refresher.aclose()
+
+    run_shared(backend, body)
+
+
+def test_kiro_environment_tokens_are_renewed_once_for_two_replicas(kiro_emu: KiroEmulator, tmp_path: Path,
+                                                                    backend: str) -> None:
+    """KIRO_REFRESH_TOKEN on two replicas with their own DATA_DIR: one refresh, and the second renewal
+    (on the other replica) spends the rotated token, not the environment's dead one."""
+    account = kiro_emu.add_account()
+    env = {"access_token": None, "refresh_token": account.refresh_token}
+
+    async def body(store: StateStore) -> None:
+        sources = [make_kiro_source(kiro_emu, tmp_path / name, tmp_path / "absent.json", **env) for name in ("one", "two")]
+        settings = LifecycleSettings(tick=0.05)
+        try:
+            async with (Replica(store, sources[0], renew_on_auth=True, settings=settings) as one,
+                        Replica(store, sources[1], renew_on_auth=True, settings=settings) as two):
+                (cid,) = [e.credential.id for e in one.pool.entries]
+                await eventually(lambda: all(r.health(cid).credential.secret.reveal() == account.access_token
+                                             and not r.health(cid).refreshing for r in (one, two)), timeout=10)
+                assert account.refreshes == 1
+                (await two.pool.acquire()).fail(Failure(FailureKind.AUTH, "HTTP 403", renewable=True))
+                await eventually(lambda: account.refreshes == 2 and not two.health(cid).refreshing, timeout=10)
+                assert not two.health(cid).disabled, two.health(cid).disabled_reason
+                await eventually(lambda: one.health(cid).credential.secret.reveal() == account.access_token)
+        finally:
+            for source in sources:
+                await source.auth.aclose()
 
     run_shared(backend, body)

@@ -204,6 +204,7 @@ class PoolLifecycle:
             log.info("removed a leftover temporary file %s", leftover.name)
 
     def _spawn(self, coro: Any, name: str) -> None:
+        self._tasks = [task for task in self._tasks if not task.done()]  # one-off tasks (replicas' messages) end
         self._tasks.append(asyncio.get_running_loop().create_task(coro, name=f"{self.provider}-{name}"))
 
     def _startup_refresh(self) -> None:
