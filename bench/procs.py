@@ -32,7 +32,7 @@ K2_MODEL = "MBZUAI-IFM/K2-Think-v2"
 # Environment variables that would configure a server behind the benchmark's back.
 _SCRUB_PREFIXES = ("K2THINK_", "OPENAI_COMPAT_", "LITELLM_", "TOKENS_FILE", "ACCOUNTS_FILE", "WORKERS")
 _SCRUB_NAMES = {
-    "VALID_API_KEY", "API_MASTER_KEY", "API_KEY", "ADMIN_API_KEY", "PROXY_URL", "HOST", "PORT", "DATA_DIR",
+    "VALID_API_KEY", "API_MASTER_KEY", "API_KEY", "ADMIN_API_KEY", "CLIENT_KEYS_FILE", "PROXY_URL", "HOST", "PORT", "DATA_DIR",
     "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy",
 }
 

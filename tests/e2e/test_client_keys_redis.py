@@ -50,7 +50,10 @@ def replicas(k2emu: K2ThinkEmulator, tmp_path: Path) -> Iterator[tuple[GatewaySe
                          "  - key: sk-team-one-0123456789abc\n    name: one\n    max_concurrent_streams: 1\n")
     pair = [GatewayServer(make_settings(tmp_path / f"r{i}", k2think_base_url=k2emu.base_url, k2think_token=token,
                                         admin_api_key=ADMIN, redis_url=REDIS_URL, redis_key_prefix=prefix,
-                                        client_keys_file=keys_file)).start() for i in range(2)]
+                                        # generous: on a loaded machine a 0.5 s read timeout fails over to the
+                                        # local view (by design), and limits are then per replica
+                                        redis_timeout_seconds=5.0, client_keys_file=keys_file)).start()
+            for i in range(2)]
     yield pair[0], pair[1]
     for gw in pair:
         gw.stop()
@@ -79,6 +82,9 @@ def test_a_limit_of_n_per_minute_admits_exactly_n_across_replicas(replicas: tupl
 
     with ThreadPoolExecutor(16) as pool:
         statuses = list(pool.map(call, range(16)))
+    assert one.runtime.store is not None and two.runtime.store is not None
+    assert one.runtime.store.status().up and two.runtime.store.status().up  # counted in Redis throughout
+    assert one.runtime.store.status().errors == 0 and two.runtime.store.status().errors == 0
     assert statuses.count(200) == 6 and statuses.count(429) == 10
 
 
