@@ -1,8 +1,8 @@
 """Two gateways sharing Redis (DB 11) in front of one K2Think emulator, driven over HTTP.
 
-`REDIS_URL` wiring is the store helper's; until `chatbridge.runtime` reads it, this test puts a
-`RedisStore` where the runtime makes its embedded store, so the same pools, lifecycles and
-admin routes run as they will behind nginx. Clients: the real `openai` SDK and httpx.
+Each gateway is configured with `REDIS_URL` (its own DATA_DIR and tokens file, as a container
+has), so the same pools, lifecycles and admin routes run as they do behind nginx. Clients: the
+real `openai` SDK and httpx.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 
-from chatbridge import runtime as runtime_module
 from chatbridge.pool.sources import credential_id
 from tests.harness import GatewayServer, make_settings
 from tests.pool.helpers import HI, MODEL
@@ -37,15 +36,12 @@ def _credential(gw: GatewayServer, cid: str) -> dict[str, Any]:
 
 
 def test_a_credential_disabled_through_one_gateway_is_skipped_by_the_other(
-    k2emu: K2ThinkEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    k2emu: K2ThinkEmulator, tmp_path: Path,
 ) -> None:
     probe = asyncio.run(redis_store())  # flushes DB 11
     if probe is None:
         pytest.skip("no Redis backend or no Redis server on DB 11")
     asyncio.run(probe.aclose())
-    from chatbridge.state.redis import RedisStore
-
-    monkeypatch.setattr(runtime_module, "EmbeddedStore", lambda path: RedisStore(REDIS_URL))
     first, second = k2emu.mint_token(), k2emu.mint_token()
     gateways: list[GatewayServer] = []
     try:
@@ -54,7 +50,7 @@ def test_a_credential_disabled_through_one_gateway_is_skipped_by_the_other(
             folder.mkdir()
             (folder / "tokens.txt").write_text(f"{first}\n{second}\n")
             settings = make_settings(folder, k2think_base_url=k2emu.base_url, tokens_file=folder / "tokens.txt",
-                                     admin_api_key=f"sk-admin-{name}-0123456789")
+                                     admin_api_key=f"sk-admin-{name}-0123456789", redis_url=REDIS_URL)
             gateways.append(GatewayServer(settings).start())
         one, two = gateways
         cid = credential_id("k2think", first)

@@ -281,7 +281,8 @@ class PoolSharing:
         elsewhere: set[str] = set()  # free here, but at their cap across replicas
         while True:
             released = self._released
-            self.pool.set_cursor(await self.store.incr(self.prefix + "cursor") - 1)
+            if len(self.pool) > 1:  # one round trip, only where there is a choice to spread
+                self.pool.set_cursor(await self.store.incr(self.prefix + "cursor") - 1)
             try:
                 lease = await self.pool.acquire_local(exclude | elsewhere, prefer,
                                                       max(0.0, deadline - loop.time()))
