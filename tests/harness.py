@@ -139,10 +139,19 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60) -> GatewayProcess:  # generous: spawned workers start slowly on a loaded machine
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )
+        return self.spawn().wait_ready(timeout)
+
+    def spawn(self) -> GatewayProcess:
+        """Start the process without waiting for it (several can then start side by side)."""
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> GatewayProcess:
+        """Wait until the spawned gateway says it listens and answers `/health`."""
+        assert self.proc is not None, "spawn() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -165,6 +174,12 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no shutdown hook runs, nothing is released."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
 
     @property
     def output(self) -> str:

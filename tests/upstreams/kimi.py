@@ -139,6 +139,8 @@ class KimiEmulator(EmulatorBase):
         self.access_ttl = 900.0
         self.connect_refresh = True  # False: the Connect refresh service answers 404 (legacy only)
         self.rotate_on_legacy = True
+        #: False: the Connect refresh hands the same refresh token back (tests that are not about rotation)
+        self.rotate_refresh = True
         #: hold refresh requests (before rotating) until this event is set
         self.refresh_gate: threading.Event | None = None
         self.refresh_calls = 0
@@ -250,7 +252,7 @@ class KimiEmulator(EmulatorBase):
         token = body.get("refresh_token") or body.get("refreshToken") or ""
         if not await self._hold_refresh(request):
             return web.Response(status=499)
-        tokens = self._rotate(str(token), rotate=True)
+        tokens = self._rotate(str(token), rotate=self.rotate_refresh)
         if tokens is None:
             return self.error_response(401, {"code": "unauthenticated", "message": "invalid claims"})
         return web.json_response({"accessToken": tokens[0], "refreshToken": tokens[1]})
