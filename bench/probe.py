@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kind}: {_callgrind_total(out_file) / args.requests / 1000:.1f}k instructions/request ({args.src})")
     else:
         print(f"{kind}: {cpu / args.requests * 1e6:.0f} µs CPU/request, {wall / args.requests * 1e3:.3f} ms each ({args.src})")
-    os.environ.get("KEEP_PROBE") or shutil.rmtree(work, ignore_errors=True)
+    if not os.environ.get("KEEP_PROBE"):
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

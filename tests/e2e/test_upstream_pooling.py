@@ -9,9 +9,8 @@ the body ends); only the emulator's view of the client's port can tell.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import time
+from collections.abc import Callable
 
 import httpx
 
