@@ -1,12 +1,13 @@
 """The gateway's cost per request, for deciding a change: CPU time or callgrind instructions.
 
-    python -m bench.probe [--src PATH] [--requests N] [--stream] [--chunks N] [--callgrind]
+    python -m bench.probe [--src PATH] [--requests N] [--stream] [--chunks N] [--callgrind | --ttfc]
 
 Starts the OpenAI-compatible emulator and `chatbridge serve` from `--src` (a checkout's `src/`,
 put first on the gateway's PYTHONPATH; default: this checkout), sends `--requests` sequential
 requests after a warm-up and prints the gateway's CPU µs per request, or with `--callgrind` its
 instructions per request (valgrind counting only the measured requests: deterministic, so a
-change of a few percent shows; the machine's load does not move it).
+change of a few percent shows; the machine's load does not move it). `--ttfc`: the median time
+to the first `data:` event of `--requests` streams, one at a time, instead.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--chunks", type=int, default=200, help="content chunks of a streamed answer")
     parser.add_argument("--callgrind", action="store_true")
+    parser.add_argument("--ttfc", action="store_true", help="time to first chunk of streams (implies --stream)")
     args = parser.parse_args(argv)
+    args.stream = args.stream or args.ttfc
     work = Path(tempfile.mkdtemp(prefix="bench-probe-"))
     upstream = procs.openai_emulator("probe-upstream", None, chunks=args.chunks, log_dir=work).start().wait_ready()
     gateway = procs.gateway("probe-gateway", None, openai_upstream=upstream, work_dir=work, log_dir=work)
@@ -76,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_requests(url, body, headers, args.warmup))
         if args.callgrind:
             subprocess.run(["callgrind_control", "-i", "on", str(gateway.pid)], check=True, capture_output=True)
+        if args.ttfc:
+            result = asyncio.run(load.measure_streams(url, body, headers, args.requests))
+            print(f"time to first chunk: median {result.ttfc_ms:.3f} ms over {result.streams} streams "
+                  f"({result.errors} errors; {args.src})")
+            return 0
         cpu, started = gateway.cpu_seconds(), time.perf_counter()
         asyncio.run(_requests(url, body, headers, args.requests))
         cpu, wall = gateway.cpu_seconds() - cpu, time.perf_counter() - started
