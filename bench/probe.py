@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     args.stream = args.stream or args.ttfc
     work = Path(tempfile.mkdtemp(prefix="bench-probe-"))
     upstream = procs.openai_emulator("probe-upstream", None, chunks=args.chunks, log_dir=work).start().wait_ready()
-    gateway = procs.gateway("probe-gateway", None, openai_upstream=upstream, work_dir=work, log_dir=work)
-    gateway.env["PYTHONPATH"] = str(args.src.resolve())
+    gateway = procs.gateway("probe-gateway", None, openai_upstream=upstream, work_dir=work, log_dir=work,
+                            src=args.src.resolve())
     out_file = work / "callgrind.out"
     if args.callgrind:
         if shutil.which("valgrind") is None:
@@ -79,13 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_requests(url, body, headers, args.warmup))
         if args.callgrind:
             subprocess.run(["callgrind_control", "-i", "on", str(gateway.pid)], check=True, capture_output=True)
-        if args.ttfc:
-            result = asyncio.run(load.measure_streams(url, body, headers, args.requests))
-            print(f"time to first chunk: median {result.ttfc_ms:.3f} ms over {result.streams} streams "
-                  f"({result.errors} errors; {args.src})")
-            return 0
+        streams = None
         cpu, started = gateway.cpu_seconds(), time.perf_counter()
-        asyncio.run(_requests(url, body, headers, args.requests))
+        if args.ttfc:
+            streams = asyncio.run(load.measure_streams(url, body, headers, args.requests))
+        else:
+            asyncio.run(_requests(url, body, headers, args.requests))
         cpu, wall = gateway.cpu_seconds() - cpu, time.perf_counter() - started
         if args.callgrind:
             subprocess.run(["callgrind_control", "-i", "off", str(gateway.pid)], check=True, capture_output=True)
@@ -93,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         gateway.stop()
         upstream.stop()
     kind = f"streamed ({args.chunks} chunks)" if args.stream else "non-streamed"
-    if args.callgrind:
+    if streams is not None:
+        print(f"time to first chunk: median {streams.ttfc_ms:.3f} ms over {streams.streams} streams "
+              f"({streams.errors} errors; {args.src})")
+    elif args.callgrind:
         print(f"{kind}: {_callgrind_total(out_file) / args.requests / 1000:.1f}k instructions/request ({args.src})")
     else:
         print(f"{kind}: {cpu / args.requests * 1e6:.0f} µs CPU/request, {wall / args.requests * 1e3:.3f} ms each ({args.src})")
