@@ -5,6 +5,9 @@ before it does any work of its own.
                                                         constant completion from a bare ASGI app
     python -m bench.floor client --url U --seconds S    aiohttp, set up exactly as chatbridge's
                                                         providers set it up, posting to U
+    python -m bench.floor proxy --port N --upstream U   the minimal proxy: uvicorn + that aiohttp
+                                                        client passing the request body to U and
+                                                        the answer's bytes back as they arrive
 
 A proxied request costs at least one of each, so their CPU per request, added, bounds the
 throughput any gateway on these libraries can reach on one core. `bench.run` measures both in
@@ -45,11 +48,47 @@ async def constant_answer(scope: dict[str, Any], receive: Any, send: Any) -> Non
     await send({"type": "http.response.body", "body": ANSWER})
 
 
-def serve(port: int) -> None:
+def serve(port: int, app: Any = constant_answer) -> None:
     import uvicorn
 
-    uvicorn.run(constant_answer, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
                 access_log=False, log_level="warning")
+
+
+def passthrough(upstream: str) -> Any:
+    """An ASGI app that posts the request body to `upstream` and sends its answer back byte for
+    byte, a part per upstream read: what any Python proxy on these libraries must do at least."""
+    from chatbridge.providers.http import HttpSettings, create_session
+
+    state: dict[str, Any] = {}
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-floor"}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] == "lifespan.startup":
+                state["session"] = create_session(HttpSettings())
+                await send({"type": "lifespan.startup.complete"})
+            await state["session"].close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["method"] != "POST":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"floor proxy"})
+            return
+        parts = []
+        while True:
+            message = await receive()
+            parts.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        async with state["session"].post(upstream + scope["path"], data=b"".join(parts), headers=headers) as response:
+            kind = response.headers.get("Content-Type", "application/json").encode()
+            await send({"type": "http.response.start", "status": response.status, "headers": [(b"content-type", kind)]})
+            async for chunk in response.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
 
 
 def _cpu_seconds() -> float:
@@ -96,9 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     client.add_argument("--url", required=True)
     client.add_argument("--concurrency", type=int, default=64)
     client.add_argument("--seconds", type=float, default=5.0)
+    proxy = sub.add_parser("proxy", help="the minimal proxy: uvicorn + aiohttp passing bytes to --upstream")
+    proxy.add_argument("--port", type=int, required=True)
+    proxy.add_argument("--upstream", required=True, help="the upstream's base URL (the request path is appended)")
     args = parser.parse_args(argv)
     if args.command == "server":
         serve(args.port)
+        return 0
+    if args.command == "proxy":
+        serve(args.port, passthrough(args.upstream.rstrip("/")))
         return 0
     import uvloop
 

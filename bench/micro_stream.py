@@ -41,6 +41,9 @@ class _Content:
         for chunk in self._body:
             yield chunk
 
+    def is_eof(self) -> bool:
+        return True
+
 
 class FakeResponse:
     status = 200

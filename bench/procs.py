@@ -209,6 +209,13 @@ def floor_server(name: str, cpus: str | None, *, log_dir: Path | None = None) ->
     return Service(name, argv, port=port, cpus=cpus, ready_path="/", log_dir=log_dir)
 
 
+def floor_proxy(name: str, cpus: str | None, *, upstream: Service, log_dir: Path | None = None) -> Service:
+    """The minimal proxy (bench/floor.py): uvicorn + aiohttp passing bytes through to `upstream`."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.floor", "proxy", "--port", str(port), "--upstream", upstream.base_url]
+    return Service(name, argv, port=port, cpus=cpus, ready_path="/", log_dir=log_dir)
+
+
 def floor_client(url: str, cpus: str | None, *, concurrency: int, seconds: float) -> dict[str, object]:
     """aiohttp alone, configured as chatbridge's providers configure it: CPU per request."""
     argv = [sys.executable, "-m", "bench.floor", "client", "--url", url,
@@ -246,15 +253,19 @@ def gateway(
     workers: int = 1,
     work_dir: Path,
     log_dir: Path | None = None,
+    src: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Service:
-    """`chatbridge serve` as users run it, without access log and at LOG_LEVEL=WARNING; `env` adds
-    variables (REDIS_URL)."""
+    """`chatbridge serve` as users run it, without access log and at LOG_LEVEL=WARNING.
+
+    `src`: the checkout's `src/` whose code runs (first on PYTHONPATH); default this checkout's,
+    whatever `pip install -e` points at. `env` adds variables (REDIS_URL).
+    """
     port = free_port()
     data = work_dir / f"data-{name}"
     data.mkdir(parents=True, exist_ok=True)
     extra = dict(env or {})
-    env = {"VALID_API_KEY": API_KEY, "LOG_LEVEL": "WARNING", "DATA_DIR": str(data), "K2THINK_ENABLED": "false",
+    env = {"PYTHONPATH": str(src or ROOT / "src"), "VALID_API_KEY": API_KEY, "LOG_LEVEL": "WARNING", "DATA_DIR": str(data), "K2THINK_ENABLED": "false",
            "KIMI_ENABLED": "false"}  # guest Kimi would reach out to www.kimi.com at start
     if openai_upstream is not None:
         env["OPENAI_COMPAT_BASE_URL"] = openai_upstream.base_url + "/v1"

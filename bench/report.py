@@ -12,18 +12,23 @@ import statistics
 from typing import Any
 
 SCHEMA = "chatbridge-bench/1"
-TARGETS = ("direct", "chatbridge", "litellm", "chatbridge-k2think")
+TARGETS = ("direct", "floor-proxy", "chatbridge", "before", "litellm", "chatbridge-k2think")
 LABELS = {
     "direct": "direct (emulator)",
+    "floor-proxy": "minimal proxy (uvicorn + aiohttp) → emulator",
     "chatbridge": "chatbridge → emulator",
+    "before": "chatbridge before (--before) → emulator",
     "litellm": "LiteLLM proxy → emulator",
     "chatbridge-k2think": "chatbridge → K2Think emulator",
 }
-CONCURRENCY = (1, 16, 64)
-MAX_KIB_PER_STREAM = 64
-MAX_ADDED_P50_MS = 1.0
+# Targets compared with the direct path and with the minimal proxy.
+COMPARED = ("floor-proxy", "chatbridge", "before", "litellm", "chatbridge-k2think")
+CONCURRENCY = (1, 8, 32, 64)
+MAX_KIB_PER_STREAM = 32
+MAX_ADDED_P50_MS = 0.4
+MAX_ADDED_TTFC_MS = 1.0
 MIN_VS_LITELLM = 3.0
-MIN_VS_DIRECT = 0.40
+MIN_VS_DIRECT = 0.60
 # RSS may settle in the first requests (allocator arenas, caches); growth is judged over the
 # second half of the run, where a leak of even 10 bytes a request would show.
 MAX_LATE_GROWTH_KIB = 2048
@@ -80,12 +85,24 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
         for target, runs in streams.items()
     }
 
+    streamed: dict[str, dict[str, list[dict[str, Any]]]] = raw.get("stream_load", {})
+    out["stream_throughput"] = {
+        target: {
+            str(c): {"rps": median([r["rps"] for r in runs]), "p50_ms": median([r["p50_ms"] for r in runs]),
+                     "cpu_ms_per_request": median([r.get("cpu_ms_per_request") for r in runs]),
+                     "errors": sum(r["errors"] for r in runs), "runs": runs}
+            for c, runs in sorted(by_conc.items(), key=lambda kv: int(kv[0]))
+        }
+        for target, by_conc in streamed.items()
+    }
+
     ratios: dict[str, Any] = {}
     direct = load.get("direct", {})
-    for target in ("chatbridge", "litellm", "chatbridge-k2think"):
-        if target not in load:
+    floor_proxy = load.get("floor-proxy", {})
+    for target in COMPARED:
+        if target not in load and target not in streamed:
             continue
-        mine = load[target]
+        mine = load.get(target, {})
         entry: dict[str, Any] = {}
         for c in CONCURRENCY:
             key = str(c)
@@ -93,6 +110,14 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
                 entry[f"rps_vs_direct_c{c}"] = _paired(mine[key], direct[key], "rps", "ratio")
                 entry[f"added_p50_ms_c{c}"] = _paired(mine[key], direct[key], "p50_ms", "diff")
                 entry[f"added_p99_ms_c{c}"] = _paired(mine[key], direct[key], "p99_ms", "diff")
+            if key in mine and key in floor_proxy and target != "floor-proxy":
+                entry[f"rps_vs_floor_c{c}"] = _paired(mine[key], floor_proxy[key], "rps", "ratio")
+            mine_s, direct_s = streamed.get(target, {}), streamed.get("direct", {})
+            if key in mine_s and key in direct_s:
+                entry[f"stream_rps_vs_direct_c{c}"] = _paired(mine_s[key], direct_s[key], "rps", "ratio")
+            floor_s = streamed.get("floor-proxy", {})
+            if key in mine_s and key in floor_s and target != "floor-proxy":
+                entry[f"stream_rps_vs_floor_c{c}"] = _paired(mine_s[key], floor_s[key], "rps", "ratio")
         if target in streams and "direct" in streams:
             entry["added_ttfc_ms"] = _paired(streams[target], streams["direct"], "ttfc_ms", "diff")
             entry["chunks_per_s_vs_direct"] = _paired(streams[target], streams["direct"], "chunks_per_s", "ratio")
@@ -105,6 +130,17 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
         if "chatbridge" in streams and "litellm" in streams:
             ratios["chatbridge_vs_litellm"]["chunks_per_s"] = _paired(
                 streams["chatbridge"], streams["litellm"], "chunks_per_s", "ratio")
+    if "before" in load or "before" in streamed:  # --before: the same run, a second checkout
+        after: dict[str, Any] = {}
+        for c in CONCURRENCY:
+            key = str(c)
+            if key in load.get("chatbridge", {}) and key in load.get("before", {}):
+                after[f"rps_c{c}"] = _paired(load["chatbridge"][key], load["before"][key], "rps", "ratio")
+            if key in streamed.get("chatbridge", {}) and key in streamed.get("before", {}):
+                after[f"stream_rps_c{c}"] = _paired(streamed["chatbridge"][key], streamed["before"][key], "rps", "ratio")
+        if "chatbridge" in streams and "before" in streams:
+            after["ttfc_ms_diff"] = _paired(streams["chatbridge"], streams["before"], "ttfc_ms", "diff")
+        ratios["chatbridge_vs_before"] = after
     out["ratios"] = ratios
 
     header = raw.get("overhead_header") or []
@@ -148,6 +184,12 @@ def _floor(raw: dict[str, list[dict[str, Any]]] | None, throughput: dict[str, An
     return out
 
 
+def _worst(ratios: dict[str, Any], prefix: str, levels: tuple[int, ...]) -> float | None:
+    """The lowest of a ratio over several concurrency levels (None when none was measured)."""
+    values = [ratios[f"{prefix}{c}"] for c in levels if ratios.get(f"{prefix}{c}") is not None]
+    return min(values) if values else None
+
+
 def _target(name: str, goal: str, measured: float | None, fmt: str, ok: bool | None, note: str = "") -> dict[str, Any]:
     return {
         "name": name, "goal": goal, "measured": measured,
@@ -160,7 +202,9 @@ def _targets(out: dict[str, Any]) -> list[dict[str, Any]]:
     cb = out["ratios"].get("chatbridge", {})
     vs_litellm = out["ratios"].get("chatbridge_vs_litellm", {})
     added = cb.get("added_p50_ms_c1")
-    to_direct = cb.get("rps_vs_direct_c64")
+    to_direct = _worst(cb, "rps_vs_direct_c", (32, 64))
+    streamed_to_direct = _worst(cb, "stream_rps_vs_direct_c", (32, 64))
+    added_ttfc = cb.get("added_ttfc_ms")
     to_litellm = vs_litellm.get("rps_c64")
     floor = out.get("floor") or {}
     ceiling = floor.get("ceiling_vs_direct")
@@ -176,8 +220,12 @@ def _targets(out: dict[str, Any]) -> list[dict[str, Any]]:
         _target("throughput at concurrency 64 vs LiteLLM", f"≥ {MIN_VS_LITELLM:g}×", to_litellm, "{:.1f}×",
                 None if to_litellm is None else to_litellm >= MIN_VS_LITELLM,
                 "" if to_litellm is not None else "LiteLLM not measured: " + str(out.get("litellm", {}).get("note", ""))),
-        _target("throughput at concurrency 64 vs direct", f"≥ {MIN_VS_DIRECT:.0%}", to_direct, "{:.1%}",
+        _target("throughput at concurrency 32–64 vs direct (the lower)", f"≥ {MIN_VS_DIRECT:.0%}", to_direct, "{:.1%}",
                 None if to_direct is None else to_direct >= MIN_VS_DIRECT, direct_note),
+        _target("streamed throughput at concurrency 32–64 vs direct (the lower)", f"≥ {MIN_VS_DIRECT:.0%}",
+                streamed_to_direct, "{:.1%}", None if streamed_to_direct is None else streamed_to_direct >= MIN_VS_DIRECT),
+        _target("time to first chunk added, one stream at a time", f"≤ {MAX_ADDED_TTFC_MS:g} ms", added_ttfc, "{:+.2f} ms",
+                None if added_ttfc is None else added_ttfc <= MAX_ADDED_TTFC_MS),
         _target(f"resident memory per open stream ({memory.get('opened', '?')} open)", f"≤ {MAX_KIB_PER_STREAM} KiB",
                 per_stream, "{:.1f} KiB",
                 None if per_stream is None else (per_stream <= MAX_KIB_PER_STREAM and memory.get("opened") == memory.get("streams"))),
@@ -219,8 +267,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "",
         "Medians over runs. `vs direct` is the per-run ratio of requests per second, then its median.",
         "",
-        "| server | conc. | req/s | p50 ms | p99 ms | CPU ms/req | vs direct | added p50 ms | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | conc. | req/s | p50 ms | p99 ms | CPU ms/req | vs direct | vs minimal proxy | added p50 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for target in TARGETS:
         rows = doc.get("throughput", {}).get(target)
@@ -231,7 +279,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
             lines.append(
                 f"| {LABELS[target]} | {c} | {_fmt(row['rps'], '{:,.0f}')} | {_fmt(row['p50_ms'], '{:.3f}')} | "
                 f"{_fmt(row['p99_ms'], '{:.2f}')} | {_fmt(row.get('cpu_ms_per_request'), '{:.3f}')} | "
-                f"{_fmt(ratios.get(f'rps_vs_direct_c{c}'), '{:.1%}')} | {_fmt(ratios.get(f'added_p50_ms_c{c}'), '{:+.3f}')} | "
+                f"{_fmt(ratios.get(f'rps_vs_direct_c{c}'), '{:.1%}')} | {_fmt(ratios.get(f'rps_vs_floor_c{c}'), '{:.1%}')} | "
+                f"{_fmt(ratios.get(f'added_p50_ms_c{c}'), '{:+.3f}')} | "
                 f"{row['errors']} |"
             )
     vs = doc.get("ratios", {}).get("chatbridge_vs_litellm")
@@ -242,6 +291,46 @@ def render_markdown(doc: dict[str, Any]) -> str:
     if header.get("n"):
         lines += ["", f"`x-chatbridge-overhead-ms` reported by the gateway at concurrency 1 ({header['n']} requests): "
                       f"p50 {_fmt(header['p50'], '{:.3f}')} ms, p99 {_fmt(header['p99'], '{:.3f}')} ms."]
+    stream_rows = doc.get("stream_throughput") or {}
+    if stream_rows:
+        lines += [
+            "",
+            "## Streamed requests under load",
+            "",
+            "Closed loop, each request a whole streamed answer read to its end; medians over runs; ratios per run, "
+            "then their median.",
+            "",
+            "| server | conc. | streams/s | p50 ms | CPU ms/stream | vs direct | vs minimal proxy | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for target in TARGETS:
+            rows = stream_rows.get(target)
+            if not rows:
+                continue
+            ratios = doc.get("ratios", {}).get(target, {})
+            for c, row in rows.items():
+                lines.append(
+                    f"| {LABELS[target]} | {c} | {_fmt(row['rps'], '{:,.1f}')} | {_fmt(row['p50_ms'], '{:.2f}')} | "
+                    f"{_fmt(row.get('cpu_ms_per_request'), '{:.3f}')} | {_fmt(ratios.get(f'stream_rps_vs_direct_c{c}'), '{:.1%}')} | "
+                    f"{_fmt(ratios.get(f'stream_rps_vs_floor_c{c}'), '{:.1%}')} | {row['errors']} |"
+                )
+    before = doc.get("ratios", {}).get("chatbridge_vs_before")
+    if before:
+        lines += [
+            "",
+            "## Before and after (same run)",
+            "",
+            f"chatbridge ({doc.get('chatbridge', {}).get('commit') or 'this checkout'}) against "
+            f"`--before {doc.get('before', {}).get('spec', '?')}` ({doc.get('before', {}).get('commit') or '?'}), "
+            "per-run ratios of requests per second, then their median (above 1: this checkout is faster).",
+            "",
+            "| conc. | non-streamed after/before | streamed after/before |",
+            "|---:|---:|---:|",
+        ]
+        for c in CONCURRENCY:
+            lines.append(f"| {c} | {_fmt(before.get(f'rps_c{c}'), '{:.2f}×')} | {_fmt(before.get(f'stream_rps_c{c}'), '{:.2f}×')} |")
+        if before.get("ttfc_ms_diff") is not None:
+            lines += ["", f"Time to first chunk, after minus before: {_fmt(before['ttfc_ms_diff'], '{:+.2f}')} ms."]
     floor = doc.get("floor")
     if floor:
         own = floor.get("chatbridge_own_cpu_ms")
@@ -340,7 +429,8 @@ def render_png(doc: dict[str, Any], path: Any) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    colours = {"direct": "#7f7f7f", "chatbridge": "#1f77b4", "litellm": "#d62728", "chatbridge-k2think": "#2ca02c"}
+    colours = {"direct": "#7f7f7f", "floor-proxy": "#bcbd22", "chatbridge": "#1f77b4", "before": "#9467bd",
+               "litellm": "#d62728", "chatbridge-k2think": "#2ca02c"}
     present = [t for t in TARGETS if t in doc.get("throughput", {})]
 
     ax = axes[0][0]

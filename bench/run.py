@@ -32,7 +32,7 @@ from bench.procs import API_KEY, K2_MODEL, MODEL, STREAM_MODEL, Service
 SERVER_CPU = "0"  # the server under test, alone
 CLIENT_CPU = "1"  # the load generator, the upstream emulators behind a gateway, this script
 RESULTS = Path(__file__).resolve().parent / "results"
-PHASES = frozenset({"throughput", "floor", "streams", "memory", "growth", "workers", "redis"})
+PHASES = frozenset({"throughput", "stream_load", "floor", "streams", "memory", "growth", "workers", "redis"})
 CHAT = "/v1/chat/completions"
 
 
@@ -80,8 +80,42 @@ class Target:
         return load.auth_headers(API_KEY)
 
 
+@dataclass
+class Checkout:
+    """A second chatbridge to measure in the same run (`--before`): its `src/`, and the worktree
+    made for it (removed at the end) when it was given as a revision."""
+
+    spec: str
+    src: Path
+    commit: str | None
+    worktree: Path | None = None
+
+    def remove(self) -> None:
+        if self.worktree is not None:
+            subprocess.run(["git", "-C", str(procs.ROOT), "worktree", "remove", "--force", str(self.worktree)],
+                           capture_output=True, timeout=60, check=False)
+            self.worktree = None
+
+
+def checkout(spec: str, work: Path) -> Checkout:
+    """`spec` is a checkout's folder (or its `src/`), else a git revision of this repository,
+    checked out into a temporary worktree."""
+    path = Path(spec).expanduser()
+    for src in (path / "src", path):
+        if (src / "chatbridge" / "__init__.py").is_file():
+            return Checkout(spec, src.resolve(), _git_commit(src))
+    tree = work / "before-checkout"
+    say(f"--before {spec}: checking it out into a temporary git worktree ({tree})")
+    done = subprocess.run(["git", "-C", str(procs.ROOT), "worktree", "add", "--detach", str(tree), spec],
+                          capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"--before {spec}: neither a chatbridge checkout nor a revision: {done.stderr.strip()}")
+    return Checkout(spec, tree / "src", _git_commit(tree), tree)
+
+
 class Bench:
-    def __init__(self, plan: Plan, *, skip_litellm: bool, loadgen: str, out_dir: Path) -> None:
+    def __init__(self, plan: Plan, *, skip_litellm: bool, loadgen: str, out_dir: Path,
+                 before: str | None = None) -> None:
         self.plan = plan
         self.skip_litellm = skip_litellm
         self.loadgen = loadgen if loadgen != "auto" else ("wrk" if load.wrk_path() else "aiohttp")
@@ -96,6 +130,7 @@ class Bench:
         self.notes: list[str] = []
         self.litellm_info: dict[str, Any] = {"status": "skipped", "version": None, "note": ""}
         self.emu_upstream: Service | None = None
+        self.before = checkout(before, self.work) if before else None
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -128,6 +163,14 @@ class Bench:
                                        work_dir=self.work, log_dir=logs))
         gw_s = self._spawn(procs.gateway("chatbridge-stream", s, openai_upstream=emu_s_up, k2think_upstream=k2_s_up,
                                          work_dir=self.work, log_dir=logs))
+        proxy = self._spawn(procs.floor_proxy("floor-proxy", s, upstream=emu_up, log_dir=logs))
+        proxy_s = self._spawn(procs.floor_proxy("floor-proxy-stream", s, upstream=emu_s_up, log_dir=logs))
+        before = before_s = None
+        if self.before is not None:
+            src = self.before.src
+            before = self._spawn(procs.gateway("before", s, openai_upstream=emu_up, work_dir=self.work, log_dir=logs, src=src))
+            before_s = self._spawn(procs.gateway("before-stream", s, openai_upstream=emu_s_up, work_dir=self.work,
+                                                 log_dir=logs, src=src))
         litellm = None
         if self.skip_litellm:
             self.litellm_info["note"] = "skipped with --skip-litellm"
@@ -153,8 +196,11 @@ class Bench:
                 litellm = None
         targets = {
             "direct": Target("direct", emu_direct, MODEL, emu_s_direct, MODEL),
+            "floor-proxy": Target("floor-proxy", proxy, MODEL, proxy_s, MODEL),
             "chatbridge": Target("chatbridge", gw, MODEL, gw_s, MODEL),
         }
+        if before is not None and before_s is not None:
+            targets["before"] = Target("before", before, MODEL, before_s, MODEL)
         if litellm is not None:
             targets["litellm"] = Target("litellm", litellm, MODEL, litellm, STREAM_MODEL)
         targets["chatbridge-k2think"] = Target("chatbridge-k2think", gw, K2_MODEL, gw_s, K2_MODEL)
@@ -186,6 +232,27 @@ class Bench:
                     out[name][str(c)].append(row)
                     say(f"run {run + 1}/{plan.runs} {name:<19} c={c:<3} {row['rps']:>9,.0f} req/s  "
                         f"p50 {row['p50_ms']:7.3f} ms  p99 {row['p99_ms']:7.2f} ms  errors {row['errors']}")
+        return out
+
+    def stream_load(self, targets: dict[str, Target]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        """Streamed requests in a closed loop, each read to its end: streams per second at each concurrency."""
+        plan = self.plan
+        chosen = {n: t for n, t in targets.items() if n in ("direct", "floor-proxy", "chatbridge", "before")}
+        out: dict[str, dict[str, list[dict[str, Any]]]] = {t: {str(c): [] for c in report.CONCURRENCY} for t in chosen}
+        streamed = {n: Target(n, t.stream_service or t.service, t.stream_model or t.model) for n, t in chosen.items()}
+        bodies = {n: [load.chat_body(t.model, stream=True)] for n, t in streamed.items()}
+        for name, target in streamed.items():
+            say(f"warm-up streamed {name} ({plan.warmup_seconds}s)")
+            self.point(target, 8, plan.warmup_seconds, bodies[name])
+        names = list(streamed)
+        for run in range(plan.runs):
+            order = names[run % len(names):] + names[:run % len(names)]
+            for name in order:
+                for c in report.CONCURRENCY:
+                    row = self.point(streamed[name], c, plan.seconds, bodies[name])
+                    out[name][str(c)].append(row)
+                    say(f"run {run + 1}/{plan.runs} streamed {name:<12} c={c:<3} {row['rps']:>8,.1f} streams/s  "
+                        f"p50 {row['p50_ms']:8.2f} ms  errors {row['errors']}")
         return out
 
     def floor(self) -> dict[str, list[dict[str, Any]]]:
@@ -360,11 +427,13 @@ class Bench:
     def run(self, only: frozenset[str] = PHASES) -> dict[str, Any]:
         raw: dict[str, Any] = {"meta": self.meta()}
         try:
-            if only & {"throughput", "floor", "streams"}:
+            if only & {"throughput", "stream_load", "floor", "streams"}:
                 targets = self.start_main()
                 if "throughput" in only:
                     raw["load"] = self.throughput(targets)
                     raw["overhead_header"] = self.overhead_header(targets["chatbridge"])
+                if "stream_load" in only:
+                    raw["stream_load"] = self.stream_load(targets)
                 if "floor" in only:
                     raw["floor"] = self.floor()
                 if "streams" in only:
@@ -380,6 +449,8 @@ class Bench:
                 raw["workers"] = self.workers()
         finally:
             self.stop_all()
+            if self.before is not None:
+                self.before.remove()
         raw["meta"]["litellm"] = self.litellm_info
         doc = report.summarise(raw)
         doc["notes"] = self.notes + self.standing_notes(doc)
@@ -408,6 +479,7 @@ class Bench:
                 "(fixed answer; streams of N chunks)."
             ),
             "chatbridge": {"version": _version(), "commit": _git_commit()},
+            "before": None if self.before is None else {"spec": self.before.spec, "commit": self.before.commit},
         }
 
     def standing_notes(self, doc: dict[str, Any]) -> list[str]:
@@ -446,9 +518,9 @@ def _version() -> str:
         return "?"
 
 
-def _git_commit() -> str | None:
+def _git_commit(where: Path = procs.ROOT) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=procs.ROOT, capture_output=True,
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True,
                              text=True, timeout=5, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -496,6 +568,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(sorted(PHASES)),
                         help="comma-separated phases to run (for development; partial results)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.{json,md,png} go")
+    parser.add_argument("--before", metavar="PATH_OR_REV", default=None,
+                        help="also measure another chatbridge in the same run: a checkout's folder, or a git "
+                             "revision (checked out into a temporary worktree); each gateway runs its own src/")
     return parser.parse_args(argv)
 
 
@@ -511,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.loadgen == "wrk" and not load.wrk_path():
         print("wrk is not installed (apt-get install -y wrk); use --loadgen auto or aiohttp", file=sys.stderr)
         return 2
-    bench = Bench(plan, skip_litellm=args.skip_litellm, loadgen=args.loadgen, out_dir=args.out)
+    bench = Bench(plan, skip_litellm=args.skip_litellm, loadgen=args.loadgen, out_dir=args.out, before=args.before)
     if bench.pinned:
         os.sched_setaffinity(0, {int(CLIENT_CPU)})
     if bench.loadgen != "wrk":
@@ -521,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
         doc = bench.run(frozenset(p.strip() for p in args.only.split(",") if p.strip()))
     except KeyboardInterrupt:
         bench.stop_all()
+        if bench.before is not None:
+            bench.before.remove()
         print("interrupted", file=sys.stderr)
         return 130
     paths = write_results(doc, args.out)

@@ -80,7 +80,7 @@ def test_harness_pieces_produce_a_complete_report(servers: tuple[procs.Service, 
     assert doc["ratios"]["chatbridge"]["added_p50_ms_c1"] is not None
     assert doc["streams"]["chatbridge"]["ttfc_ms"] > 0
     targets = {t["name"]: t for t in doc["targets"]}
-    assert len(targets) == 5
+    assert len(targets) == 7  # issue 15 added streamed throughput vs direct and time to first chunk added
     assert all(set(t) == {"name", "goal", "measured", "shown", "pass", "note"} for t in targets.values())
     floor = doc["floor"]
     assert floor["uvicorn_cpu_ms"] > 0 and floor["aiohttp_client_cpu_ms"] > 0
@@ -214,3 +214,55 @@ def test_the_redis_phase_measures_both_stores_and_both_gateways(tmp_path: Path) 
     assert not result["requests"]["state_store_log_lines"]  # the Redis gateway never lost its store
     text = "\n".join(redis_state.render_markdown(result))
     assert "State store: Redis vs embedded" in text and "| claim_slot |" in text and "| k2think | 16 |" in text
+
+
+def _row(rps: float, p50: float = 1.0) -> dict[str, object]:
+    return {"requests": 100, "seconds": 1.0, "rps": rps, "p50_ms": p50, "p99_ms": p50 * 2, "errors": 0,
+            "tool": "test", "cpu_ms_per_request": 0.1}
+
+
+def test_report_gives_streamed_ratios_and_before_and_after_from_one_run() -> None:
+    """Ratios to direct and to the minimal proxy, streamed and not, and after/before, per concurrency."""
+    levels = [str(c) for c in report.CONCURRENCY]
+    rps = {"direct": 1000.0, "floor-proxy": 800.0, "chatbridge": 600.0, "before": 400.0}
+    raw = {
+        "meta": {"mode": "test", "runs": 1, "machine": {"summary": "test"}, "setup": "test",
+                 "before": {"spec": "HEAD~1", "commit": "abc1234"}},
+        "load": {name: {c: [_row(value)] for c in levels} for name, value in rps.items()},
+        "stream_load": {name: {c: [_row(value / 10)] for c in levels} for name, value in rps.items()},
+        "streams": {"direct": [{"ttfc_ms": 1.0, "chunks_per_s": 1000.0, "chunks": 10, "errors": 0}],
+                    "chatbridge": [{"ttfc_ms": 1.5, "chunks_per_s": 600.0, "chunks": 10, "errors": 0}],
+                    "before": [{"ttfc_ms": 2.0, "chunks_per_s": 400.0, "chunks": 10, "errors": 0}]},
+    }
+    doc = report.summarise(raw)
+    mine = doc["ratios"]["chatbridge"]
+    assert mine["rps_vs_direct_c32"] == pytest.approx(0.6) and mine["rps_vs_floor_c64"] == pytest.approx(0.75)
+    assert mine["stream_rps_vs_direct_c8"] == pytest.approx(0.6) and mine["stream_rps_vs_floor_c1"] == pytest.approx(0.75)
+    after = doc["ratios"]["chatbridge_vs_before"]
+    assert after["rps_c64"] == pytest.approx(1.5) and after["stream_rps_c32"] == pytest.approx(1.5)
+    assert after["ttfc_ms_diff"] == pytest.approx(-0.5)
+    targets = {t["name"]: t for t in doc["targets"]}
+    streamed = next(t for name, t in targets.items() if name.startswith("streamed throughput"))
+    assert streamed["measured"] == pytest.approx(0.6) and streamed["pass"] is True
+    ttfc = next(t for name, t in targets.items() if name.startswith("time to first chunk"))
+    assert ttfc["measured"] == pytest.approx(0.5) and ttfc["pass"] is True
+    markdown = report.render_markdown(doc)
+    assert "## Streamed requests under load" in markdown and "## Before and after (same run)" in markdown
+    assert "| 64 | 1.50× | 1.50× |" in markdown and "`--before HEAD~1` (abc1234)" in markdown
+
+
+def test_before_accepts_a_checkout_folder_or_a_revision(tmp_path: Path) -> None:
+    """`--before PATH_OR_REV`: a folder is used as it is; a revision gets a worktree, removed afterwards."""
+    folder = run.checkout(str(procs.ROOT), tmp_path)
+    assert folder.src == procs.ROOT / "src" and folder.worktree is None
+    if run._git_commit() is None:
+        pytest.skip("not a git checkout: no revision to check out")
+    revision = run.checkout("HEAD", tmp_path)
+    try:
+        assert revision.worktree is not None and (revision.src / "chatbridge" / "__init__.py").is_file()
+        assert revision.commit == run._git_commit()
+    finally:
+        revision.remove()
+    assert not (tmp_path / "before-checkout").exists()
+    with pytest.raises(SystemExit, match="neither a chatbridge checkout nor a revision"):
+        run.checkout("no-such-revision-or-folder", tmp_path)

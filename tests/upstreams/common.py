@@ -92,6 +92,8 @@ class RecordedRequest:
     query: dict[str, str]
     cookies: dict[str, str]
     time: float
+    #: the client's address and port: one connection per distinct value (pooling shows as repeats)
+    peer: tuple[str, int] | None = None
     token: str | None = None
 
     @property
@@ -123,6 +125,7 @@ class StreamSettings:
     interrupt_after_events: int
     hang_seconds: float
     keepalive_interval: float = 0.05
+    end_delay: float = 0.0
 
 
 def encode_sse(data: str, line_ending: str = "\n") -> bytes:
@@ -262,6 +265,11 @@ class _SlicedWriter:
             await self._resp.write(data)
 
 
+def _peer(request: web.Request) -> tuple[str, int] | None:
+    peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+    return (str(peer[0]), int(peer[1])) if peer else None
+
+
 def _split_sizes(split_size: int | Sequence[int]) -> tuple[int, ...]:
     """Normalise ``split_size`` (an int or a cycle of ints) to positive sizes."""
     sizes = (split_size,) if isinstance(split_size, int) else tuple(split_size)
@@ -290,6 +298,8 @@ class EmulatorBase:
         self.record_requests = True
         #: seconds to wait before sending status/headers of chat responses
         self.delay_first_byte = 0.0
+        #: seconds between a stream's last event and the end of its body (the chunked terminator)
+        self.end_delay = 0.0
         #: seconds between streamed events
         self.chunk_delay = 0.0
         #: write the response byte stream in ``split_size``-byte slices
@@ -414,6 +424,7 @@ class EmulatorBase:
             query=dict(request.query),
             cookies=dict(request.cookies),
             time=time.time(),
+            peer=_peer(request),
         )
         with self._lock:
             self._requests.append(recorded)
@@ -556,6 +567,7 @@ class EmulatorBase:
             interrupt_after_events=self.interrupt_after_events,
             hang_seconds=self.hang_seconds,
             keepalive_interval=self.keepalive_interval,
+            end_delay=self.end_delay,
         )
 
     async def wait_first_byte(self) -> None:
@@ -585,6 +597,8 @@ class EmulatorBase:
                     return resp
                 await writer.write(event)
             await writer.flush()
+            if settings.end_delay:
+                await asyncio.sleep(settings.end_delay)
             await resp.write_eof()
         except ConnectionError:
             self.note_disconnect()

@@ -9,6 +9,7 @@ benchmark (bench/NOTES.md), which this lane does without.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Mapping
@@ -37,7 +38,13 @@ def overhead_header(scope: Scope, upstream_wait: float = 0.0) -> tuple[bytes, by
 
 def client_identity(key: bytes | None) -> str | None:
     """Who the client is, without its key: a short hash (sessions are kept per client)."""
-    return hashlib.sha256(key).hexdigest()[:16] if key else None
+    return _identity(key) if key else None
+
+
+@functools.lru_cache(maxsize=256)
+def _identity(key: bytes) -> str:
+    """Memoised: asked on every request, only for keys that passed the check (a bounded few)."""
+    return hashlib.sha256(key).hexdigest()[:16]
 
 
 class GatewayApp:

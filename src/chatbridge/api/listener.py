@@ -6,7 +6,8 @@ descriptor (slowloris). This subclass, passed to uvicorn as its `http` class (a 
 extension point), adds: a bound on the request line + headers and on their number (431), a
 time bound on receiving the headers and on receiving the body (408, then close), and a cap on
 open connections (an idle one is closed to make room, else the newcomer gets 503). The hot
-path stays what it was: no timer is armed for a request that arrives in one read.
+path stays what it was: no timer is armed for a request that arrives in one read. Responses are
+written through `api.cork.CorkedTransport`: one system call per loop turn, not per ASGI message.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from chatbridge.api.cork import CorkedTransport
 from chatbridge.api.errors import ApiError, error_body_for_path
 
 
@@ -119,6 +121,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                                    linger=LINGER_REFUSED)
             return
         super().connection_made(transport)
+        # uvicorn's own state (flow control, addresses) keeps the socket's transport; its writes go
+        # through the cork, so a response's headers and the body parts of one loop turn are one write.
+        self.transport = CorkedTransport(transport, self.loop)
         self._arm(self.limits.header_timeout)  # a connection that never sends a whole request is closed too
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -16,7 +16,6 @@ import functools
 import math
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
-from contextlib import aclosing
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
@@ -415,6 +414,7 @@ async def stream_answer(
     stream too. Checked on received chunks; a chunk with frames costs no clock read.
     """
     deadline = FIRST_CONTENT_DEADLINE.get()
+    handed_off = False  # the answer is complete and its connection is being released to the pool
     response = await open_response(
         session, call.method, call.url, provider=call.provider, credential_id=call.credential_id,
         headers=call.headers, json_body=call.json_body, idle_timeout=call.idle_timeout, envelope=call.envelope,
@@ -438,8 +438,10 @@ async def stream_answer(
         frames = decoder(call.limits.event_bytes)
         waiting = True  # no event yet: `limit` is the first-content deadline
         quiet = False  # only keep-alives since the last frame: `limit` is then when that silence ends
-        async with aclosing(iter_body(response, call.provider, call.credential_id)) as chunks:
-            async for chunk in chunks:
+        # Not `iter_body`: a stream the upstream said was complete is released to the pool, not closed.
+        # (Errors the readers raise are never aiohttp's: the mapping leaves them as they are.)
+        with map_aiohttp_errors(call.provider, call.credential_id):
+            async for chunk in response.content.iter_any():
                 framed = False
                 for frame in frames.decode(chunk):
                     framed = True
@@ -449,6 +451,8 @@ async def stream_answer(
                             _allow_silence(response, idle)
                         yield event
                     if reader.done:
+                        release_when_read(response)
+                        handed_off = True
                         for event in reader.finish():
                             yield event
                         return
@@ -459,9 +463,10 @@ async def stream_answer(
                         raise _no_content(call, waiting, deadline is not None)
                 else:  # the first keep-alive after content (total silence: the socket's read timeout)
                     quiet, limit = True, clock() + idle
-            for frame in frames.flush():
-                for event in reader.read(frame):
-                    yield event
+        response.release()  # read to its end: the connection goes back to the pool
+        for frame in frames.flush():
+            for event in reader.read(frame):
+                yield event
         for event in reader.finish():
             yield event
     except FrameTooLarge as exc:
@@ -472,8 +477,36 @@ async def stream_answer(
     except _SHAPE_ERRORS as exc:
         raise _shape_error(call, exc) from exc
     finally:
-        if not response.closed:  # reading to the end has closed (released) it already
+        if not response.closed and not handed_off:  # released already, or being released
             response.close()
+
+
+RELEASE_GRACE = 1.0  # seconds an answer's end of body may lag behind the event that said it was complete
+
+
+def release_when_read(response: aiohttp.ClientResponse) -> None:
+    """Give the connection back to the pool once the body has ended, without waiting for it here.
+
+    An upstream's last event (`[DONE]`) usually arrives a moment before the end of the chunked
+    body; closing the response then would drop a connection that was about to be reusable (a new
+    connection for the next request). The end is waited for in the background for at most
+    RELEASE_GRACE seconds (then, or on a broken body, the connection is closed).
+    """
+    content = response.content
+    if content.is_eof():
+        response.release()
+        return
+    loop = asyncio.get_running_loop()
+    timer = loop.call_later(RELEASE_GRACE, response.close)
+
+    def ended() -> None:
+        timer.cancel()
+        if content.exception() is None:
+            response.release()
+        else:
+            response.close()
+
+    content.on_eof(ended)
 
 
 async def _read_whole(response: aiohttp.ClientResponse, call: UpstreamCall, limit: float, budget: bool) -> bytes:
