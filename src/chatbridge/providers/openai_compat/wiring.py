@@ -23,6 +23,9 @@ OPENAI_COMPAT_MODELS=
 OPENAI_COMPAT_MODELS_REFRESH=600
 # Prompt-based tool calling instead of the upstream's native tools.
 OPENAI_COMPAT_EMULATE_TOOLS=false
+# Forward Anthropic `cache_control` markers (OpenRouter, LiteLLM in front of Claude cache by
+# them); strict OpenAI servers refuse fields they do not know.
+OPENAI_COMPAT_CACHE_CONTROL=false
 """
 
 
