@@ -141,6 +141,11 @@ def test_the_model_list_shows_a_key_only_its_models(gateway: Callable[..., Gatew
     assert [m.id for m in ant(gw, "sk-exact-0123456789abcdef").models.list()] == [MODEL]
     assert oai(gw, KEY_B).models.list().data == []  # kimi* and claude-* only: none served here
     assert {m.id for m in oai(gw, KEY_A).models.list()} == {MODEL, MODEL + "-nothink"}
+    assert oai(gw, "sk-exact-0123456789abcdef").models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError, match="may not use it"):  # not listed for it, not found for it
+        oai(gw, "sk-exact-0123456789abcdef").models.retrieve(MODEL + "-nothink")
+    with pytest.raises(anthropic.NotFoundError, match="may not use it"):
+        ant(gw, "sk-exact-0123456789abcdef").models.retrieve(MODEL + "-nothink")
     with pytest.raises(openai.PermissionDeniedError):
         oai(gw, "sk-exact-0123456789abcdef").chat.completions.create(model=MODEL + "-nothink", messages=MESSAGES)  # type: ignore[arg-type]
 

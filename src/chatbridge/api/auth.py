@@ -98,6 +98,12 @@ def allowed_models(scope: Mapping[str, Any], models: list[ModelInfo]) -> list[Mo
     return [m for m in models if key.allows(m.id)]
 
 
+def model_allowed(scope: Mapping[str, Any], model_id: str) -> bool:
+    """Whether the request's client key may use `model_id` (a model it may not use is not listed for it)."""
+    key: ClientKey | None = scope.get("state", {}).get("client_key")
+    return key is None or key.models is None or key.allows(model_id)
+
+
 def header(headers: RawHeaders, name: bytes) -> bytes | None:
     """The first value of a (lower-case) header, as raw bytes."""
     for key, value in headers:

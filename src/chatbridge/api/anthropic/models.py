@@ -8,7 +8,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chatbridge.api.auth import allowed_models
+from chatbridge.api.auth import allowed_models, model_allowed
 from chatbridge.api.errors import ApiError, to_api_error
 from chatbridge.core.errors import InvalidRequest, ModelNotFound
 from chatbridge.core.types import ModelInfo
@@ -71,6 +71,8 @@ async def get_model(request: Request) -> Response:
     model_id = request.path_params["model_id"]
     try:
         request.app.state.runtime.router.resolve(model_id)
+        if not model_allowed(request.scope, model_id):
+            raise ModelNotFound(model_id, "this API key may not use it")
     except ModelNotFound as exc:
         return error_response(to_api_error(exc), request)
     return Response(orjson.dumps(_model_json(model_id, _created_at(request))), media_type=JSON)

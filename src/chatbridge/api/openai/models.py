@@ -6,7 +6,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chatbridge.api.auth import allowed_models
+from chatbridge.api.auth import allowed_models, model_allowed
 from chatbridge.api.errors import to_api_error
 from chatbridge.core.errors import ModelNotFound
 from chatbridge.gateway.router import Router
@@ -30,6 +30,8 @@ async def get_model(request: Request) -> Response:
     model_id = request.path_params["model_id"]
     try:
         route = runtime.router.resolve(model_id)
+        if not model_allowed(request.scope, model_id):
+            raise ModelNotFound(model_id, "this API key may not use it")
     except ModelNotFound as exc:
         error = to_api_error(exc)
         return Response(error.openai_body(), status_code=error.status, media_type=JSON, headers=error.headers())
