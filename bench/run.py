@@ -97,25 +97,25 @@ class Checkout:
             self.worktree = None
 
 
-def checkout(spec: str, work: Path) -> Checkout:
+def checkout(spec: str, work: Path, role: str = "before") -> Checkout:
     """`spec` is a checkout's folder (or its `src/`), else a git revision of this repository,
-    checked out into a temporary worktree."""
+    checked out into a temporary worktree; `role` names the option it came from."""
     path = Path(spec).expanduser()
     for src in (path / "src", path):
         if (src / "chatbridge" / "__init__.py").is_file():
             return Checkout(spec, src.resolve(), _git_commit(src))
-    tree = work / "before-checkout"
-    say(f"--before {spec}: checking it out into a temporary git worktree ({tree})")
+    tree = work / f"{role}-checkout"
+    say(f"--{role} {spec}: checking it out into a temporary git worktree ({tree})")
     done = subprocess.run(["git", "-C", str(procs.ROOT), "worktree", "add", "--detach", str(tree), spec],
                           capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"--before {spec}: neither a chatbridge checkout nor a revision: {done.stderr.strip()}")
+        raise SystemExit(f"--{role} {spec}: neither a chatbridge checkout nor a revision: {done.stderr.strip()}")
     return Checkout(spec, tree / "src", _git_commit(tree), tree)
 
 
 class Bench:
     def __init__(self, plan: Plan, *, skip_litellm: bool, loadgen: str, out_dir: Path,
-                 before: str | None = None) -> None:
+                 before: str | None = None, after: str | None = None) -> None:
         self.plan = plan
         self.skip_litellm = skip_litellm
         self.loadgen = loadgen if loadgen != "auto" else ("wrk" if load.wrk_path() else "aiohttp")
@@ -131,6 +131,8 @@ class Bench:
         self.litellm_info: dict[str, Any] = {"status": "skipped", "version": None, "note": ""}
         self.emu_upstream: Service | None = None
         self.before = checkout(before, self.work) if before else None
+        # `--after`: the chatbridge measured as "chatbridge" (default: this checkout's own src/)
+        self.after = checkout(after, self.work, "after") if after else None
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -159,10 +161,11 @@ class Bench:
         self.emu_upstream = emu_up
         # K2Think replies carry reasoning and an answer, each cut into `chunks` pieces
         k2_s_up = self._spawn(procs.k2think_emulator("k2-stream-upstream", c, chunks=chunks // 2, log_dir=logs))
+        mine = self.after.src if self.after is not None else None
         gw = self._spawn(procs.gateway("chatbridge", s, openai_upstream=emu_up, k2think_upstream=k2_up,
-                                       work_dir=self.work, log_dir=logs))
+                                       work_dir=self.work, log_dir=logs, src=mine))
         gw_s = self._spawn(procs.gateway("chatbridge-stream", s, openai_upstream=emu_s_up, k2think_upstream=k2_s_up,
-                                         work_dir=self.work, log_dir=logs))
+                                         work_dir=self.work, log_dir=logs, src=mine))
         proxy = self._spawn(procs.floor_proxy("floor-proxy", s, upstream=emu_up, log_dir=logs))
         proxy_s = self._spawn(procs.floor_proxy("floor-proxy-stream", s, upstream=emu_s_up, log_dir=logs))
         before = before_s = None
@@ -449,8 +452,9 @@ class Bench:
                 raw["workers"] = self.workers()
         finally:
             self.stop_all()
-            if self.before is not None:
-                self.before.remove()
+            for extra in (self.before, self.after):
+                if extra is not None:
+                    extra.remove()
         raw["meta"]["litellm"] = self.litellm_info
         doc = report.summarise(raw)
         doc["notes"] = self.notes + self.standing_notes(doc)
@@ -478,8 +482,9 @@ class Bench:
                 "`litellm --config` with LITELLM_LOG=WARNING, one worker. Upstream: tests/upstreams emulators "
                 "(fixed answer; streams of N chunks)."
             ),
-            "chatbridge": {"version": _version(), "commit": _git_commit()},
+            "chatbridge": {"version": _version(), "commit": self.after.commit if self.after is not None else _git_commit()},
             "before": None if self.before is None else {"spec": self.before.spec, "commit": self.before.commit},
+            "after": None if self.after is None else {"spec": self.after.spec, "commit": self.after.commit},
         }
 
     def standing_notes(self, doc: dict[str, Any]) -> list[str]:
@@ -571,6 +576,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--before", metavar="PATH_OR_REV", default=None,
                         help="also measure another chatbridge in the same run: a checkout's folder, or a git "
                              "revision (checked out into a temporary worktree); each gateway runs its own src/")
+    parser.add_argument("--after", metavar="PATH_OR_REV", default=None,
+                        help="measure this chatbridge as 'chatbridge' instead of this checkout (with --before: "
+                             "two past commits against each other, e.g. one issue's first and last)")
     return parser.parse_args(argv)
 
 
@@ -586,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.loadgen == "wrk" and not load.wrk_path():
         print("wrk is not installed (apt-get install -y wrk); use --loadgen auto or aiohttp", file=sys.stderr)
         return 2
-    bench = Bench(plan, skip_litellm=args.skip_litellm, loadgen=args.loadgen, out_dir=args.out, before=args.before)
+    bench = Bench(plan, skip_litellm=args.skip_litellm, loadgen=args.loadgen, out_dir=args.out, before=args.before,
+                  after=args.after)
     if bench.pinned:
         os.sched_setaffinity(0, {int(CLIENT_CPU)})
     if bench.loadgen != "wrk":
@@ -596,8 +605,9 @@ def main(argv: list[str] | None = None) -> int:
         doc = bench.run(frozenset(p.strip() for p in args.only.split(",") if p.strip()))
     except KeyboardInterrupt:
         bench.stop_all()
-        if bench.before is not None:
-            bench.before.remove()
+        for extra in (bench.before, bench.after):
+            if extra is not None:
+                extra.remove()
         print("interrupted", file=sys.stderr)
         return 130
     paths = write_results(doc, args.out)

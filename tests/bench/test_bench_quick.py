@@ -266,3 +266,6 @@ def test_before_accepts_a_checkout_folder_or_a_revision(tmp_path: Path) -> None:
     assert not (tmp_path / "before-checkout").exists()
     with pytest.raises(SystemExit, match="neither a chatbridge checkout nor a revision"):
         run.checkout("no-such-revision-or-folder", tmp_path)
+    with pytest.raises(SystemExit, match="--after no-such"):  # the option it came from is named
+        run.checkout("no-such", tmp_path, "after")
+    assert run.parse_args(["--after", "HEAD~1", "--before", "HEAD~2"]).after == "HEAD~1"
