@@ -451,10 +451,14 @@ async def stream_answer(
                             _allow_silence(response, idle)
                         yield event
                     if reader.done:
-                        release_when_read(response)
-                        handed_off = True
                         for event in reader.finish():
                             yield event
+                        # The upstream's stream is over only at the end of its body: an upstream with one
+                        # stream per account is busy until then, so the credential is held (this
+                        # generator stays open) for that short tail, TAIL_WAIT at most.
+                        await _end_of_body(response, TAIL_WAIT)
+                        release_when_read(response)
+                        handed_off = True
                         return
                 if framed and not waiting:  # content: no clock read on this, the common path
                     quiet = False
@@ -482,6 +486,26 @@ async def stream_answer(
 
 
 RELEASE_GRACE = 1.0  # seconds an answer's end of body may lag behind the event that said it was complete
+TAIL_WAIT = 0.25  # of which the answer's own generator waits (holding its credential), the rest in the background
+
+
+async def _end_of_body(response: aiohttp.ClientResponse, seconds: float) -> None:
+    """Until the body has ended (or `seconds` passed): what is left after the last event is not read."""
+    content = response.content
+    if content.is_eof():
+        return
+    ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def end() -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    content.on_eof(end)
+    try:
+        async with asyncio.timeout(seconds):
+            await ended
+    except TimeoutError:
+        pass
 
 
 def release_when_read(response: aiohttp.ClientResponse) -> None:

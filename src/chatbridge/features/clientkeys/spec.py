@@ -3,7 +3,7 @@
     keys:
       - key: sk-team-a-...              # or key_sha256: <hex digest of the key>
         name: team-a
-        models: ["kimi*", "claude-*"]   # optional globs; default all
+        models: ["gpt-*", "claude-*"]   # optional globs; default all
         requests_per_minute: 60         # optional
         tokens_per_day: 200000          # optional (input + output)
         max_concurrent_streams: 4       # optional
