@@ -11,7 +11,10 @@ MemoryStore holding the last values this process read or wrote, its own locks an
 Writes made while down apply to the mirror and go in a journal. A background task tries Redis
 every `retry_interval` seconds; when it answers, the journal is replayed (the newest value per
 key wins, counters add their local deltas, locks and slots held locally are re-taken where
-free) and the store is up again. Subscriptions reconnect on their own and then yield RESYNC.
+free) and the store is up again. Subscriptions reconnect on their own and then yield RESYNC;
+a subscription that reconnects while the store is still down yields it once the store is up,
+and after a replay the other processes' subscribers of the same channels get one too (a
+marker published on each channel), so every replica re-reads what was replayed.
 
 Writes that were in flight when Redis failed are replayed as well: a set or delete lands
 once, an increment may count twice. Values written by other replicas are never overwritten by
@@ -25,6 +28,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -64,6 +68,10 @@ def unavailable(exc: BaseException) -> bool:
         return True
     return isinstance(exc, rexc.ResponseError) and str(exc).lstrip().upper().startswith(_UNAVAILABLE_REPLIES)
 
+
+# Published on a channel after a journal replay: not JSON, so no message can look like it; every
+# subscriber of the channel (in any process) gets RESYNC for it and re-reads what was replayed.
+RESYNC_MARKER = b"\x00resync"
 
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
@@ -142,6 +150,7 @@ class RedisStore(StateStore):
         self._errors = 0
         self._last_error: str | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._marker = RESYNC_MARKER + secrets.token_hex(8).encode()  # this process's own, ignored by it
         metrics.STATE_STORE_UP.set(1)
 
     def __repr__(self) -> str:
@@ -223,6 +232,31 @@ class RedisStore(StateStore):
             self._up = True
             metrics.STATE_STORE_UP.set(1)
             log.warning("state store: Redis is back; %d local change(s) replayed", replayed)
+            await self._resync_after_outage(replayed)
+
+    async def _resync_after_outage(self, replayed: int) -> None:
+        """Up again: the subscriptions that reconnected while the store was down get their RESYNC
+        now (a re-read then would have read the mirror), and when this process replayed changes,
+        every other process following the same channels is told to re-read (a replay publishes
+        nothing itself)."""
+        channels: set[str] = set()
+        for subscription in tuple(self._subscriptions):
+            channels.update(subscription.channels)
+            if subscription.owed:
+                subscription.owed = False
+                for channel in subscription.channels:
+                    subscription.deliver(channel, None)
+        if not replayed:
+            return
+        for channel in sorted(channels):
+            try:
+                await self._bounded(self._redis.publish(self._channel(channel), self._marker))
+            except Exception as exc:  # best effort, like any publish: Redis may be gone again
+                if unavailable(exc):
+                    self._failed("publish", exc)
+                else:
+                    log.error("state store: announcing the replay on %s failed: %s", channel, redact(repr(exc)))
+                return
 
     def _closing(self) -> bool:
         return self.state is StoreState.CLOSED
@@ -491,6 +525,7 @@ class RedisSubscription(LocalSubscription):
         self._store = store
         self._names = {store._channel(c).encode(): c for c in channels}
         self._reader: asyncio.Task[None] | None = None
+        self.owed = False  # reconnected while the store was still down: RESYNC once it is up
 
     async def _open(self) -> None:
         await super()._open()
@@ -536,8 +571,11 @@ class RedisSubscription(LocalSubscription):
                 pubsub = await self._connect()
                 if pubsub is None:
                     continue
-                for channel in self.channels:
-                    self.deliver(channel, None)  # messages may have been missed meanwhile
+                if not self._store.up:  # a re-read now would read the mirror: the store
+                    self.owed = True    # delivers the RESYNC once it is up (and has replayed)
+                else:
+                    for channel in self.channels:
+                        self.deliver(channel, None)  # messages may have been missed meanwhile
             try:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             except Exception as exc:  # the reader reconnects, whatever went wrong
@@ -554,7 +592,11 @@ class RedisSubscription(LocalSubscription):
         if message.get("type") == "message":
             channel = self._names.get(message["channel"])
             if channel is not None:
-                self.deliver(channel, bytes(message["data"]))
+                data = bytes(message["data"])
+                if not data.startswith(RESYNC_MARKER):
+                    self.deliver(channel, data)
+                elif data != self._store._marker:  # another process replayed: re-read
+                    self.deliver(channel, None)
 
     @staticmethod
     async def _drop(pubsub: PubSub) -> None:
