@@ -298,3 +298,20 @@ def test_a_replay_tells_other_processes_to_re_read_even_when_they_reconnected_fi
                 assert await follower.get("health") == {"disabled": True}
 
     asyncio.run(scenario())
+
+
+def test_a_subscriber_re_reads_once_the_store_is_up_after_a_blip_its_connection_survived(server: RedisServer) -> None:
+    """A call failed (the store served from its mirror for a moment) while the pub/sub connection
+    stayed up: a re-read made meanwhile read the mirror, so RESYNC comes once the store is up."""
+    async def scenario() -> None:
+        async with store_for(server, retry_interval=0.2) as store:
+            async with store.subscribe("pool:kimi") as sub:
+                await store.set("health", 1)
+                with server.client() as admin:
+                    admin.execute_command("CLIENT", "KILL", "TYPE", "normal")  # not the pub/sub one
+                assert await store.get("health") == 1  # from the mirror: the pooled connection was gone
+                assert not store.status().up
+                await eventually(lambda: store.status().up)
+                assert await sub.get(5) == ("pool:kimi", RESYNC)
+
+    asyncio.run(scenario())

@@ -12,7 +12,7 @@ Writes made while down apply to the mirror and go in a journal. A background tas
 every `retry_interval` seconds; when it answers, the journal is replayed (the newest value per
 key wins, counters add their local deltas, locks and slots held locally are re-taken where
 free) and the store is up again. Subscriptions reconnect on their own and then yield RESYNC;
-a subscription that reconnects while the store is still down yields it once the store is up,
+a subscription yields one more once the store is up again (re-reads meanwhile read the mirror),
 and after a replay the other processes' subscribers of the same channels get one too (a
 marker published on each channel), so every replica re-reads what was replayed.
 
@@ -204,6 +204,8 @@ class RedisStore(StateStore):
         self._errors += 1
         self._last_error = redact(f"{operation}: {type(exc).__name__}: {exc}")[:300]
         metrics.STATE_STORE_ERRORS.labels(operation=operation).inc()
+        for subscription in self._subscriptions:  # a re-read from now on reads the mirror: another once up
+            subscription.owed = True
         if self._up:
             self._up = False
             metrics.STATE_STORE_UP.set(0)
@@ -235,14 +237,14 @@ class RedisStore(StateStore):
             await self._resync_after_outage(replayed)
 
     async def _resync_after_outage(self, replayed: int) -> None:
-        """Up again: the subscriptions that reconnected while the store was down get their RESYNC
-        now (a re-read then would have read the mirror), and when this process replayed changes,
+        """Up again: the connected subscriptions get a RESYNC (a re-read while the store was down read
+        the mirror; one still reconnecting yields its own), and when this process replayed changes,
         every other process following the same channels is told to re-read (a replay publishes
         nothing itself)."""
         channels: set[str] = set()
         for subscription in tuple(self._subscriptions):
             channels.update(subscription.channels)
-            if subscription.owed:
+            if subscription.owed and subscription.connected:
                 subscription.owed = False
                 for channel in subscription.channels:
                     subscription.deliver(channel, None)
@@ -525,12 +527,14 @@ class RedisSubscription(LocalSubscription):
         self._store = store
         self._names = {store._channel(c).encode(): c for c in channels}
         self._reader: asyncio.Task[None] | None = None
-        self.owed = False  # reconnected while the store was still down: RESYNC once it is up
+        self.owed = False  # the store was down since the last RESYNC: one more once it is up
+        self.connected = False  # a pub/sub connection is open (else a reconnection yields RESYNC)
 
     async def _open(self) -> None:
         await super()._open()
         self._store._subscriptions.add(self)
         pubsub = await self._connect() if self._store.up else None
+        self.connected = pubsub is not None
         self._reader = asyncio.get_running_loop().create_task(self._read(pubsub), name="redis-subscription")
 
     async def _close(self) -> None:
@@ -571,9 +575,11 @@ class RedisSubscription(LocalSubscription):
                 pubsub = await self._connect()
                 if pubsub is None:
                     continue
+                self.connected = True
                 if not self._store.up:  # a re-read now would read the mirror: the store
                     self.owed = True    # delivers the RESYNC once it is up (and has replayed)
                 else:
+                    self.owed = False
                     for channel in self.channels:
                         self.deliver(channel, None)  # messages may have been missed meanwhile
             try:
@@ -582,6 +588,7 @@ class RedisSubscription(LocalSubscription):
                 if not unavailable(exc):
                     log.error("state store: reading %s failed: %s", self.channels, redact(repr(exc)))
                 self._store._failed("subscribe", exc)
+                self.connected = False
                 await self._drop(pubsub)
                 pubsub = None
                 continue
