@@ -9,7 +9,9 @@ one, so its hot path is unchanged. What it shares:
   re-reads them all at start and after a RESYNC (messages may have been missed). A write
   carries only the fields that changed, each with a version from one store counter; per field
   the newest version wins (when applied and when stored), so two replicas changing one
-  credential at once (an admin's disable here, a failure counted there) both hold.
+  credential at once (an admin's disable here, a failure counted there) both hold. Versions
+  never go backwards: a counter below the highest version a replica has seen (a Redis
+  restarted empty) is lifted past it on that replica's next write and on every re-read.
 - Round robin: the position is a store counter, so N replicas spread over the credentials as
   one process would.
 - Stream caps: a lease on a capped credential also holds one of `cap` store slots (holder:
