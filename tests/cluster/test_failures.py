@@ -48,8 +48,11 @@ def test_redis_stopped_mid_test_degrades_keeps_serving_and_converges_when_it_ret
     stale = account_id(cluster.kimi_tokens[0])
     assert cluster.admin(0, "POST", f"/admin/pools/kimi/{stale}/disable").status_code == 200
     history = [{"role": "user", "content": "我叫李四，来自上海"}]
-    first, raw = ask(client, history, user="li_si")
-    started_on = cluster.replica_of(raw)
+    # Started through replica 0, which knows the credential is disabled: the chat is on the other one
+    # (replicas 1 and 2 could still pick the disabled one now, and its chat could not continue later).
+    first, _ = ask(cluster.openai(base_url=cluster.replicas[0].base_url), history, user="li_si")
+    started_on = 0
+    assert cluster.kimi.chat_calls[-1].user == "user-1"
 
     cluster.redis.start()  # empty: it kept nothing (--save ''), so all it learns comes from the replicas
     wait_for(lambda: [cluster.health(n)["state"]["up"] for n in range(3)], 15, "every replica sees Redis again",

@@ -242,3 +242,44 @@ def test_a_change_made_here_is_not_undone_by_an_older_one_arriving_from_elsewher
             assert one.health("a").last_error == "HTTP 502"
 
     run_shared(backend, body)
+
+
+async def forget_everything(store: StateStore) -> None:
+    """What a Redis restarted without persistence looks like to the pools: no health, counter from 0."""
+    for key in await store.keys("pool-shared:mock:"):
+        await store.delete(key)
+
+
+def test_a_change_after_the_store_lost_its_data_reaches_replicas_holding_higher_versions(backend: str) -> None:
+    async def body(store: StateStore) -> None:
+        async with Replica(store, StaticSource(["a", "b"])) as one, Replica(store, StaticSource(["a", "b"])) as two:
+            for _ in range(3):  # `a` has a history: every replica holds versions above 1 for its fields
+                one.pool.disable(one.health("a"), "disabled by an administrator")
+                await eventually(lambda: two.health("a").disabled)
+                one.pool.enable(one.health("a"))
+                await eventually(lambda: not two.health("a").disabled)
+            await forget_everything(store)
+            two.pool.disable(two.health("a"), "disabled after the restart")
+            await eventually(lambda: one.health("a").disabled)
+            assert one.health("a").disabled_reason == "disabled after the restart"
+            assert (await one.pool.acquire(prefer="a")).credential.id == "b"
+
+    run_shared(backend, body)
+
+
+def test_a_re_read_lifts_the_counter_so_a_replica_knowing_nothing_still_wins(backend: str) -> None:
+    async def body(store: StateStore) -> None:
+        async with Replica(store, StaticSource(["a", "b"])) as one:
+            for _ in range(3):
+                one.pool.disable(one.health("a"), "disabled by an administrator")
+                one.pool.enable(one.health("a"))
+                await asyncio.sleep(0.05)
+            await forget_everything(store)
+            assert one.lifecycle.sharing is not None
+            await one.lifecycle.sharing.resync()  # what a replica does on RESYNC (it reconnected)
+            async with Replica(store, StaticSource(["a", "b"])) as fresh:  # started after the restart
+                fresh.pool.disable(fresh.health("a"), "disabled by the new replica")
+                await eventually(lambda: one.health("a").disabled)
+                assert one.health("a").disabled_reason == "disabled by the new replica"
+
+    run_shared(backend, body)

@@ -275,3 +275,43 @@ def test_a_redis_out_of_memory_is_an_outage_and_its_writes_replay(server: RedisS
                 assert redis.get("t:v:during") == b'{"kept":true}'
 
     asyncio.run(scenario())
+
+
+def test_a_replay_tells_other_processes_to_re_read_even_when_they_reconnected_first(server: RedisServer) -> None:
+    """Writes made while Redis was down reach Redis by a replay, which publishes nothing itself: a
+    follower that reconnected (and re-read) before the replay must be told to re-read again."""
+    async def scenario() -> None:
+        writer = RedisStore(server.url, prefix="t:", timeout=0.3, retry_interval=2.0)  # comes back last
+        async with writer, store_for(server, retry_interval=0.2) as follower:
+            async with writer.subscribe("pool:kimi"), follower.subscribe("pool:kimi") as sub:  # both follow it
+                await writer.set("health", {"disabled": False})
+                server.kill()
+                await writer.set("health", {"disabled": True})  # journaled: Redis is away
+                assert not writer.status().up
+                await eventually(lambda: not follower.status().up)
+                server.start()  # empty
+                assert await sub.get(10) == ("pool:kimi", RESYNC)  # the follower's own reconnection
+                await eventually(lambda: follower.status().up)
+                assert await follower.get("health") is None  # re-read before the writer replayed
+                await eventually(lambda: writer.status().up)
+                assert await sub.get(5) == ("pool:kimi", RESYNC)  # told once the replay landed
+                assert await follower.get("health") == {"disabled": True}
+
+    asyncio.run(scenario())
+
+
+def test_a_subscriber_re_reads_once_the_store_is_up_after_a_blip_its_connection_survived(server: RedisServer) -> None:
+    """A call failed (the store served from its mirror for a moment) while the pub/sub connection
+    stayed up: a re-read made meanwhile read the mirror, so RESYNC comes once the store is up."""
+    async def scenario() -> None:
+        async with store_for(server, retry_interval=0.2) as store:
+            async with store.subscribe("pool:kimi") as sub:
+                await store.set("health", 1)
+                with server.client() as admin:
+                    admin.execute_command("CLIENT", "KILL", "TYPE", "normal")  # not the pub/sub one
+                assert await store.get("health") == 1  # from the mirror: the pooled connection was gone
+                assert not store.status().up
+                await eventually(lambda: store.status().up)
+                assert await sub.get(5) == ("pool:kimi", RESYNC)
+
+    asyncio.run(scenario())

@@ -9,7 +9,9 @@ one, so its hot path is unchanged. What it shares:
   re-reads them all at start and after a RESYNC (messages may have been missed). A write
   carries only the fields that changed, each with a version from one store counter; per field
   the newest version wins (when applied and when stored), so two replicas changing one
-  credential at once (an admin's disable here, a failure counted there) both hold.
+  credential at once (an admin's disable here, a failure counted there) both hold. Versions
+  never go backwards: a counter below the highest version a replica has seen (a Redis
+  restarted empty) is lifted past it on that replica's next write and on every re-read.
 - Round robin: the position is a store counter, so N replicas spread over the credentials as
   one process would.
 - Stream caps: a lease on a capped credential also holds one of `cap` store slots (holder:
@@ -88,6 +90,7 @@ class PoolSharing:
         self._known: dict[str, dict[str, Any]] = {}  # credential id → shared fields as last written or read
         self._dirty: dict[str, set[str]] = {}  # credential id → fields changed here, not yet written
         self._versions: dict[str, dict[str, int]] = {}  # credential id → field → version applied or written last
+        self._highest = 0  # the highest version seen anywhere: the store's counter must never hand out less
         self._releases: list[tuple[str, str, str]] = []  # (slot key, holder, credential id) to give back
         self._held: dict[str, tuple[str, int]] = {}  # holder → (slot key, cap): slots of open leases
         self._wake = asyncio.Event()
@@ -144,7 +147,8 @@ class PoolSharing:
             self._wake.set()
 
     async def resync(self) -> int:
-        """Re-read every credential's shared health; returns how many records were applied."""
+        """Re-read every credential's shared health (then lift the version counter over every
+        version this replica knows, in case the store lost it); returns how many records were applied."""
         applied = 0
         start = len(self.prefix + "health:")
         for key in await self.store.keys(self.prefix + "health:"):
@@ -152,7 +156,26 @@ class PoolSharing:
             if isinstance(record, dict):
                 self._apply(key[start:], record)
                 applied += 1
+        if self._highest:
+            await self._next_version(0)
         return applied
+
+    async def _next_version(self, step: int = 1) -> int:
+        """The store counter moved by `step` and, if that leaves it at or below a version this replica
+        has seen (a Redis restarted empty counts from 0 again), lifted past it by the difference:
+        versions never go backwards, so a change made after the restart wins over older ones."""
+        key = self.prefix + "version"
+        version = await self.store.incr(key, step)
+        floor = self._highest + step  # step 0 (a re-read): at least the highest; 1 (a write): above it
+        if version < floor:
+            version = await self.store.incr(key, floor - version)
+        self._highest = max(self._highest, version)
+        return version
+
+    def _seen(self, versions: dict[str, Any]) -> None:
+        for version in versions.values():
+            if isinstance(version, int) and not isinstance(version, bool) and version > self._highest:
+                self._highest = version
 
     def _apply(self, credential_id: str, record: dict[str, Any]) -> None:
         """Take over the fields of `record` that are newer than ours and not changed here meanwhile
@@ -160,6 +183,7 @@ class PoolSharing:
         versions = record.get("versions")
         if not isinstance(versions, dict):
             return
+        self._seen(versions)
         mine = self._versions.setdefault(credential_id, {})
         pending = self._dirty.get(credential_id, set())
         newer = [name for name in SHARED_FIELDS if name in record and name not in pending
@@ -251,7 +275,7 @@ class PoolSharing:
                 record = self._known.get(credential_id)
                 if record is None or not fields:
                     continue
-                version = await self.store.incr(self.prefix + "version")
+                version = await self._next_version()
                 delta: dict[str, Any] = {name: record[name] for name in fields}
                 delta["versions"] = {name: version for name in fields}
                 self._versions.setdefault(credential_id, {}).update(delta["versions"])

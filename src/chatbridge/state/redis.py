@@ -11,7 +11,10 @@ MemoryStore holding the last values this process read or wrote, its own locks an
 Writes made while down apply to the mirror and go in a journal. A background task tries Redis
 every `retry_interval` seconds; when it answers, the journal is replayed (the newest value per
 key wins, counters add their local deltas, locks and slots held locally are re-taken where
-free) and the store is up again. Subscriptions reconnect on their own and then yield RESYNC.
+free) and the store is up again. Subscriptions reconnect on their own and then yield RESYNC;
+a subscription yields one more once the store is up again (re-reads meanwhile read the mirror),
+and after a replay the other processes' subscribers of the same channels get one too (a
+marker published on each channel), so every replica re-reads what was replayed.
 
 Writes that were in flight when Redis failed are replayed as well: a set or delete lands
 once, an increment may count twice. Values written by other replicas are never overwritten by
@@ -25,6 +28,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -64,6 +68,10 @@ def unavailable(exc: BaseException) -> bool:
         return True
     return isinstance(exc, rexc.ResponseError) and str(exc).lstrip().upper().startswith(_UNAVAILABLE_REPLIES)
 
+
+# Published on a channel after a journal replay: not JSON, so no message can look like it; every
+# subscriber of the channel (in any process) gets RESYNC for it and re-reads what was replayed.
+RESYNC_MARKER = b"\x00resync"
 
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
@@ -142,6 +150,7 @@ class RedisStore(StateStore):
         self._errors = 0
         self._last_error: str | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._marker = RESYNC_MARKER + secrets.token_hex(8).encode()  # this process's own, ignored by it
         metrics.STATE_STORE_UP.set(1)
 
     def __repr__(self) -> str:
@@ -195,6 +204,8 @@ class RedisStore(StateStore):
         self._errors += 1
         self._last_error = redact(f"{operation}: {type(exc).__name__}: {exc}")[:300]
         metrics.STATE_STORE_ERRORS.labels(operation=operation).inc()
+        for subscription in self._subscriptions:  # a re-read from now on reads the mirror: another once up
+            subscription.owed = True
         if self._up:
             self._up = False
             metrics.STATE_STORE_UP.set(0)
@@ -223,6 +234,31 @@ class RedisStore(StateStore):
             self._up = True
             metrics.STATE_STORE_UP.set(1)
             log.warning("state store: Redis is back; %d local change(s) replayed", replayed)
+            await self._resync_after_outage(replayed)
+
+    async def _resync_after_outage(self, replayed: int) -> None:
+        """Up again: the connected subscriptions get a RESYNC (a re-read while the store was down read
+        the mirror; one still reconnecting yields its own), and when this process replayed changes,
+        every other process following the same channels is told to re-read (a replay publishes
+        nothing itself)."""
+        channels: set[str] = set()
+        for subscription in tuple(self._subscriptions):
+            channels.update(subscription.channels)
+            if subscription.owed and subscription.connected:
+                subscription.owed = False
+                for channel in subscription.channels:
+                    subscription.deliver(channel, None)
+        if not replayed:
+            return
+        for channel in sorted(channels):
+            try:
+                await self._bounded(self._redis.publish(self._channel(channel), self._marker))
+            except Exception as exc:  # best effort, like any publish: Redis may be gone again
+                if unavailable(exc):
+                    self._failed("publish", exc)
+                else:
+                    log.error("state store: announcing the replay on %s failed: %s", channel, redact(repr(exc)))
+                return
 
     def _closing(self) -> bool:
         return self.state is StoreState.CLOSED
@@ -491,11 +527,14 @@ class RedisSubscription(LocalSubscription):
         self._store = store
         self._names = {store._channel(c).encode(): c for c in channels}
         self._reader: asyncio.Task[None] | None = None
+        self.owed = False  # the store was down since the last RESYNC: one more once it is up
+        self.connected = False  # a pub/sub connection is open (else a reconnection yields RESYNC)
 
     async def _open(self) -> None:
         await super()._open()
         self._store._subscriptions.add(self)
         pubsub = await self._connect() if self._store.up else None
+        self.connected = pubsub is not None
         self._reader = asyncio.get_running_loop().create_task(self._read(pubsub), name="redis-subscription")
 
     async def _close(self) -> None:
@@ -536,14 +575,20 @@ class RedisSubscription(LocalSubscription):
                 pubsub = await self._connect()
                 if pubsub is None:
                     continue
-                for channel in self.channels:
-                    self.deliver(channel, None)  # messages may have been missed meanwhile
+                self.connected = True
+                if not self._store.up:  # a re-read now would read the mirror: the store
+                    self.owed = True    # delivers the RESYNC once it is up (and has replayed)
+                else:
+                    self.owed = False
+                    for channel in self.channels:
+                        self.deliver(channel, None)  # messages may have been missed meanwhile
             try:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             except Exception as exc:  # the reader reconnects, whatever went wrong
                 if not unavailable(exc):
                     log.error("state store: reading %s failed: %s", self.channels, redact(repr(exc)))
                 self._store._failed("subscribe", exc)
+                self.connected = False
                 await self._drop(pubsub)
                 pubsub = None
                 continue
@@ -554,7 +599,11 @@ class RedisSubscription(LocalSubscription):
         if message.get("type") == "message":
             channel = self._names.get(message["channel"])
             if channel is not None:
-                self.deliver(channel, bytes(message["data"]))
+                data = bytes(message["data"])
+                if not data.startswith(RESYNC_MARKER):
+                    self.deliver(channel, data)
+                elif data != self._store._marker:  # another process replayed: re-read
+                    self.deliver(channel, None)
 
     @staticmethod
     async def _drop(pubsub: PubSub) -> None:
