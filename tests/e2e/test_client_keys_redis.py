@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from tests.harness import GatewayServer, make_settings
+from tests.state.helpers import delete_prefix
 from tests.upstreams import K2ThinkEmulator
 
 REDIS_URL = os.environ.get("CHATBRIDGE_KEYS_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -57,13 +58,7 @@ def replicas(k2emu: K2ThinkEmulator, tmp_path: Path) -> Iterator[tuple[GatewaySe
     yield pair[0], pair[1]
     for gw in pair:
         gw.stop()
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_prefix(prefix, REDIS_URL)
 
 
 def test_a_limit_of_n_per_minute_admits_exactly_n_across_replicas(replicas: tuple[GatewayServer, GatewayServer]) -> None:

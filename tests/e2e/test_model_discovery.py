@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from tests.harness import GatewayServer, free_port
+from tests.pool.helpers import wait_for
 from tests.upstreams import OpenAICompatEmulator
 
 HI = [{"role": "user", "content": "hi"}]
@@ -22,13 +23,6 @@ def health(gw: GatewayServer) -> dict[str, Any]:
     response = httpx.get(gw.base_url + "/health", timeout=5)
     assert response.status_code == 200
     return response.json()  # type: ignore[no-any-return]
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 15.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -54,7 +48,7 @@ def test_an_upstream_down_at_start_is_discovered_once_it_is_up(start_gateway: Ca
     upstream = OpenAICompatEmulator(port=port)
     upstream.models = ["llama3"]
     with upstream:  # the upstream comes up: found without a restart
-        wait_for(lambda: [m.id for m in gw.openai().models.list()] == ["llama3"])
+        wait_for(lambda: [m.id for m in gw.openai().models.list()] == ["llama3"], timeout=15)
         reply = gw.openai().chat.completions.create(model="llama3", messages=HI)  # type: ignore[arg-type]
         assert reply.choices[0].message.content
         state = health(gw)
@@ -79,5 +73,5 @@ def test_the_model_list_is_refreshed_and_routes_follow(
                        openai_compat_models_refresh=0.2)
     assert [m.id for m in gw.openai().models.list()] == ["first"]  # a healthy upstream is read at start
     compat_emu.models = ["first", "second"]
-    wait_for(lambda: [m.id for m in gw.openai().models.list()] == ["first", "second"])
+    wait_for(lambda: [m.id for m in gw.openai().models.list()] == ["first", "second"], timeout=15)
     assert gw.openai().chat.completions.create(model="second", messages=HI).choices[0].message.content  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.harness import GatewayProcess, GatewayServer, free_port
+from tests.pool.helpers import wait_for
 from tests.state.redis_server import RedisServer
 from tests.upstreams import K2ThinkEmulator
 
@@ -30,13 +31,6 @@ def health(base_url: str) -> dict[str, Any]:
     return response.json()  # type: ignore[no-any-return]
 
 
-def wait_for(condition: Callable[[], bool], seconds: float = 15.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_the_gateway_serves_through_a_redis_outage_and_health_follows(
     k2_gateway: Callable[..., GatewayServer], tmp_path: Path,
 ) -> None:
@@ -47,18 +41,18 @@ def test_the_gateway_serves_through_a_redis_outage_and_health_follows(
         body = health(gw.base_url)
         assert body["status"] == "ok" and body["state"] == {"backend": "redis", "up": True, "errors": 0}
         with redis_server.client() as redis:  # pool health lives in Redis (written in the background, soon)
-            wait_for(lambda: any(key.startswith((b"e2e:v:pool:", b"e2e:v:pool-shared:")) for key in redis.keys("e2e:*")))
+            wait_for(lambda: any(key.startswith((b"e2e:v:pool:", b"e2e:v:pool-shared:")) for key in redis.keys("e2e:*")), timeout=15)
 
         redis_server.kill()
         start = time.monotonic()
         answer = client.chat.completions.create(model=MODEL, messages=HI)  # served from local state
         assert answer.choices[0].message.content and time.monotonic() - start < 5
-        wait_for(lambda: health(gw.base_url)["state"]["up"] is False)
+        wait_for(lambda: health(gw.base_url)["state"]["up"] is False, timeout=15)
         body = health(gw.base_url)
         assert body["status"] == "degraded" and body["state"]["errors"] >= 1 and body["state"]["backend"] == "redis"
 
         redis_server.start()
-        wait_for(lambda: health(gw.base_url)["state"]["up"] is True)
+        wait_for(lambda: health(gw.base_url)["state"]["up"] is True, timeout=15)
         assert health(gw.base_url)["status"] == "ok"
         assert client.chat.completions.create(model=MODEL, messages=HI).choices[0].message.content
 

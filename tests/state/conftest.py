@@ -17,7 +17,7 @@ import pytest
 
 from chatbridge.state import STATE_FILE_NAME, EmbeddedStore, MemoryStore, StateStore
 from chatbridge.state.redis import RedisStore
-from tests.state.helpers import FakeClock, SleepingClock, redis_reachable, redis_url
+from tests.state.helpers import FakeClock, SleepingClock, delete_prefix, redis_reachable, redis_url
 
 BACKENDS: dict[str, Callable[[Path, FakeClock], StateStore]] = {
     "memory": lambda tmp_path, clock: MemoryStore(clock=clock),
@@ -45,17 +45,3 @@ def store(backend: str, tmp_path: Path, clock: FakeClock) -> Iterator[StateStore
     yield made
     if isinstance(made, RedisStore):
         delete_prefix(made.prefix)
-
-
-def delete_prefix(prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(redis_url())
-    try:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-

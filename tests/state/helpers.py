@@ -50,6 +50,19 @@ def redis_url() -> str:
     return os.environ.get("CHATBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/8")
 
 
+def delete_prefix(prefix: str, url: str | None = None) -> None:
+    """Delete a test's own keys (never FLUSHDB: the database may be shared)."""
+    import redis
+
+    client = redis.Redis.from_url(url or redis_url())
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 def redis_reachable() -> bool:
     import redis
 

@@ -16,8 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from chatbridge.state.redis import RedisStore
-from tests.state.conftest import delete_prefix
-from tests.state.helpers import child_env, redis_reachable, redis_url
+from tests.state.helpers import child_env, delete_prefix, redis_reachable, redis_url
 
 
 @pytest.fixture
