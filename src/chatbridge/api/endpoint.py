@@ -240,7 +240,7 @@ class ChatEndpoint:
             exchange.status = await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope, timing.upstream_wait)])
             return
         exchange.route = timing.route
-        exchange.prompt_estimate = primed.prompt_tokens
+        exchange.prompted = primed  # counted if the answer gives no usage
         if chat.stream:
             encoder = self.dialect.stream_encoder(chat, primed)
             stream_headers = [*headers, *notice_headers(timing), overhead_header(scope, timing.upstream_wait)]
