@@ -26,7 +26,7 @@ from chatbridge.core.drain import SHUTTING_DOWN, Drain
 from chatbridge.core.errors import ClientDisconnected, RequestTooLarge
 from chatbridge.core.inline_work import NeedsWorker, inline_work
 from chatbridge.core.types import ChatRequest, Event
-from chatbridge.features.clientkeys import Admission, ClientKeys
+from chatbridge.features.clientkeys import Admission, ClientKey, ClientKeys
 from chatbridge.gateway.attempt import Timing
 from chatbridge.gateway.pipeline import Pipeline, PrimedStream
 
@@ -182,15 +182,19 @@ class ChatEndpoint:
             await self._watched(chat, scope, receive, send, headers, exchange, metrics)
             return
         assert self.keys is not None
-        try:
-            admission = await self.keys.admit(key, chat.model)
-        except Exception as exc:  # over a limit, or a model the key may not use
-            exchange.status = await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope)])
-            return
+        admission = None
+        if not key.free:  # a key without limits or model globs has nothing to check or hold
+            try:
+                admission = await self.keys.admit(key, chat.model)
+            except Exception as exc:  # over a limit, or a model the key may not use
+                exchange.status = await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope)])
+                return
         try:
             await self._watched(chat, scope, receive, send, headers, exchange, metrics)
         finally:
-            await self._finish(admission, chat, exchange)
+            tokens = self._record(key, chat, exchange)
+            if admission is not None and admission.limiter is not None:
+                await self._release(admission, tokens)
 
     async def _watched(self, chat: ChatRequest, scope: Scope, receive: Receive, send: Send, headers: RawHeaders,
                        exchange: Exchange, metrics: LaneMetrics) -> None:
@@ -207,17 +211,18 @@ class ChatEndpoint:
                 error = ApiError(503, SHUTTING_DOWN, "service_unavailable_error", "shutting_down")
                 exchange.status = await self._send_error(send, scope, error, [*headers, overhead_header(scope)])
 
-    async def _finish(self, admission: Admission, chat: ChatRequest, exchange: Exchange) -> None:
-        """Usage recorded (in memory); a limited key's slot released and tokens counted, shielded, so a
-        cancelled request still does both."""
+    def _record(self, key: ClientKey, chat: ChatRequest, exchange: Exchange) -> int:
+        """The key's usage recorded (in memory, no await); the request's tokens, input + output."""
         assert self.keys is not None
         prompt, completion = exchange.tokens()
         provider = exchange.route.provider if exchange.route is not None else ""
-        self.keys.usage.record(admission.key.name, provider, chat.model, prompt, completion, exchange.error)
-        if admission.limiter is None:
-            return
+        self.keys.usage.record(key.name, provider, chat.model, prompt, completion, exchange.error)
+        return prompt + completion
+
+    async def _release(self, admission: Admission, tokens: int) -> None:
+        """A limited key's slot released and tokens counted, shielded, so a cancelled request still does both."""
         try:
-            await asyncio.shield(admission.close(prompt + completion))
+            await asyncio.shield(admission.close(tokens))
         except Exception as exc:  # the answer is out; a store hiccup must not turn it into a 500
             log.error("could not release a client key's stream slot or count its tokens: %s", exc)
 
@@ -240,7 +245,7 @@ class ChatEndpoint:
             exchange.status = await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope, timing.upstream_wait)])
             return
         exchange.route = timing.route
-        exchange.prompt_estimate = primed.prompt_tokens
+        exchange.prompted = primed  # counted if the answer gives no usage
         if chat.stream:
             encoder = self.dialect.stream_encoder(chat, primed)
             stream_headers = [*headers, *notice_headers(timing), overhead_header(scope, timing.upstream_wait)]

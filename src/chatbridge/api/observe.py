@@ -9,7 +9,7 @@ Labels are bounded: the lane's route and dialect, the model id the router resolv
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from chatbridge.core.metrics import REQUEST_SECONDS, REQUESTS, TIME_TO_FIRST_TOKEN
 from chatbridge.core.types import Event, ReasoningDelta, Route, TextDelta, Usage
@@ -20,12 +20,19 @@ CLIENT_GONE = 499  # the client left before an answer began (nginx's code for it
 _CACHE_LIMIT = 4096  # label sets kept per lane; beyond it (a router with very many ids), looked up each time
 
 
+class _Prompted(Protocol):
+    @property
+    def prompt_tokens(self) -> int: ...
+
+
 class Exchange:
     """One request's facts as the lane learns them: the route it took, the status sent, streamed or
     not; and, for the client key's usage, the answer's last `Usage` (or the text seen, to estimate
-    from when the stream was cut before it), the prompt estimate, and whether it ended in an error."""
+    from when the stream was cut before it), the primed answer whose prompt is counted only when
+    that estimate is needed (tokenizing costs more than the rest of a request), and whether it
+    ended in an error."""
 
-    __slots__ = ("chars", "error", "prompt_estimate", "route", "started", "status", "streamed", "usage")
+    __slots__ = ("chars", "error", "prompted", "route", "started", "status", "streamed", "usage")
 
     def __init__(self, started: float) -> None:
         self.started = started
@@ -34,7 +41,7 @@ class Exchange:
         self.streamed = False
         self.usage: Usage | None = None
         self.chars = 0
-        self.prompt_estimate = 0
+        self.prompted: _Prompted | None = None
         self.error = False
 
     def see(self, event: Event) -> None:
@@ -48,6 +55,10 @@ class Exchange:
         if self.usage is not None:
             return self.usage.prompt_tokens, self.usage.completion_tokens
         return self.prompt_estimate, (self.chars + 3) // 4
+
+    @property
+    def prompt_estimate(self) -> int:
+        return self.prompted.prompt_tokens if self.prompted is not None else 0
 
     @property
     def model(self) -> str:

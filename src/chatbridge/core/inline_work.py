@@ -9,9 +9,8 @@ counted. Cached verdicts cost nothing, so agents resending the same tools stay o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
+from types import TracebackType
 
 INLINE_BUDGET = 400  # units of work (schema values) per request on the loop: a few milliseconds
 
@@ -30,14 +29,26 @@ class _Budget:
 _budget: ContextVar[_Budget | None] = ContextVar("inline_work_budget", default=None)
 
 
-@contextmanager
-def inline_work(budget: int = INLINE_BUDGET) -> Iterator[None]:
-    """Work in this block runs on the event loop: at most `budget` units of it."""
-    token = _budget.set(_Budget(budget))
-    try:
-        yield
-    finally:
-        _budget.reset(token)
+class inline_work:  # lower case: called like the function it was, `with inline_work():`
+    """Work in this block runs on the event loop: at most `budget` units of it.
+
+    A class, not a `@contextmanager` generator: it is entered by every chat request.
+    """
+
+    __slots__ = ("_budget", "_token")
+
+    def __init__(self, budget: int = INLINE_BUDGET) -> None:
+        self._budget = budget
+        self._token: Token[_Budget | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _budget.set(_Budget(self._budget))
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._token is not None:
+            _budget.reset(self._token)
+            self._token = None
 
 
 def spend_inline(units: int) -> None:

@@ -163,10 +163,12 @@ class ClientKey:
     created_at: float | None = None
     counted: bool = field(init=False)  # `limits.limited`, read once per request: kept here
     models: tuple[str, ...] | None = field(init=False)
+    free: bool = field(init=False)  # nothing counted, every model allowed: a request needs no admission
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "counted", self.limits.limited)
         object.__setattr__(self, "models", self.limits.models)
+        object.__setattr__(self, "free", not self.counted and self.models is None)
 
     def expired(self, now: dt.datetime | None = None) -> bool:
         expires = self.limits.expires_at
