@@ -44,6 +44,8 @@ def test_a_refresh_rotates_the_token_on_disk_keeping_every_other_line(kimi_emu: 
     path = tmp_path / "kimi-tokens.txt"
     path.write_text(f"# work account\n{first}\n\n# home account\n{second}\n")
     kimi_gateway(kimi_tokens_file=path).openai().chat.completions.create(model="kimi", messages=HI)
+    # Both accounts are renewed at start; the one the chat did not use may still be on its way on a loaded machine.
+    assert wait_for(lambda: first not in path.read_text() and second not in path.read_text())
     lines = path.read_text().splitlines()
     assert lines[0] == "# work account" and lines[2] == "" and lines[3] == "# home account"
     new_first, new_second = lines[1], lines[4]
