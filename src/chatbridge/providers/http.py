@@ -587,12 +587,13 @@ class LazySession:
             await self._session.close()
 
 
-class HttpProvider(Provider):
-    """A provider that speaks HTTP, on its own `LazySession`."""
+class HttpClient:
+    """Something that calls an upstream over HTTP (a provider, a sign-in or refresh client), on its
+    own `LazySession`; `cookies=False` for clients whose calls must never share a cookie jar."""
 
-    def __init__(self, http: HttpSettings, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, http: HttpSettings, session: aiohttp.ClientSession | None = None, *, cookies: bool = True) -> None:
         self.http = http
-        self._sessions = LazySession(http, session)
+        self._sessions = LazySession(http, session, cookies=cookies)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -600,3 +601,7 @@ class HttpProvider(Provider):
 
     async def aclose(self) -> None:
         await self._sessions.aclose()
+
+
+class HttpProvider(HttpClient, Provider):
+    """A provider that speaks HTTP, on its own `LazySession`."""

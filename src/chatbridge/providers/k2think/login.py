@@ -18,7 +18,7 @@ import orjson
 from chatbridge.core.errors import UpstreamError
 from chatbridge.core.secrets import Secret, redact
 from chatbridge.pool.signin import SignedToken, SignInRejected
-from chatbridge.providers.http import HttpSettings, LazySession, create_session, map_aiohttp_errors
+from chatbridge.providers.http import HttpClient, HttpSettings, create_session, map_aiohttp_errors
 from chatbridge.providers.k2think.payload import BROWSER_USER_AGENT, K2ThinkEndpoints
 
 PROVIDER = "k2think"
@@ -121,22 +121,18 @@ def _read_success(text: str, cookie_token: str | None) -> SignInResult:
     )
 
 
-class K2ThinkAuthenticator:
+class K2ThinkAuthenticator(HttpClient):
     """The pool's `Authenticator` for K2Think: one sign-in on a session of its own."""
 
     def __init__(self, endpoints: K2ThinkEndpoints, http: HttpSettings) -> None:
+        super().__init__(http, cookies=False)
         self.endpoints = endpoints
-        self.http = http
-        self._sessions = LazySession(http, cookies=False)
 
     async def __call__(self, email: str, password: Secret) -> SignedToken:
         try:
-            result = await sign_in(self._sessions.session, self.endpoints, email, password, self.http.request_timeout)
+            result = await sign_in(self.session, self.endpoints, email, password, self.http.request_timeout)
         except SignInError as exc:
             if not exc.retryable:
                 raise SignInRejected(exc.message) from None
             raise
         return SignedToken(result.token, result.expires_at)
-
-    async def aclose(self) -> None:
-        await self._sessions.aclose()

@@ -23,7 +23,7 @@ import orjson
 from chatbridge.core.errors import UpstreamError, UpstreamStatusError
 from chatbridge.core.secrets import redact
 from chatbridge.pool.source import RenewalRejected
-from chatbridge.providers.http import HttpSettings, LazySession, map_aiohttp_errors, status_error
+from chatbridge.providers.http import HttpClient, HttpSettings, map_aiohttp_errors, status_error
 from chatbridge.providers.kimi.protocol import KimiEndpoints, KimiIdentity, unary_headers, web_headers
 
 PROVIDER = "kimi"
@@ -141,23 +141,15 @@ async def _call(session: aiohttp.ClientSession, method: str, url: str, headers: 
         raise RefreshFailed("the refresh answer is not JSON") from None
 
 
-class KimiAuthClient:
+class KimiAuthClient(HttpClient):
     """Refresh and guest registration on a session of their own (no cookie jar, the gateway's proxy)."""
 
     def __init__(self, endpoints: KimiEndpoints, http: HttpSettings) -> None:
+        super().__init__(http, cookies=False)
         self.endpoints = endpoints
-        self.http = http
-        self._sessions = LazySession(http, cookies=False)
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        return self._sessions.session
 
     async def refresh(self, identity: KimiIdentity, refresh_token: str) -> Tokens:
         return await refresh_tokens(self.session, self.endpoints, identity, refresh_token, self.http.request_timeout)
 
     async def register(self, identity: KimiIdentity) -> str:
         return await register_device(self.session, self.endpoints, identity, self.http.request_timeout)
-
-    async def aclose(self) -> None:
-        await self._sessions.aclose()

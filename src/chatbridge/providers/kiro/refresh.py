@@ -11,12 +11,11 @@ import hashlib
 import logging
 from typing import Any
 
-import aiohttp
 import orjson
 
 from chatbridge.core.secrets import redact
 from chatbridge.pool.source import RenewalRejected
-from chatbridge.providers.http import HttpSettings, LazySession, map_aiohttp_errors
+from chatbridge.providers.http import HttpClient, HttpSettings, map_aiohttp_errors
 from chatbridge.providers.kiro.endpoints import KiroEndpoints
 from chatbridge.providers.kiro.login import KiroLogin, expires_in
 
@@ -33,20 +32,12 @@ class RefreshFailed(Exception):
     """A refresh that failed for now (the service is down or answered oddly); worth another try later."""
 
 
-class KiroAuthClient:
+class KiroAuthClient(HttpClient):
     """The refresh calls, on their own pooled session (created on first use, inside the loop)."""
 
     def __init__(self, endpoints: KiroEndpoints, http: HttpSettings) -> None:
+        super().__init__(http, cookies=False)
         self.endpoints = endpoints
-        self.http = http
-        self._sessions = LazySession(http, cookies=False)
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        return self._sessions.session
-
-    async def aclose(self) -> None:
-        await self._sessions.aclose()
 
     async def refresh(self, login: KiroLogin, who: str) -> KiroLogin:
         """`login` with a fresh access token (and the rotated refresh token, when one came back)."""
