@@ -17,6 +17,7 @@ import asyncio
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -59,12 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", type=int, default=200, help="content chunks of a streamed answer")
     parser.add_argument("--callgrind", action="store_true")
     parser.add_argument("--ttfc", action="store_true", help="time to first chunk of streams (implies --stream)")
+    parser.add_argument("--cprofile", type=Path, help="write a cProfile of the measured requests to this file")
     args = parser.parse_args(argv)
     args.stream = args.stream or args.ttfc
     work = Path(tempfile.mkdtemp(prefix="bench-probe-"))
     upstream = procs.openai_emulator("probe-upstream", None, chunks=args.chunks, log_dir=work).start().wait_ready()
     gateway = procs.gateway("probe-gateway", None, openai_upstream=upstream, work_dir=work, log_dir=work,
                             src=args.src.resolve())
+    if args.cprofile:
+        gateway.argv = [sys.executable, "-m", "bench.profiled", str(args.cprofile.resolve()), *gateway.argv[1:]]
+        gateway.env["PYTHONPATH"] = f"{args.src.resolve()}{os.pathsep}{ROOT}"
     out_file = work / "callgrind.out"
     if args.callgrind:
         if shutil.which("valgrind") is None:
@@ -79,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_requests(url, body, headers, args.warmup))
         if args.callgrind:
             subprocess.run(["callgrind_control", "-i", "on", str(gateway.pid)], check=True, capture_output=True)
+        if args.cprofile:
+            os.kill(gateway.pid, signal.SIGUSR1)
         streams = None
         cpu, started = gateway.cpu_seconds(), time.perf_counter()
         if args.ttfc:
@@ -88,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         cpu, wall = gateway.cpu_seconds() - cpu, time.perf_counter() - started
         if args.callgrind:
             subprocess.run(["callgrind_control", "-i", "off", str(gateway.pid)], check=True, capture_output=True)
+        if args.cprofile:
+            os.kill(gateway.pid, signal.SIGUSR2)
+            time.sleep(1.0)
     finally:
         gateway.stop()
         upstream.stop()
