@@ -133,21 +133,22 @@ class ChatEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send, headers: RawHeaders) -> None:
         exchange = Exchange(scope.get("state", {}).get("started") or time.perf_counter())
         metrics = self.lane_metrics(scope["path"])
-        task = self.drain.enter()
+        task = asyncio.current_task()  # asked once: each asking costs a getpid() system call on Python 3.11
+        self.drain.enter(task)
         try:
             if self.tracer is None:
-                await self._serve(scope, receive, send, headers, exchange, metrics)
+                await self._serve(scope, receive, send, headers, exchange, metrics, task)
             else:
-                await self._traced(scope, receive, send, headers, exchange, metrics)
+                await self._traced(scope, receive, send, headers, exchange, metrics, task)
         finally:
             self.drain.leave(task)
             metrics.done(exchange)
 
     async def _traced(self, scope: Scope, receive: Receive, send: Send, headers: RawHeaders,
-                      exchange: Exchange, metrics: LaneMetrics) -> None:
+                      exchange: Exchange, metrics: LaneMetrics, task: asyncio.Task[Any] | None) -> None:
         with self.tracer.start_as_current_span(f"{scope['method']} {scope['path']}", kind=_server_kind()) as span:
             try:
-                await self._serve(scope, receive, send, headers, exchange, metrics)
+                await self._serve(scope, receive, send, headers, exchange, metrics, task)
             finally:
                 span.set_attributes({
                     "http.route": scope["path"], "http.response.status_code": exchange.status,
@@ -161,7 +162,7 @@ class ChatEndpoint:
                     span.set_status(Status(StatusCode.ERROR, f"HTTP {exchange.status}"))
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, headers: RawHeaders,
-                     exchange: Exchange, metrics: LaneMetrics) -> None:
+                     exchange: Exchange, metrics: LaneMetrics, task: asyncio.Task[Any] | None) -> None:
         if scope["method"] != "POST":
             error = ApiError(405, f"Method {scope['method']} is not allowed on {scope['path']}",
                              "invalid_request_error", "method_not_allowed")
@@ -179,7 +180,7 @@ class ChatEndpoint:
         exchange.streamed = chat.stream
         key = scope.get("state", {}).get("client_key") if self.keys is not None else None
         if key is None:
-            await self._watched(chat, scope, receive, send, headers, exchange, metrics)
+            await self._watched(chat, scope, receive, send, headers, exchange, metrics, task)
             return
         assert self.keys is not None
         admission = None
@@ -190,23 +191,23 @@ class ChatEndpoint:
                 exchange.status = await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope)])
                 return
         try:
-            await self._watched(chat, scope, receive, send, headers, exchange, metrics)
+            await self._watched(chat, scope, receive, send, headers, exchange, metrics, task)
         finally:
             tokens = self._record(key, chat, exchange)
             if admission is not None and admission.limiter is not None:
                 await self._release(admission, tokens)
 
     async def _watched(self, chat: ChatRequest, scope: Scope, receive: Receive, send: Send, headers: RawHeaders,
-                       exchange: Exchange, metrics: LaneMetrics) -> None:
+                       exchange: Exchange, metrics: LaneMetrics, task: asyncio.Task[Any] | None) -> None:
         try:
-            async with DisconnectWatch(receive):  # retries, a slow first byte, a long answer
+            async with DisconnectWatch(receive, task=task):  # retries, a slow first byte, a long answer
                 await self._answer(chat, scope, send, headers, exchange, metrics)
         except ClientDisconnected:
             return
         except asyncio.CancelledError:
-            if not self.drain.ended(asyncio.current_task()):
+            if task is None or not self.drain.ended(task):
                 raise
-            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            task.uncancel()
             if exchange.status == CLIENT_GONE:  # nothing was sent yet: the error is the answer
                 error = ApiError(503, SHUTTING_DOWN, "service_unavailable_error", "shutting_down")
                 exchange.status = await self._send_error(send, scope, error, [*headers, overhead_header(scope)])

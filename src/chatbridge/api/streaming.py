@@ -98,17 +98,18 @@ class DisconnectWatch:
 
     __slots__ = ("_grace", "_receive", "_task", "_timer", "_watcher", "disconnected")
 
-    def __init__(self, receive: Receive, grace: float = 0.05) -> None:
+    def __init__(self, receive: Receive, grace: float = 0.05, task: asyncio.Task[object] | None = None) -> None:
         self._receive = receive
         self._grace = grace
-        self._task: asyncio.Task[object] | None = None
+        self._task = task  # the task to cancel; default: the one that enters the block
         self._timer: asyncio.TimerHandle | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.disconnected = False
 
     async def __aenter__(self) -> DisconnectWatch:
-        self._task = asyncio.current_task()
-        self._timer = asyncio.get_running_loop().call_later(self._grace, self._start)
+        task = self._task = self._task or asyncio.current_task()
+        loop = task.get_loop() if task is not None else asyncio.get_running_loop()
+        self._timer = loop.call_later(self._grace, self._start)
         return self
 
     def _start(self) -> None:

@@ -30,11 +30,10 @@ class Drain:
         self._ended: set[asyncio.Task[object]] = set()
         self._timer: asyncio.TimerHandle | None = None
 
-    def enter(self) -> asyncio.Task[object] | None:
-        task = asyncio.current_task()
+    def enter(self, task: asyncio.Task[object] | None) -> None:
+        """`task` (the request's, which its caller has at hand) is open until `leave`."""
         if task is not None:
             self._open.add(task)
-        return task
 
     def leave(self, task: asyncio.Task[object] | None) -> None:
         if task is not None:
