@@ -299,8 +299,10 @@ class ChatEndpoint:
             yield self.dialect.stream_error(ApiError(503, SHUTTING_DOWN, "service_unavailable_error", "shutting_down"), request_id)
             return
         finally:
-            await batches.aclose()
-            await primed.aclose()
+            try:
+                await batches.aclose()  # first: a step it still holds is cancelled, so the stream can close
+            finally:
+                await primed.aclose()
         yield encoder.close()
 
     async def _send_error(self, send: Send, scope: Scope, error: ApiError, headers: RawHeaders) -> int:
