@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from chatbridge.api.asgi import RawHeaders, overhead_header
 from chatbridge.api.auth import header
+from chatbridge.api.batching import ready_batches
 from chatbridge.api.errors import ApiError, to_api_error
 from chatbridge.api.observe import CLIENT_GONE, Exchange, LaneMetrics
 from chatbridge.api.streaming import DisconnectWatch, EventStreamResponse
@@ -273,15 +274,23 @@ class ChatEndpoint:
 
     async def _sse_body(self, primed: PrimedStream, encoder: StreamEncoder, request_id: str,
                         exchange: Exchange) -> AsyncGenerator[bytes, None]:
+        """The answer's bytes, one piece per batch of events that were ready together (`api.batching`):
+        one ASGI `send` for all that one upstream read gave, none held back for the next."""
+        batches = ready_batches(primed)
+        out: list[bytes] = []
         try:
-            async for event in primed:
-                exchange.see(event)
-                chunk = encoder.encode(event)
-                if chunk:
-                    yield chunk
+            async for events in batches:
+                for event in events:
+                    exchange.see(event)
+                    chunk = encoder.encode(event)
+                    if chunk:
+                        out.append(chunk)
+                if out:
+                    yield out[0] if len(out) == 1 else b"".join(out)
+                    out = []
         except Exception as exc:  # the stream has started: the error goes in-band, then the stream ends
             exchange.error = True
-            yield self.dialect.stream_error(to_api_error(exc), request_id)
+            yield b"".join(out) + self.dialect.stream_error(to_api_error(exc), request_id)
             return
         except asyncio.CancelledError:  # ended by the shutdown's grace: in-band too
             task = asyncio.current_task()
@@ -291,7 +300,10 @@ class ChatEndpoint:
             yield self.dialect.stream_error(ApiError(503, SHUTTING_DOWN, "service_unavailable_error", "shutting_down"), request_id)
             return
         finally:
-            await primed.aclose()
+            try:
+                await batches.aclose()  # first: a step it still holds is cancelled, so the stream can close
+            finally:
+                await primed.aclose()
         yield encoder.close()
 
     async def _send_error(self, send: Send, scope: Scope, error: ApiError, headers: RawHeaders) -> int:

@@ -496,18 +496,21 @@ async def _end_of_body(response: aiohttp.ClientResponse, seconds: float) -> None
     content = response.content
     if content.is_eof():
         return
-    ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[None] = loop.create_future()
 
     def end() -> None:
         if not ended.done():
             ended.set_result(None)
 
     content.on_eof(end)
+    # A timer that ends the wait, not `asyncio.timeout`, which cancels the task: this wait may be a
+    # step `api.batching` holds while the client's last batch is sent, and the cancel would land there.
+    timer = loop.call_later(seconds, end)
     try:
-        async with asyncio.timeout(seconds):
-            await ended
-    except TimeoutError:
-        pass
+        await ended
+    finally:
+        timer.cancel()
 
 
 def release_when_read(response: aiohttp.ClientResponse) -> None:

@@ -28,6 +28,9 @@ from chatbridge.core.usage import tokens_from_counts
 
 log = logging.getLogger("chatbridge.api.anthropic")
 
+# A block's type → its content delta's type and the field the content goes in.
+DELTA_FIELDS = {"text": ("text_delta", "text"), "thinking": ("thinking_delta", "thinking"),
+                "tool_use": ("input_json_delta", "partial_json")}
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "end_turn", "content_filter": "refusal"}
 
 
@@ -70,9 +73,11 @@ class BlockWriter(abc.ABC):
     @abc.abstractmethod
     def _stop(self) -> None: ...
 
-    def _text_delta(self, text: str) -> None:
-        """A text delta for the open text block (writers may have a faster way)."""
-        self._delta({"type": "text_delta", "text": text})
+    def _content(self, text: str) -> None:
+        """A piece of the open block's content: text, thinking or a tool's JSON (writers may have a
+        faster way than the delta object)."""
+        kind, name = DELTA_FIELDS[self.kind or ""]
+        self._delta({"type": kind, name: text})
 
     def feed(self, event: Event) -> None:
         if isinstance(event, TextDelta):
@@ -80,7 +85,7 @@ class BlockWriter(abc.ABC):
                 if self.kind != "text":
                     self._open({"type": "text", "text": ""}, "text")
                 self._chars += len(event.text)
-                self._text_delta(event.text)
+                self._content(event.text)
         elif isinstance(event, ReasoningDelta):
             if self.show_thinking:
                 self._reasoning(event)
@@ -101,7 +106,7 @@ class BlockWriter(abc.ABC):
             self._open({"type": "thinking", "thinking": "", "signature": ""}, "thinking")
         if event.text:
             self._chars += len(event.text)
-            self._delta({"type": "thinking_delta", "thinking": event.text})
+            self._content(event.text)
         if event.signature:
             self._signature = event.signature
 
@@ -117,7 +122,7 @@ class BlockWriter(abc.ABC):
             self.saw_tool = True
         if event.arguments:
             self._chars += len(event.arguments)
-            self._delta({"type": "input_json_delta", "partial_json": event.arguments})
+            self._content(event.arguments)
 
     def _open(self, block: dict[str, Any], kind: str) -> None:
         self.close_block()

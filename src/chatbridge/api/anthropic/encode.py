@@ -1,8 +1,9 @@
 """Anthropic Messages answers: the SSE stream (`message_start` … `message_stop`) and the JSON message.
 
 Every SSE event has an `event:` line naming it and a `data:` line whose `type` is the same,
-since the SDKs dispatch on the event name and drop anything without one. Text deltas, the
-hot path, are assembled from a pre-serialised prefix around the JSON-encoded text.
+since the SDKs dispatch on the event name and drop anything without one. Content deltas (text,
+thinking, a tool's JSON: the hot path) are assembled from a prefix prepared when the block
+starts around the JSON-encoded piece.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from chatbridge.api.anthropic.blocks import BlockWriter
+from chatbridge.api.anthropic.blocks import DELTA_FIELDS, BlockWriter
 from chatbridge.core.types import Event
 
 PING = b'event: ping\ndata: {"type": "ping"}\n\n'
@@ -37,7 +38,7 @@ class MessageStreamEncoder(BlockWriter):
         }}) + PING
         self._input_tokens = input_tokens
         self._out: list[bytes] = []
-        self._text_prefix = b""
+        self._content_prefix = b""  # the bytes before the content of the open block's delta
 
     def encode(self, event: Event) -> bytes:
         self.feed(event)
@@ -67,15 +68,17 @@ class MessageStreamEncoder(BlockWriter):
     def _start(self, block: dict[str, Any]) -> None:
         self._out.append(sse(b"content_block_start", {"type": "content_block_start", "index": self.index,
                                                       "content_block": block}))
-        self._text_prefix = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
-                             b'"delta":{"type":"text_delta","text":' % self.index)
+        fields = DELTA_FIELDS.get(block["type"])
+        if fields is not None:
+            self._content_prefix = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+                                    b'"delta":{"type":"%b","%b":' % (self.index, fields[0].encode(), fields[1].encode()))
 
     def _delta(self, delta: dict[str, Any]) -> None:
         self._out.append(sse(b"content_block_delta", {"type": "content_block_delta", "index": self.index,
                                                       "delta": delta}))
 
-    def _text_delta(self, text: str) -> None:
-        self._out.append(self._text_prefix + orjson.dumps(text) + b"}}\n\n")
+    def _content(self, text: str) -> None:
+        self._out.append(self._content_prefix + orjson.dumps(text) + b"}}\n\n")
 
     def _stop(self) -> None:
         self._out.append(b'event: content_block_stop\ndata: {"type":"content_block_stop","index":%d}\n\n' % self.index)
@@ -107,12 +110,12 @@ class MessageAggregator(BlockWriter):
         self.blocks.append(dict(block))
         self._pieces = []
 
-    def _delta(self, delta: dict[str, Any]) -> None:
-        kind = delta["type"]
-        if kind == "signature_delta":
+    def _delta(self, delta: dict[str, Any]) -> None:  # only a thinking block's signature comes this way
+        if delta["type"] == "signature_delta":
             self.blocks[-1]["signature"] = delta["signature"]
-        else:
-            self._pieces.append(delta.get("text") or delta.get("thinking") or delta.get("partial_json") or "")
+
+    def _content(self, text: str) -> None:
+        self._pieces.append(text)
 
     def _stop(self) -> None:
         block = self.blocks[-1]

@@ -1,7 +1,8 @@
 """Core events → OpenAI chat-completion chunks (streaming) or one completion (not).
 
 Chunk bytes are assembled from a pre-serialised prefix and suffix around each delta, since
-`id`, `created` and `model` are the same in every chunk; only the delta is serialised.
+`id`, `created` and `model` are the same in every chunk; only the variable part is serialised
+(for text and reasoning, the text alone).
 """
 
 from __future__ import annotations
@@ -36,14 +37,22 @@ def usage_json(usage: Usage | None) -> dict[str, Any]:
 
 
 class ChunkEncoder:
-    """Stateful: the first chunk carries the role, tool calls get their header once."""
+    """Stateful: the first chunk carries the role, tool calls get their header once.
+
+    Prepared per stream: the bytes around a text or reasoning delta (everything but the text),
+    so such a chunk is two concatenations and one `orjson.dumps` of the text itself.
+    """
 
     __slots__ = (
         "_finished",
         "_include_usage",
         "_prefix",
+        "_reasoning_head",
+        "_role",
         "_started",
         "_suffix",
+        "_tail",
+        "_text_head",
         "_tool_ids",
         "_usage",
         "_usage_prefix",
@@ -54,6 +63,10 @@ class ChunkEncoder:
         self._prefix = b"data: " + head[:-1] + b',"choices":[{"index":0,"delta":'
         self._usage_prefix = b"data: " + head[:-1] + b',"choices":[],"usage":'
         self._suffix = b',"logprobs":null,"finish_reason":null}]}\n\n'
+        self._text_head = self._prefix + b'{"content":'
+        self._reasoning_head = self._prefix + b'{"reasoning_content":'
+        self._tail = b"}" + self._suffix
+        self._role = self._prefix + b'{"role":"assistant","content":""}' + self._suffix
         self._include_usage = include_usage
         self._started = False
         self._usage: Usage | None = None
@@ -62,11 +75,13 @@ class ChunkEncoder:
 
     def encode(self, event: Event) -> bytes:
         if isinstance(event, TextDelta):
-            return self._chunk({"content": event.text})
+            out = self._text_head + orjson.dumps(event.text) + self._tail
+            return out if self._started else self._start() + out
         if isinstance(event, ReasoningDelta):
-            return self._chunk({"reasoning_content": event.text})
+            out = self._reasoning_head + orjson.dumps(event.text) + self._tail
+            return out if self._started else self._start() + out
         if isinstance(event, ToolCallDelta):
-            return self._chunk({"tool_calls": [self._tool_delta(event)]}, content_null=True)
+            return self._tool_chunk(event)
         if isinstance(event, Usage):
             self._usage = event
             return b""
@@ -81,15 +96,17 @@ class ChunkEncoder:
             out += self._usage_prefix + orjson.dumps(usage_json(self._usage)) + b"}\n\n"
         return out + b"data: [DONE]\n\n"
 
-    def _chunk(self, delta: dict[str, Any], content_null: bool = False) -> bytes:
-        out = b""
-        if not self._started:
+    def _start(self) -> bytes:
+        """The role chunk that opens the answer (once)."""
+        self._started = True
+        return self._role
+
+    def _tool_chunk(self, event: ToolCallDelta) -> bytes:
+        delta: dict[str, Any] = {"tool_calls": [self._tool_delta(event)]}
+        if not self._started:  # an answer that opens with a call says its role in the same chunk
             self._started = True
-            if content_null:
-                delta = {"role": "assistant", "content": None, **delta}
-            else:
-                out = self._prefix + b'{"role":"assistant","content":""}' + self._suffix
-        return out + self._prefix + orjson.dumps(delta) + self._suffix
+            delta = {"role": "assistant", "content": None, **delta}
+        return self._prefix + orjson.dumps(delta) + self._suffix
 
     def _tool_delta(self, event: ToolCallDelta) -> dict[str, Any]:
         if event.index not in self._tool_ids:
@@ -104,9 +121,8 @@ class ChunkEncoder:
         if self._finished:
             return b""
         self._finished = True
-        out = b"" if self._started else self._prefix + b'{"role":"assistant","content":""}' + self._suffix
-        self._started = True
-        return out + self._prefix + b"{}" + b',"logprobs":null,"finish_reason":"' + reason.encode() + b'"}]}\n\n'
+        out = b"" if self._started else self._start()
+        return out + self._prefix + b'{},"logprobs":null,"finish_reason":' + orjson.dumps(reason) + b"}]}\n\n"
 
 
 @dataclass(slots=True)
