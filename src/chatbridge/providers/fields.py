@@ -105,10 +105,6 @@ def _text_part(part: object, where: str) -> str:
 
 def usage(value: dict[str, Any], where: str) -> Usage | None:
     """An OpenAI usage object (or its `input_tokens`/`output_tokens` variant); None without counts."""
-    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
-    if (type(prompt) is int and type(completion) is int and 0 <= prompt <= MAX_COUNT and 0 <= completion <= MAX_COUNT
-            and value.get("completion_tokens_details") is None and value.get("prompt_tokens_details") is None):
-        return Usage(prompt, completion, estimated=False)  # the plain usage most servers send: no reader calls
     prompt = opt_count(value, "prompt_tokens", where)
     if prompt is None:
         prompt = opt_count(value, "input_tokens", where)

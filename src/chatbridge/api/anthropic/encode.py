@@ -68,10 +68,10 @@ class MessageStreamEncoder(BlockWriter):
     def _start(self, block: dict[str, Any]) -> None:
         self._out.append(sse(b"content_block_start", {"type": "content_block_start", "index": self.index,
                                                       "content_block": block}))
-        fields = DELTA_FIELDS.get(block["type"])
-        if fields is not None:
-            self._content_prefix = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
-                                    b'"delta":{"type":"%b","%b":' % (self.index, fields[0].encode(), fields[1].encode()))
+        fields = DELTA_FIELDS.get(block["type"])  # a block without content deltas (redacted thinking) has none
+        self._content_prefix = b"" if fields is None else (
+            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+            b'"delta":{"type":"%b","%b":' % (self.index, fields[0].encode(), fields[1].encode()))
 
     def _delta(self, delta: dict[str, Any]) -> None:
         self._out.append(sse(b"content_block_delta", {"type": "content_block_delta", "index": self.index,
