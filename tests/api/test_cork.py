@@ -108,3 +108,59 @@ def test_abort_drops_what_is_kept() -> None:
 @pytest.mark.parametrize("size", [1, 70_000])
 def test_a_real_socket_gets_the_bytes_in_order(size: int) -> None:
     asyncio.run(_real_socket(size))
+
+
+class _Socket(_Transport):
+    """What uvicorn's protocol asks of a connection's transport, besides writing."""
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+
+async def _written_by_the_listener(more_body: bool) -> tuple[bytes, bytes]:
+    """What the socket had when the app's last `send` returned, and at the end."""
+    from uvicorn.server import ServerState
+
+    from chatbridge.api.listener import LimitedConfig, LimitedHttpToolsProtocol, ListenerLimits
+
+    socket_ = _Socket()
+    at_send: list[bytes] = []
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        await receive()  # type: ignore[operator]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"part", "more_body": more_body})  # type: ignore[operator]
+        at_send.append(b"".join(socket_.writes))  # the app's bookkeeping after its answer would run here
+        if more_body:
+            await send({"type": "http.response.body", "body": b""})  # type: ignore[operator]
+
+    config = LimitedConfig(app, limits=ListenerLimits(), lifespan="off", proxy_headers=False, log_config=None)
+    config.load()
+    protocol = LimitedHttpToolsProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+    protocol.connection_made(socket_)
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: gateway\r\n\r\n")
+    for _ in range(10):
+        await asyncio.sleep(0)
+    protocol.connection_lost(None)
+    return at_send[0], b"".join(socket_.writes)
+
+
+def test_a_whole_answer_leaves_as_its_last_part_is_sent_not_after_the_apps_bookkeeping() -> None:
+    at_send, written = asyncio.run(_written_by_the_listener(more_body=False))
+    assert at_send.startswith(b"HTTP/1.1 200 OK\r\n") and at_send.endswith(b"\r\n4\r\npart\r\n0\r\n\r\n")  # already out
+    assert written == at_send
+
+
+def test_a_stream_in_progress_is_still_corked_until_the_turn_ends() -> None:
+    at_send, written = asyncio.run(_written_by_the_listener(more_body=True))
+    assert at_send == b""  # kept for the end of the turn, with whatever else it writes
+    assert written.startswith(b"HTTP/1.1 200 OK\r\n") and b"part" in written

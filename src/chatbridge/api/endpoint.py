@@ -171,7 +171,11 @@ class ChatEndpoint:
             return
         try:
             body = await read_body(scope, receive, self.max_request_bytes)
-            chat = await self._parse(body, scope["headers"])
+            try:
+                with inline_work():  # on the loop while that is cheap
+                    chat = self.dialect.parse(body, scope["headers"])
+            except NeedsWorker:  # big tool schemas nobody has checked yet: parsed in a worker
+                chat = await asyncio.to_thread(self.dialect.parse, body, scope["headers"])
             chat.client = scope.get("state", {}).get("client")
         except ClientDisconnected:
             return
@@ -180,26 +184,14 @@ class ChatEndpoint:
             return
         exchange.streamed = chat.stream
         key = scope.get("state", {}).get("client_key") if self.keys is not None else None
-        if key is None:
-            await self._watched(chat, scope, receive, send, headers, exchange, metrics, task)
-            return
-        assert self.keys is not None
         admission = None
-        if not key.free:  # a key without limits or model globs has nothing to check or hold
+        if key is not None and not key.free:  # a key without limits or model globs has nothing to check or hold
+            assert self.keys is not None
             try:
                 admission = await self.keys.admit(key, chat.model)
             except Exception as exc:  # over a limit, or a model the key may not use
                 exchange.status = await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope)])
                 return
-        try:
-            await self._watched(chat, scope, receive, send, headers, exchange, metrics, task)
-        finally:
-            tokens = self._record(key, chat, exchange)
-            if admission is not None and admission.limiter is not None:
-                await self._release(admission, tokens)
-
-    async def _watched(self, chat: ChatRequest, scope: Scope, receive: Receive, send: Send, headers: RawHeaders,
-                       exchange: Exchange, metrics: LaneMetrics, task: asyncio.Task[Any] | None) -> None:
         try:
             async with DisconnectWatch(receive, task=task):  # retries, a slow first byte, a long answer
                 await self._answer(chat, scope, send, headers, exchange, metrics)
@@ -212,6 +204,11 @@ class ChatEndpoint:
             if exchange.status == CLIENT_GONE:  # nothing was sent yet: the error is the answer
                 error = ApiError(503, SHUTTING_DOWN, "service_unavailable_error", "shutting_down")
                 exchange.status = await self._send_error(send, scope, error, [*headers, overhead_header(scope)])
+        finally:
+            if key is not None:
+                tokens = self._record(key, chat, exchange)
+                if admission is not None and admission.limiter is not None:
+                    await self._release(admission, tokens)
 
     def _record(self, key: ClientKey, chat: ChatRequest, exchange: Exchange) -> int:
         """The key's usage recorded (in memory, no await); the request's tokens, input + output."""
@@ -227,14 +224,6 @@ class ChatEndpoint:
             await asyncio.shield(admission.close(tokens))
         except Exception as exc:  # the answer is out; a store hiccup must not turn it into a 500
             log.error("could not release a client key's stream slot or count its tokens: %s", exc)
-
-    async def _parse(self, body: bytes, headers: RawHeaders) -> ChatRequest:
-        """On the loop while that is cheap; a request with big unchecked tool schemas goes to a worker."""
-        try:
-            with inline_work():
-                return self.dialect.parse(body, headers)
-        except NeedsWorker:
-            return await asyncio.to_thread(self.dialect.parse, body, headers)
 
     async def _answer(self, chat: ChatRequest, scope: Scope, send: Send, headers: RawHeaders,
                       exchange: Exchange, metrics: LaneMetrics) -> None:

@@ -227,6 +227,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._disarm()
         super().on_message_complete()
 
+    def on_response_complete(self) -> None:
+        # The cork sends a whole answer now, as its last body part is written, not when the loop
+        # turn ends: the request's own bookkeeping (metrics, usage) runs after the send and would
+        # otherwise hold the answer back.
+        if isinstance(self.transport, CorkedTransport):
+            self.transport.flush()
+        super().on_response_complete()
+
     def _head_size(self) -> int:
         """The request line and headers as sent, near enough (the method and version are a few bytes)."""
         return len(self.url) + 16 + sum(len(name) + len(value) + 4 for name, value in self.headers)

@@ -1,7 +1,8 @@
 """What one chat lane counts per request: Prometheus counts and times, and the request's trace span.
 
-The label children of `core.metrics` are looked up once per label set and kept, so a request
-costs a dict lookup and an increment, never `.labels()` string work; nothing runs per event.
+The label children of `core.metrics` are looked up once per label set and kept (as their
+`incrementer`/`observer`), so a request costs a dict lookup and an increment, never `.labels()`
+string work; nothing runs per event.
 Labels are bounded: the lane's route and dialect, the model id the router resolved (else
 "unknown"), the provider, the HTTP status sent.
 """
@@ -9,9 +10,10 @@ Labels are bounded: the lane's route and dialect, the model id the router resolv
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
-from chatbridge.core.metrics import REQUEST_SECONDS, REQUESTS, TIME_TO_FIRST_TOKEN
+from chatbridge.core.metrics import REQUEST_SECONDS, REQUESTS, TIME_TO_FIRST_TOKEN, incrementer, observer
 from chatbridge.core.types import Event, ReasoningDelta, Route, TextDelta, Usage
 
 UNKNOWN = "unknown"
@@ -77,33 +79,33 @@ class LaneMetrics:
     def __init__(self, route: str, dialect: str) -> None:
         self.route = route
         self.dialect = dialect
-        self._counts: dict[tuple[str, str, int], Any] = {}
-        self._seconds: dict[str, Any] = {}
-        self._ttft: dict[str, Any] = {}
+        self._counts: dict[tuple[str, str, int], Callable[[float], None]] = {}
+        self._seconds: dict[str, Callable[[float], None]] = {}
+        self._ttft: dict[str, Callable[[float], None]] = {}
 
     def first_byte(self, exchange: Exchange) -> None:
         """The answer's first event is ready and its response starts now (streamed answers)."""
         provider = exchange.provider
-        child = self._ttft.get(provider)
-        if child is None:
-            child = TIME_TO_FIRST_TOKEN.labels(self.dialect, provider)
+        observe = self._ttft.get(provider)
+        if observe is None:
+            observe = observer(TIME_TO_FIRST_TOKEN.labels(self.dialect, provider))
             if len(self._ttft) < _CACHE_LIMIT:
-                self._ttft[provider] = child
-        child.observe(time.perf_counter() - exchange.started)
+                self._ttft[provider] = observe
+        observe(time.perf_counter() - exchange.started)
 
     def done(self, exchange: Exchange) -> None:
         """The request is over (answered, refused, or its client gone): count it and its time."""
         provider = exchange.provider
         key = (exchange.model, provider, exchange.status)
-        counter = self._counts.get(key)
-        if counter is None:
-            counter = REQUESTS.labels(self.route, self.dialect, key[0], provider, str(key[2]))
+        count = self._counts.get(key)
+        if count is None:
+            count = incrementer(REQUESTS.labels(self.route, self.dialect, key[0], provider, str(key[2])))
             if len(self._counts) < _CACHE_LIMIT:
-                self._counts[key] = counter
-        counter.inc()
-        seconds = self._seconds.get(provider)
-        if seconds is None:
-            seconds = REQUEST_SECONDS.labels(self.route, self.dialect, provider)
+                self._counts[key] = count
+        count(1)
+        observe = self._seconds.get(provider)
+        if observe is None:
+            observe = observer(REQUEST_SECONDS.labels(self.route, self.dialect, provider))
             if len(self._seconds) < _CACHE_LIMIT:
-                self._seconds[provider] = seconds
-        seconds.observe(time.perf_counter() - exchange.started)
+                self._seconds[provider] = observe
+        observe(time.perf_counter() - exchange.started)

@@ -12,6 +12,10 @@ names, status codes, classes): never a key, a user, or text from a client.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 # Request latencies span cached answers (ms) to long reasoning streams (minutes).
@@ -62,3 +66,40 @@ STATE_STORE_UP = Gauge(
     "chatbridge_state_store_up", "1 while the state store answers, 0 while it is unreachable.",
     multiprocess_mode="livemin",
 )
+
+
+def incrementer(counter: Any) -> Callable[[float], None]:
+    """A label child's increment without the per-call checks of `Counter.inc` (a chat request's hot path).
+
+    The child's value object is prometheus-client's own (a mutex float, or in multiprocess mode
+    the mmap file's entry), so what `/metrics` shows is the same; a child without one (another
+    version of the library) gets its public `inc`.
+    """
+    value = getattr(counter, "_value", None)
+    increment = getattr(value, "inc", None)
+    return increment if callable(increment) else counter.inc  # type: ignore[no-any-return]
+
+
+def observer(histogram: Any) -> Callable[[float], None]:
+    """A label child's `observe`, with its bucket found by bisection instead of a Python loop over the bounds.
+
+    Counts into the child's own sum and bucket values, as `Histogram.observe` does (the first
+    bucket whose bound is at least the amount); a child that does not look like that gets its
+    public `observe`.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if not (isinstance(bounds, list) and isinstance(buckets, list) and len(bounds) == len(buckets) > 0
+            and all(callable(getattr(b, "inc", None)) for b in buckets) and callable(getattr(total, "inc", None))):
+        return histogram.observe  # type: ignore[no-any-return]
+    add_to_sum = total.inc  # type: ignore[union-attr]
+    bucket_incs = [b.inc for b in buckets]
+    last = len(bounds) - 1
+
+    def observe(amount: float) -> None:
+        add_to_sum(amount)
+        index = bisect_left(bounds, amount)
+        bucket_incs[index if index <= last else last](1)
+
+    return observe
