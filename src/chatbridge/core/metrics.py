@@ -12,6 +12,7 @@ names, status codes, classes): never a key, a user, or text from a client.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
@@ -84,22 +85,21 @@ def observer(histogram: Any) -> Callable[[float], None]:
     """A label child's `observe`, with its bucket found by bisection instead of a Python loop over the bounds.
 
     Counts into the child's own sum and bucket values, as `Histogram.observe` does (the first
-    bucket whose bound is at least the amount); a child that does not look like that gets its
-    public `observe`.
+    bucket whose bound is at least the amount; the last bound is +Inf, so there always is one);
+    a child that does not look like that gets its public `observe`.
     """
     bounds = getattr(histogram, "_upper_bounds", None)
     buckets = getattr(histogram, "_buckets", None)
     total = getattr(histogram, "_sum", None)
     if not (isinstance(bounds, list) and isinstance(buckets, list) and len(bounds) == len(buckets) > 0
-            and all(callable(getattr(b, "inc", None)) for b in buckets) and callable(getattr(total, "inc", None))):
+            and bounds[-1] == math.inf and all(callable(getattr(b, "inc", None)) for b in buckets)
+            and callable(getattr(total, "inc", None))):
         return histogram.observe  # type: ignore[no-any-return]
     add_to_sum = total.inc  # type: ignore[union-attr]
     bucket_incs = [b.inc for b in buckets]
-    last = len(bounds) - 1
 
     def observe(amount: float) -> None:
         add_to_sum(amount)
-        index = bisect_left(bounds, amount)
-        bucket_incs[index if index <= last else last](1)
+        bucket_incs[bisect_left(bounds, amount)](1)
 
     return observe
