@@ -71,12 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--callgrind", action="store_true")
     parser.add_argument("--ttfc", action="store_true", help="time to first chunk of streams (implies --stream)")
     parser.add_argument("--cprofile", type=Path, help="write a cProfile of the measured requests to this file")
+    parser.add_argument("--floor", action="store_true",
+                        help="measure the minimal proxy (bench/floor.py: uvicorn + aiohttp passing bytes) instead of the gateway")
     args = parser.parse_args(argv)
     args.stream = args.stream or args.ttfc
     work = Path(tempfile.mkdtemp(prefix="bench-probe-"))
     upstream = procs.openai_emulator("probe-upstream", None, chunks=args.chunks, log_dir=work).start().wait_ready()
-    gateway = procs.gateway("probe-gateway", None, openai_upstream=upstream, work_dir=work, log_dir=work,
-                            src=args.src.resolve())
+    if args.floor:
+        gateway = procs.floor_proxy("probe-floor", None, upstream=upstream, log_dir=work)
+    else:
+        gateway = procs.gateway("probe-gateway", None, openai_upstream=upstream, work_dir=work, log_dir=work,
+                                src=args.src.resolve())
     if args.cprofile:
         gateway.argv = [sys.executable, "-m", "bench.profiled", str(args.cprofile.resolve()), *gateway.argv[1:]]
         gateway.env["PYTHONPATH"] = f"{args.src.resolve()}{os.pathsep}{ROOT}"
@@ -115,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         gateway.stop()
         upstream.stop()
     kind = f"streamed ({args.chunks} chunks)" if args.stream else "non-streamed"
+    if args.floor:
+        kind += ", the minimal proxy"
     if streams is not None:
         print(f"time to first chunk: median {streams.ttfc_ms:.3f} ms over {streams.streams} streams "
               f"({streams.errors} errors; {args.src})")

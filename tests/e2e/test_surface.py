@@ -147,3 +147,19 @@ def test_no_usage_chunk_unless_asked(k2_gateway: Callable[..., GatewayServer]) -
     chunks = [orjson.loads(e[6:]) for e in events[:-1]]
     assert all(len(c["choices"]) == 1 and "usage" not in c for c in chunks)
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_head_is_answered_wherever_get_is_with_the_headers_only(k2_gateway: Callable[..., GatewayServer]) -> None:
+    gw = k2_gateway()
+    with gw.http() as http:
+        health, models, model = http.head("/health"), http.head("/v1/models"), http.head(f"/v1/models/{MODEL}")
+        refused = http.head("/v1/models", headers={"Authorization": "Bearer sk-wrong"})
+        chat = http.head("/v1/chat/completions")
+        spec = http.get("/openapi.json").json()
+        get_length = len(http.get("/health").content)
+    assert (health.status_code, models.status_code, model.status_code) == (200, 200, 200)
+    assert health.content == b"" and health.headers["content-type"].startswith("application/json")
+    assert 0 < int(health.headers["content-length"]) <= get_length + 64  # the GET answer's length, not 0
+    assert refused.status_code == 401  # HEAD needs the key wherever GET does
+    assert chat.status_code == 405 and chat.headers["allow"] == "POST"
+    assert not any("head" in operations for operations in spec["paths"].values())

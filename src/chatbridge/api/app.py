@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -87,10 +88,20 @@ def create_framework_app(runtime: Runtime) -> FastAPI:
     admin.install(app)
     admin_tokens.install(app)
     admin_keys.install(app)
+    _head_wherever_get(app)
 
     _install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _head_wherever_get(app: FastAPI) -> None:
+    """HEAD is answered wherever GET is, as HTTP asks (RFC 9110 §9.3.2): uptime monitors and
+    `curl -I` use it. The server sends the GET answer's headers only. Kept out of the spec,
+    which would list every operation twice."""
+    for route in list(app.router.routes):
+        if isinstance(route, APIRoute) and route.methods and "GET" in route.methods and "HEAD" not in route.methods:
+            app.add_api_route(route.path, route.endpoint, methods=["HEAD"], include_in_schema=False)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -116,3 +116,11 @@ def test_errors_name_the_field(fields: dict[str, Any], where: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         AnthropicDialect().parse(orjson.dumps(body), [])
     assert caught.value.message.startswith(where), caught.value.message
+
+
+@pytest.mark.parametrize("field", ["temperature", "top_p"])
+def test_a_number_that_is_not_finite_is_refused_as_such(field: str) -> None:
+    body = orjson.dumps(BASE)[:-1] + b',"' + field.encode() + b'":NaN}'
+    with pytest.raises(InvalidRequest) as caught:
+        AnthropicDialect().parse(body, [])
+    assert caught.value.param == field and "finite number" in caught.value.message

@@ -65,3 +65,11 @@ def test_valid_request_keeps_everything() -> None:
 def test_tool_choice_that_demands_nothing_is_accepted_without_tools(choice: bytes) -> None:
     request = parse_chat_request(b"{" + OK + b',"tool_choice":' + choice + b"}")
     assert request.tools == [] and request.tool_choice.mode == choice.strip(b'"').decode()
+
+
+@pytest.mark.parametrize("value", [b"NaN", b"Infinity", b"-Infinity"])
+@pytest.mark.parametrize("field", ["temperature", "top_p"])
+def test_a_number_that_is_not_finite_is_refused_as_such(field: str, value: bytes) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_chat_request(b"{" + OK + b',"' + field.encode() + b'":' + value + b"}")
+    assert caught.value.param == field and "finite number" in caught.value.message

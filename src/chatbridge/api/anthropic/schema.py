@@ -23,7 +23,7 @@ from chatbridge.core.errors import InvalidRequest
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)  # NaN passes no bound check: refuse it as such
 
 
 CacheControlIn = dict[str, Any]

@@ -28,7 +28,7 @@ from chatbridge.features.tools.schemas import schema_problem, tool_problem
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)  # NaN passes no bound check: refuse it as such
 
 
 class TextPartIn(_Lenient):
