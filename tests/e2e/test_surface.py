@@ -163,3 +163,18 @@ def test_head_is_answered_wherever_get_is_with_the_headers_only(k2_gateway: Call
     assert refused.status_code == 401  # HEAD needs the key wherever GET does
     assert chat.status_code == 405 and chat.headers["allow"] == "POST"
     assert not any("head" in operations for operations in spec["paths"].values())
+
+
+def test_readme_shows_the_lines_a_first_start_prints_in_their_order(k2emu: K2ThinkEmulator, tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("The first\nstart prints (keys shortened here):\n\n```text\n", 1)[1].split("```", 1)[0]
+
+    def heads(lines: list[str]) -> list[str]:
+        """Each line's leading words (`kimi:`, `client key:`), the keys' own lines left out."""
+        return [line.split(":", 1)[0] for line in lines if line and not line.startswith((" ", "20"))]
+
+    env = {"DATA_DIR": str(tmp_path / "data"), "K2THINK_BASE_URL": k2emu.base_url, "LOG_LEVEL": "INFO"}
+    first = GatewayProcess(env, tmp_path).start()
+    first.stop()
+    printed = first.output.split("Started server process", 1)[0].splitlines()
+    assert heads(printed) == heads(block.splitlines())
