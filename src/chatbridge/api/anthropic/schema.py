@@ -10,8 +10,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
@@ -19,40 +17,36 @@ from pydantic import (
     ValidationError,
 )
 
+from chatbridge.api.client_json import ClientModel
 from chatbridge.core.errors import InvalidRequest
-
-
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)  # NaN passes no bound check: refuse it as such
-
 
 CacheControlIn = dict[str, Any]
 
 
-class TextBlockIn(_Lenient):
+class TextBlockIn(ClientModel):
     type: Literal["text"]
     text: str
     cache_control: CacheControlIn | None = None
 
 
-class Base64SourceIn(_Lenient):
+class Base64SourceIn(ClientModel):
     type: Literal["base64"]
     media_type: str
     data: str
 
 
-class UrlSourceIn(_Lenient):
+class UrlSourceIn(ClientModel):
     type: Literal["url"]
     url: str
 
 
-class TextSourceIn(_Lenient):
+class TextSourceIn(ClientModel):
     type: Literal["text"]
     media_type: str = "text/plain"
     data: str
 
 
-class FileSourceIn(_Lenient):
+class FileSourceIn(ClientModel):
     type: Literal["file"]
     file_id: str
 
@@ -60,13 +54,13 @@ class FileSourceIn(_Lenient):
 ImageSourceIn = Annotated[Union[Base64SourceIn, UrlSourceIn, FileSourceIn], Field(discriminator="type")]
 
 
-class ImageBlockIn(_Lenient):
+class ImageBlockIn(ClientModel):
     type: Literal["image"]
     source: ImageSourceIn
     cache_control: CacheControlIn | None = None
 
 
-class ContentSourceIn(_Lenient):
+class ContentSourceIn(ClientModel):
     type: Literal["content"]
     content: str | list[Annotated[Union[TextBlockIn, ImageBlockIn], Field(discriminator="type")]]
 
@@ -76,7 +70,7 @@ DocumentSourceIn = Annotated[
 ]
 
 
-class DocumentBlockIn(_Lenient):
+class DocumentBlockIn(ClientModel):
     type: Literal["document"]
     source: DocumentSourceIn
     title: str | None = None
@@ -84,7 +78,7 @@ class DocumentBlockIn(_Lenient):
     cache_control: CacheControlIn | None = None
 
 
-class SearchResultBlockIn(_Lenient):
+class SearchResultBlockIn(ClientModel):
     type: Literal["search_result"]
     source: str = ""
     title: str = ""
@@ -97,7 +91,7 @@ ToolResultPartIn = Annotated[
 ]
 
 
-class ToolUseBlockIn(_Lenient):
+class ToolUseBlockIn(ClientModel):
     type: Literal["tool_use"]
     id: str = Field(min_length=1)
     name: str = Field(min_length=1)
@@ -105,7 +99,7 @@ class ToolUseBlockIn(_Lenient):
     cache_control: CacheControlIn | None = None
 
 
-class ToolResultBlockIn(_Lenient):
+class ToolResultBlockIn(ClientModel):
     type: Literal["tool_result"]
     tool_use_id: str = Field(min_length=1)
     content: str | list[ToolResultPartIn] | None = None
@@ -113,13 +107,13 @@ class ToolResultBlockIn(_Lenient):
     cache_control: CacheControlIn | None = None
 
 
-class ThinkingBlockIn(_Lenient):
+class ThinkingBlockIn(ClientModel):
     type: Literal["thinking"]
     thinking: str
     signature: str | None = None
 
 
-class RedactedThinkingBlockIn(_Lenient):
+class RedactedThinkingBlockIn(ClientModel):
     type: Literal["redacted_thinking"]
     data: str
 
@@ -134,12 +128,12 @@ BlockIn = Annotated[
 BLOCK_TYPES = ("text", "image", "document", "search_result", "tool_use", "tool_result", "thinking", "redacted_thinking")
 
 
-class MessageIn(_Lenient):
+class MessageIn(ClientModel):
     role: Literal["user", "assistant", "system"]
     content: str | list[BlockIn]
 
 
-class ToolIn(_Lenient):
+class ToolIn(ClientModel):
     """A custom tool; server tools (`type` such as `web_search_20250305`) have no `input_schema`."""
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")
@@ -150,23 +144,23 @@ class ToolIn(_Lenient):
     strict: StrictBool | None = None
 
 
-class ToolChoiceAutoIn(_Lenient):
+class ToolChoiceAutoIn(ClientModel):
     type: Literal["auto"]
     disable_parallel_tool_use: StrictBool | None = None
 
 
-class ToolChoiceAnyIn(_Lenient):
+class ToolChoiceAnyIn(ClientModel):
     type: Literal["any"]
     disable_parallel_tool_use: StrictBool | None = None
 
 
-class ToolChoiceToolIn(_Lenient):
+class ToolChoiceToolIn(ClientModel):
     type: Literal["tool"]
     name: str
     disable_parallel_tool_use: StrictBool | None = None
 
 
-class ToolChoiceNoneIn(_Lenient):
+class ToolChoiceNoneIn(ClientModel):
     type: Literal["none"]
 
 
@@ -175,34 +169,34 @@ ToolChoiceIn = Annotated[
 ]
 
 
-class ThinkingEnabledIn(_Lenient):
+class ThinkingEnabledIn(ClientModel):
     type: Literal["enabled"]
     budget_tokens: StrictInt = Field(ge=1)
 
 
-class ThinkingAdaptiveIn(_Lenient):
+class ThinkingAdaptiveIn(ClientModel):
     type: Literal["adaptive"]
 
 
-class ThinkingDisabledIn(_Lenient):
+class ThinkingDisabledIn(ClientModel):
     type: Literal["disabled"]
 
 
 ThinkingIn = Annotated[Union[ThinkingEnabledIn, ThinkingAdaptiveIn, ThinkingDisabledIn], Field(discriminator="type")]
 
 
-class OutputConfigIn(_Lenient):
+class OutputConfigIn(ClientModel):
     effort: str | None = None
 
 
-class MetadataIn(_Lenient):
+class MetadataIn(ClientModel):
     user_id: str | None = None
 
 
 _MAX_TOKENS = 2**31 - 1
 
 
-class CountTokensRequestIn(_Lenient):
+class CountTokensRequestIn(ClientModel):
     """`/v1/messages/count_tokens`: a Messages request without the sampling fields."""
 
     model: str = Field(min_length=1)

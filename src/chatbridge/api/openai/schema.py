@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Union
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, field_validator
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, ValidationError, field_validator
 
+from chatbridge.api.client_json import ClientModel
 from chatbridge.core.errors import InvalidRequest
 from chatbridge.core.types import (
     ChatRequest,
@@ -27,21 +28,17 @@ from chatbridge.core.types import (
 from chatbridge.features.tools.schemas import schema_problem, tool_problem
 
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)  # NaN passes no bound check: refuse it as such
-
-
-class TextPartIn(_Lenient):
+class TextPartIn(ClientModel):
     type: Literal["text"]
     text: str
 
 
-class ImageUrlIn(_Lenient):
+class ImageUrlIn(ClientModel):
     url: str
     detail: str | None = None
 
 
-class ImagePartIn(_Lenient):
+class ImagePartIn(ClientModel):
     type: Literal["image_url"]
     image_url: ImageUrlIn
 
@@ -49,18 +46,18 @@ class ImagePartIn(_Lenient):
 PartIn = Annotated[Union[TextPartIn, ImagePartIn], Field(discriminator="type")]
 
 
-class FunctionCallIn(_Lenient):
+class FunctionCallIn(ClientModel):
     name: str
     arguments: str = ""
 
 
-class ToolCallIn(_Lenient):
+class ToolCallIn(ClientModel):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCallIn
 
 
-class MessageIn(_Lenient):
+class MessageIn(ClientModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[PartIn] | None = None
     name: str | None = None
@@ -69,40 +66,40 @@ class MessageIn(_Lenient):
     reasoning_content: str | None = None
 
 
-class FunctionSpecIn(_Lenient):
+class FunctionSpecIn(ClientModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
-class ToolIn(_Lenient):
+class ToolIn(ClientModel):
     type: Literal["function"] = "function"
     function: FunctionSpecIn
 
 
-class NamedFunctionIn(_Lenient):
+class NamedFunctionIn(ClientModel):
     name: str
 
 
-class ToolChoiceIn(_Lenient):
+class ToolChoiceIn(ClientModel):
     type: Literal["function"]
     function: NamedFunctionIn
 
 
-class JsonSchemaFormatIn(_Lenient):
+class JsonSchemaFormatIn(ClientModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
     description: str | None = None
     schema_: dict[str, Any] | None = Field(None, alias="schema")
     strict: StrictBool | None = None
 
 
-class ResponseFormatIn(_Lenient):
+class ResponseFormatIn(ClientModel):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormatIn | None = None
 
 
-class StreamOptionsIn(_Lenient):
+class StreamOptionsIn(ClientModel):
     include_usage: StrictBool = False
 
 
@@ -111,7 +108,7 @@ class StreamOptionsIn(_Lenient):
 _MAX_TOKENS = 2**31 - 1
 
 
-class ChatCompletionRequestIn(_Lenient):
+class ChatCompletionRequestIn(ClientModel):
     model: str = Field(min_length=1)
     messages: list[MessageIn] = Field(min_length=1)
     stream: StrictBool | None = False
