@@ -393,10 +393,27 @@ def test_usage_per_key_model_and_provider_after_known_traffic(replicas: tuple[Ga
         rows = http.get("/admin/usage", params={"key": "metered"}).json()["data"]
         everyone = http.get("/admin/usage").json()["data"]["usage"]
     assert rows["usage"] == [
-        {"key": "metered", "provider": "", "model": "no-such-model", "requests": 1, "input_tokens": 0,
-         "output_tokens": 0, "errors": 1},
         {"key": "metered", "provider": "k2think", "model": MODEL, "requests": 4, "input_tokens": prompt,
          "output_tokens": completion, "errors": 0},
+        {"key": "metered", "provider": "none", "model": "unknown", "requests": 1, "input_tokens": 0,
+         "output_tokens": 0, "errors": 1},
     ]
     assert rows["totals"] == {"requests": 5, "input_tokens": prompt, "output_tokens": completion, "errors": 1}
     assert next(r for r in everyone if r["key"] == "VALID_API_KEY")["requests"] == 1  # the unlimited key too
+
+
+def test_usage_rows_are_named_by_the_served_model_so_client_names_cannot_grow_the_store(
+        gateway: Callable[..., GatewayServer]) -> None:
+    """Model names are client input: a key holder sending a thousand made-up (or glob-aliased) names,
+    some of them 10 kB long, must not add a thousand rows to the store; they count under the model
+    they were served by, or under `unknown`."""
+    gw = gateway(keys_yaml(), anthropic_model_map="claude-*=k2think")
+    for n in range(150):
+        with pytest.raises(openai.NotFoundError):
+            oai(gw, KEY_A).chat.completions.create(model=f"made-up-{n}-" + "x" * 10_000, messages=MESSAGES)  # type: ignore[arg-type]
+    for n in range(3):  # an alias glob admits any name; the row is its target's
+        oai(gw, KEY_A).chat.completions.create(model=f"claude-anything-{n}", messages=MESSAGES)  # type: ignore[arg-type]
+    with admin(gw) as http:
+        rows = http.get("/admin/usage", params={"key": "team-a"}).json()["data"]["usage"]
+    assert [(r["provider"], r["model"], r["requests"], r["errors"]) for r in rows] == [
+        ("k2think", MODEL, 3, 0), ("none", "unknown", 150, 150)]  # the rows are the store's keys

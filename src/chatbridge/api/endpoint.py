@@ -206,16 +206,19 @@ class ChatEndpoint:
                 exchange.status = await self._send_error(send, scope, error, [*headers, overhead_header(scope)])
         finally:
             if key is not None:
-                tokens = self._record(key, chat, exchange)
+                tokens = self._record(key, exchange)
                 if admission is not None and admission.limiter is not None:
                     await self._release(admission, tokens)
 
-    def _record(self, key: ClientKey, chat: ChatRequest, exchange: Exchange) -> int:
-        """The key's usage recorded (in memory, no await); the request's tokens, input + output."""
+    def _record(self, key: ClientKey, exchange: Exchange) -> int:
+        """The key's usage recorded (in memory, no await); the request's tokens, input + output.
+
+        Rows are named by the served model the request was routed to, as the metrics' labels are,
+        never by the name the client sent: that is client input, and each distinct one would be a
+        row kept in the store for good."""
         assert self.keys is not None
         prompt, completion = exchange.tokens()
-        provider = exchange.route.provider if exchange.route is not None else ""
-        self.keys.usage.record(key.name, provider, chat.model, prompt, completion, exchange.error)
+        self.keys.usage.record(key.name, exchange.provider, exchange.model, prompt, completion, exchange.error)
         return prompt + completion
 
     async def _release(self, admission: Admission, tokens: int) -> None:
