@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import socket
 import time
+import zlib
 from collections.abc import Callable
 
 import httpx
@@ -74,6 +76,34 @@ def test_body_too_large(k2_gateway: Callable[..., GatewayServer]) -> None:
     response = _post(gw, b'{"model":"m","messages":[{"role":"user","content":"' + b"x" * 2000 + b'"}]}')
     assert response.status_code == 413
     assert _envelope(response)["code"] == "request_too_large"
+
+
+def test_a_compressed_body_is_decoded_within_the_limit_and_an_unknown_encoding_is_a_415(
+        k2_gateway: Callable[..., GatewayServer]) -> None:
+    """Clients that gzip their bodies get answers, not "not valid JSON"; a gzip bomb is a 413 at
+    the limit on what it decodes to; an encoding the gateway cannot decode is named in a 415."""
+    gw = k2_gateway(guest=True, max_request_bytes=100_000)
+    body = f'{{"model":"{MODEL}","messages":[{{"role":"user","content":"hi"}}]}}'.encode()
+    deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw_deflate = deflater.compress(body) + deflater.flush()
+    for encoding, content in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body)),
+                              ("deflate", raw_deflate), ("identity", body)):
+        answer = _post(gw, content, {"Content-Encoding": encoding})
+        assert answer.status_code == 200, (encoding, answer.text)
+        assert answer.json()["choices"][0]["message"]["content"]
+    bomb = gzip.compress(b'{"model":"m","messages":[{"role":"user","content":"' + b"a" * 50_000_000 + b'"}]}')
+    assert len(bomb) < 100_000
+    too_big = _post(gw, bomb, {"Content-Encoding": "gzip"})
+    assert too_big.status_code == 413 and _envelope(too_big)["code"] == "request_too_large"
+    broken = _post(gw, b"not gzip at all", {"Content-Encoding": "gzip"})
+    assert broken.status_code == 400 and _envelope(broken)["code"] == "invalid_body_encoding"
+    unknown = _post(gw, body, {"Content-Encoding": "br"})
+    assert unknown.status_code == 415 and _envelope(unknown)["code"] == "unsupported_content_encoding"
+    assert "'br'" in str(_envelope(unknown)["message"])
+    with gw.http() as http:
+        anthropic = http.post("/v1/messages", headers={"Content-Encoding": "gzip"}, content=gzip.compress(
+            f'{{"model":"{MODEL}","max_tokens":50,"messages":[{{"role":"user","content":"hi"}}]}}'.encode()))
+    assert anthropic.status_code == 200 and anthropic.json()["content"][0]["text"]
 
 
 def _closed_port() -> int:

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 from starlette.types import Receive, Scope, Send
 
 from chatbridge.api.asgi import RawHeaders, overhead_header
-from chatbridge.api.auth import header
 from chatbridge.api.batching import ready_batches
+from chatbridge.api.body_encoding import decode_body
 from chatbridge.api.errors import ApiError, to_api_error
 from chatbridge.api.observe import CLIENT_GONE, Exchange, LaneMetrics
 from chatbridge.api.streaming import DisconnectWatch, EventStreamResponse
@@ -77,8 +77,14 @@ class Dialect(Protocol):
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The request body, refusing anything over `limit` bytes before reading it all."""
-    declared = header(scope["headers"], b"content-length")
+    """The request body (decoded if it came compressed), refusing anything over `limit` bytes
+    before reading it all."""
+    declared = encoding = None
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            declared = value
+        elif key == b"content-encoding":
+            encoding = value
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(limit)
     chunks: list[bytes] = []
@@ -93,7 +99,8 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             raise RequestTooLarge(limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return body if encoding is None else decode_body(body, encoding, limit)
 
 
 async def send_json(send: Send, status: int, body: bytes, headers: RawHeaders) -> None:
