@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import openai
 import orjson
 import pytest
@@ -129,4 +130,27 @@ def test_wrong_usage_counts_are_never_forwarded(upstream: tuple[EmulatorBase, Ga
     with pytest.raises(openai.APIStatusError) as caught:
         gw.openai().chat.completions.create(model=model, messages=HI, stream=True)  # type: ignore[arg-type]
     assert caught.value.status_code == 502 and _message(caught.value).startswith(f"{name} upstream")
+    _clean_logs(gw)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_not_followed_and_no_credential_is_blamed(
+        upstream: tuple[EmulatorBase, GatewayServer, str, str], status: int) -> None:
+    """An upstream pointing elsewhere (here at a "metadata" server) gets no request sent there: a 502
+    says where it led (without the query) and the credential serves the next request untouched."""
+    emu, gw, model, name = upstream
+    with OpenAICompatEmulator() as elsewhere:
+        emu.fail_next(status=status, body="", headers={"Location": elsewhere.base_url + "/latest/meta-data/?token=abc"})
+        with pytest.raises(openai.APIStatusError) as caught:
+            gw.openai().chat.completions.create(model=model, messages=HI)  # type: ignore[arg-type]
+        assert caught.value.status_code == 502
+        message = _message(caught.value)
+        assert f"{name} upstream answered HTTP {status}" in message and "/latest/meta-data/" in message
+        assert "token=abc" not in message
+        assert elsewhere.requests == []
+    assert gw.openai().chat.completions.create(model=model, messages=HI).choices[0].message.content  # type: ignore[arg-type]
+    if name == "k2think":
+        with httpx.Client(base_url=gw.base_url, headers={"Authorization": f"Bearer {gw.runtime.admin_keys[0]}"}) as http:
+            tokens = http.get("/admin/providers/k2think/credentials").json()["data"]["tokens"]
+        assert [(t["state"], t["failures"]) for t in tokens] == [("active", 0)]
     _clean_logs(gw)

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
 import aiohttp
 import aiohttp.client_exceptions as client_exceptions
 import pytest
 
-from chatbridge.core.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamTransportError
+import chatbridge
+from chatbridge.core.errors import (
+    FailureKind,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamRedirect,
+    UpstreamTimeout,
+    UpstreamTransportError,
+)
+from chatbridge.providers.base import classify_http_error
 from chatbridge.providers.http import map_aiohttp_errors, parse_retry_after, status_error
 
 
@@ -83,3 +96,40 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after(None) is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0
     assert parse_retry_after("soon") is None
+
+
+def test_a_redirect_is_an_error_naming_where_it_led_without_its_query_or_credentials() -> None:
+    error = status_error("kimi", 307, "", {"Location": "https://user:pw@www.kimi.com/apiv2/chat?token=abc"}, "c1")
+    assert isinstance(error, UpstreamRedirect) and error.status == 307 and error.credential_id == "c1"
+    assert "HTTP 307" in error.message and "https://www.kimi.com/apiv2/chat" in error.message
+    assert "abc" not in error.message and "pw" not in error.message
+    assert "no Location" in status_error("kimi", 302, "", {}, None).message
+    failure = classify_http_error(error)  # the address is wrong, not the credential
+    assert failure.kind is FailureKind.TRANSIENT and failure.scope == "provider"
+
+
+_HTTP_VERBS = {"request", "get", "post", "put", "patch", "delete", "head", "options"}
+
+
+def _session_calls(tree: ast.AST) -> Iterator[ast.Call]:
+    """Calls of an HTTP verb on something named like an aiohttp session (`session`, `self.session`, ...)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _HTTP_VERBS:
+            receiver = ast.unparse(node.func.value)
+            if "session" in receiver.lower():
+                yield node
+
+
+def test_no_upstream_call_follows_redirects() -> None:
+    """A followed redirect sends the request (a 307 keeps the body: the conversation) wherever an
+    upstream points, the cloud's metadata address included, and relays what answers there."""
+    source = Path(chatbridge.__file__).parent
+    calls, following = 0, []
+    for module in sorted(source.rglob("*.py")):
+        for call in _session_calls(ast.parse(module.read_text(), str(module))):
+            calls += 1
+            if not any(k.arg == "allow_redirects" and isinstance(k.value, ast.Constant) and k.value.value is False
+                       for k in call.keywords):
+                following.append(f"{module.relative_to(source)}:{call.lineno}")
+    assert calls >= 9  # the scan sees the calls (every provider's, sign-ins, refreshes, model lists, media)
+    assert following == []

@@ -111,6 +111,15 @@ class UpstreamProtocolError(UpstreamError):
     """The upstream sent something we cannot parse; retrying the same thing will not help."""
 
 
+class UpstreamRedirect(UpstreamProtocolError):
+    """The upstream answered a redirect, which the gateway does not follow: the configured address
+    is not where the API is (or an upstream is steering requests elsewhere). No credential is to blame."""
+
+    def __init__(self, message: str, *, provider: str, status: int, credential_id: str | None = None) -> None:
+        super().__init__(message, provider=provider, credential_id=credential_id)
+        self.status = status
+
+
 class FrameTooLarge(ChatbridgeError):
     """A sans-IO decoder was handed a frame (an SSE event, an envelope) over its size limit.
 

@@ -15,6 +15,7 @@ from chatbridge.core.errors import (
     FailureKind,
     UpstreamError,
     UpstreamProtocolError,
+    UpstreamRedirect,
     UpstreamStatusError,
     UpstreamTransportError,
     UpstreamUnreachable,
@@ -72,7 +73,10 @@ class Provider(abc.ABC):
 
 
 def classify_http_error(error: Exception) -> Failure:
-    """The common HTTP reading: 401/403 auth, 429 rate limit, 5xx transient, other 4xx client."""
+    """The common HTTP reading: 401/403 auth, 429 rate limit, 5xx transient, other 4xx client;
+    a redirect (not followed) is the upstream's address, not any credential's fault."""
+    if isinstance(error, UpstreamRedirect):
+        return Failure(FailureKind.TRANSIENT, error.message, status=error.status, scope="provider")
     if isinstance(error, UpstreamStatusError):
         status = error.status
         if status in (401, 403):

@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -28,6 +29,7 @@ from chatbridge.core.errors import (
     FrameTooLarge,
     UpstreamError,
     UpstreamProtocolError,
+    UpstreamRedirect,
     UpstreamStatusError,
     UpstreamTimeout,
     UpstreamTransportError,
@@ -174,10 +176,11 @@ async def open_response(
     left = _time_left(deadline, provider, credential_id)
     with map_aiohttp_errors(provider, credential_id):
         if left is None:
-            response = await session.request(method, url, headers=headers, data=data)
+            response = await session.request(method, url, headers=headers, data=data, allow_redirects=False)
         else:
-            response = await session.request(method, url, headers=headers, data=data, timeout=_timeout(math.ceil(left * 100)))
-        if response.status >= 400:
+            response = await session.request(method, url, headers=headers, data=data, allow_redirects=False,
+                                             timeout=_timeout(math.ceil(left * 100)))
+        if response.status >= 300:
             body = await _error_body(response)
             raise status_error(provider, response.status, body, response.headers, credential_id)
     _allow_silence(response, idle_timeout if deadline is None else _positive(min(idle_timeout, deadline - clock())))
@@ -291,7 +294,14 @@ def status_error(
     body: str,
     headers: Mapping[str, str],
     credential_id: str | None,
-) -> UpstreamStatusError:
+) -> UpstreamStatusError | UpstreamRedirect:
+    """What an answer with a status of 300 or more stands for (requests never follow redirects)."""
+    if status < 400:
+        return UpstreamRedirect(
+            f"{provider} upstream answered HTTP {status} with a redirect to {_where(headers.get('Location'))}, "
+            "which the gateway does not follow: point the provider's base URL at the API itself",
+            provider=provider, status=status, credential_id=credential_id,
+        )
     excerpt = redact(_summarise_body(body))
     return UpstreamStatusError(
         f"{provider} upstream returned HTTP {status}: {excerpt}",
@@ -301,6 +311,20 @@ def status_error(
         retry_after=parse_retry_after(headers.get("Retry-After")),
         credential_id=credential_id,
     )
+
+
+def _where(location: str | None) -> str:
+    """A redirect's target as scheme, host and path: a query or credentials in it are left out."""
+    if not location:
+        return "nowhere (no Location)"
+    try:
+        url = urlsplit(location.strip())
+        host = url.hostname or ""
+        port = f":{url.port}" if url.port is not None else ""
+    except ValueError:
+        return "an address that is not a URL"
+    shown = f"{url.scheme}://{host}{port}{url.path}" if url.scheme else url.path or "an empty address"
+    return redact(shown if len(shown) <= 200 else shown[:200] + "…")
 
 
 def _summarise_body(body: str) -> str:

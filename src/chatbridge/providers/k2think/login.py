@@ -71,7 +71,8 @@ async def sign_in(
     try:
         with map_aiohttp_errors(PROVIDER):
             async with asyncio.timeout(timeout):
-                async with session.post(endpoints.signin_url, json=body, headers=signin_headers(endpoints)) as response:
+                async with session.post(endpoints.signin_url, json=body, headers=signin_headers(endpoints),
+                                        allow_redirects=False) as response:
                     text = await response.text(errors="replace")
                     cookie = response.cookies.get("token")
                     status = response.status

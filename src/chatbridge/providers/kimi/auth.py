@@ -100,11 +100,11 @@ async def register_device(session: aiohttp.ClientSession, endpoints: KimiEndpoin
     try:
         with map_aiohttp_errors(PROVIDER):
             async with asyncio.timeout(timeout):
-                async with session.post(endpoints.register, headers=headers,
+                async with session.post(endpoints.register, headers=headers, allow_redirects=False,
                                         data=orjson.dumps({"device_id": identity.device_id})) as response:
                     body = await response.read()
                     cookie = response.cookies.get("kimi-auth")
-                    if response.status >= 400:
+                    if response.status >= 300:
                         raise status_error(PROVIDER, response.status, body.decode("utf-8", "replace"),
                                            response.headers, None)
     except (UpstreamError, TimeoutError) as exc:
@@ -127,10 +127,10 @@ async def _call(session: aiohttp.ClientSession, method: str, url: str, headers: 
     try:
         with map_aiohttp_errors(PROVIDER):
             async with asyncio.timeout(timeout):
-                async with session.request(method, url, headers=headers,
+                async with session.request(method, url, headers=headers, allow_redirects=False,
                                            data=orjson.dumps(body) if body is not None else None) as response:
                     raw = await response.read()
-                    if response.status >= 400:
+                    if response.status >= 300:
                         raise status_error(PROVIDER, response.status, raw.decode("utf-8", "replace"),
                                            response.headers, None)
     except TimeoutError:

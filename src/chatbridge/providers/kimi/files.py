@@ -83,9 +83,9 @@ async def _wait_processed(session: aiohttp.ClientSession, endpoints: KimiEndpoin
 async def _json(session: aiohttp.ClientSession, method: str, url: str, headers: dict[str, str], data: Any,
                 provider: str, credential_id: str | None) -> dict[str, Any]:
     with map_aiohttp_errors(provider, credential_id):
-        async with session.request(method, url, headers=headers, data=data) as response:
+        async with session.request(method, url, headers=headers, data=data, allow_redirects=False) as response:
             raw = await response.read()
-            if response.status >= 400:
+            if response.status >= 300:
                 raise status_error(provider, response.status, raw.decode("utf-8", "replace"), response.headers,
                                    credential_id)
     try:

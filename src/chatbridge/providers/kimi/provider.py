@@ -99,10 +99,10 @@ class KimiProvider(HttpProvider):
         headers = unary_headers(self.config.endpoints, _identity(credential), credential.secret.reveal())
         timeout = aiohttp.ClientTimeout(total=min(CATALOG_TIMEOUT, self.config.http.request_timeout))
         with map_aiohttp_errors(self.name, credential.id):
-            async with self.session.post(self.config.endpoints.catalog, headers=headers, data=b"{}",
+            async with self.session.post(self.config.endpoints.catalog, headers=headers, data=b"{}", allow_redirects=False,
                                          timeout=timeout) as response:
                 raw = await response.read()
-                if response.status >= 400:
+                if response.status >= 300:
                     raise UpstreamError(f"HTTP {response.status}", provider=self.name)
         return parse_catalog(orjson.loads(raw))
 

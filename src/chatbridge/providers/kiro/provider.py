@@ -221,9 +221,10 @@ class KiroProvider(HttpProvider):
         headers = {**self._headers(credential), **(extra or {})}
         data = orjson.dumps(body) if body is not None else None
         with map_aiohttp_errors(self.name, credential.id):
-            async with self.session.request(method, url, headers=headers, data=data, params=query) as response:
+            async with self.session.request(method, url, headers=headers, data=data, params=query,
+                                            allow_redirects=False) as response:
                 raw = await response.read()
-                if response.status >= 400:
+                if response.status >= 300:
                     raise status_error(self.name, response.status, raw.decode("utf-8", errors="replace"),
                                        response.headers, credential.id)
         try:

@@ -67,11 +67,11 @@ class KiroAuthClient(HttpClient):
         headers = {"Content-Type": "application/json", "Accept": "application/json",
                    "User-Agent": f"KiroIDE-{KIRO_VERSION}-{machine_id(who)}"}
         with map_aiohttp_errors("kiro"):
-            async with self.session.post(url, data=orjson.dumps(body), headers=headers) as response:
+            async with self.session.post(url, data=orjson.dumps(body), headers=headers, allow_redirects=False) as response:
                 raw = await response.read()
                 status = response.status
         text = raw.decode("utf-8", errors="replace")
-        if status >= 400:
+        if status >= 300:
             excerpt = _without(redact(text[:300]), login)
             if status in (400, 401, 403) and any(word in text.lower() for word in _REJECTED):
                 raise RenewalRejected(f"the refresh token of {who} was refused ({excerpt}): {LOG_IN_AGAIN}")

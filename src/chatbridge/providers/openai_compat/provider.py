@@ -77,8 +77,8 @@ class OpenAICompatProvider(HttpProvider):
         """The upstream's `/models` ids."""
         url = self.config.base_url.rstrip("/") + "/models"
         with map_aiohttp_errors(self.name):
-            async with self.session.get(url, headers=self._headers) as response:
-                if response.status >= 400:
+            async with self.session.get(url, headers=self._headers, allow_redirects=False) as response:
+                if response.status >= 300:
                     raise UpstreamError(f"{self.name} upstream /models returned HTTP {response.status}", provider=self.name)
                 body = await response.read()
         try:
