@@ -6,6 +6,7 @@ error naming it; never a 500, never a traceback, and nothing malformed reaches t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -153,4 +154,27 @@ def test_a_redirect_is_not_followed_and_no_credential_is_blamed(
         with httpx.Client(base_url=gw.base_url, headers={"Authorization": f"Bearer {gw.runtime.admin_keys[0]}"}) as http:
             tokens = http.get("/admin/providers/k2think/credentials").json()["data"]["tokens"]
         assert [(t["state"], t["failures"]) for t in tokens] == [("active", 0)]
+    _clean_logs(gw)
+
+
+def _escaped_sse(*contents: str) -> bytes:
+    """Chunks as a UTF-16 based server writes them: lone surrogates escaped (`"\\ud83d"`)."""
+    return b"".join(b"data: " + json.dumps(_chunk({"content": c})).encode() + b"\n\n" for c in contents) + b"data: [DONE]\n\n"
+
+
+def test_lone_surrogates_from_an_upstream_become_replacement_characters_not_an_error(
+    upstream: tuple[EmulatorBase, GatewayServer, str, str],
+) -> None:
+    """An emoji split between two events (each half escaped alone) costs that character, not the answer."""
+    emu, gw, model, name = upstream
+    think = "</think>" if name == "k2think" else ""  # K2Think's text is reasoning until the tag
+    emu.fail_next(1, status=200, body=_escaped_sse(f"{think}Hi ", "\ud83d", "\ude00", " there"), content_type="text/event-stream")
+    chunks = list(gw.openai().chat.completions.create(model=model, messages=HI, stream=True))  # type: ignore[arg-type]
+    said = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert said.endswith("Hi \ufffd\ufffd there") and chunks[-1].choices[0].finish_reason == "stop"
+    body = {"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": f"{think}a\ud800b"}, "finish_reason": "stop"}]}
+    emu.fail_next(1, status=200, body=json.dumps(body).encode(), content_type="application/json")
+    answer = gw.openai().chat.completions.create(model=model, messages=HI)  # type: ignore[arg-type]
+    assert answer.choices[0].message.content == "a\ufffdb"
     _clean_logs(gw)

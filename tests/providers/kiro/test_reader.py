@@ -189,3 +189,10 @@ def test_a_json_body_where_a_stream_belongs_is_a_protocol_error() -> None:
     reader = KiroAnswerReader("kiro", ToolNames(), prompt_estimate=1, window=1)
     with pytest.raises(UpstreamProtocolError, match="instead of an event stream"):
         reader.read_body(json.dumps({"message": "odd"}).encode())
+
+
+def test_an_emoji_split_into_escaped_halves_costs_that_character_not_the_answer() -> None:
+    headers = {":event-type": "assistantResponseEvent", ":content-type": "application/json", ":message-type": "event"}
+    frames = [encode_frame(headers, json.dumps({"content": piece}).encode()) for piece in ("ok ", "\ud83d", "\ude00", "!")]
+    events = merged(read(b"".join(frames)))
+    assert events[0] == TextDelta("ok \ufffd\ufffd!")

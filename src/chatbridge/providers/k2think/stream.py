@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from chatbridge.core import upstream_json
 from chatbridge.core.errors import UpstreamError, UpstreamProtocolError
 from chatbridge.core.sse import ServerSentEvent
 from chatbridge.core.types import (
@@ -64,9 +65,12 @@ class K2ThinkStreamReader:
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(
-                f"{self.provider} upstream sent an event that is not JSON", provider=self.provider
-            ) from None
+            try:
+                obj = upstream_json.reread(data)
+            except orjson.JSONDecodeError:
+                raise UpstreamProtocolError(
+                    f"{self.provider} upstream sent an event that is not JSON", provider=self.provider
+                ) from None
         return list(self._read_object(obj)) if isinstance(obj, dict) else []
 
     def _read_object(self, obj: dict[str, Any]) -> Iterator[Event]:
@@ -115,7 +119,7 @@ class K2ThinkStreamReader:
     def read_body(self, body: bytes) -> list[Event]:
         """A non-streamed `chat.completion` body."""
         try:
-            obj = orjson.loads(body)
+            obj = upstream_json.loads(body)
         except orjson.JSONDecodeError:
             raise UpstreamProtocolError(f"{self.provider} upstream sent a body that is not JSON", provider=self.provider) from None
         if not isinstance(obj, dict):

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from chatbridge.core import upstream_json
 from chatbridge.core.connect import ConnectFrame
 from chatbridge.core.errors import UpstreamProtocolError, UpstreamTransportError
 from chatbridge.core.types import ConversationRef, Event, Finish, Notice, ReasoningDelta, TextDelta
@@ -78,7 +79,10 @@ class KimiStreamReader:
         try:
             obj = orjson.loads(frame.data)
         except orjson.JSONDecodeError:
-            raise self._protocol("sent a frame that is not JSON") from None
+            try:
+                obj = upstream_json.reread(frame.data)
+            except orjson.JSONDecodeError:
+                raise self._protocol("sent a frame that is not JSON") from None
         if not isinstance(obj, dict):
             raise self._protocol("sent a frame that is not a JSON object")
         if obj.get("error"):
@@ -209,7 +213,7 @@ class KimiStreamReader:
     def read_body(self, body: bytes) -> Iterable[Event]:
         """A JSON body instead of a stream: Connect's error shape, or nothing we can use."""
         try:
-            obj = orjson.loads(body)
+            obj = upstream_json.loads(body)
         except orjson.JSONDecodeError:
             raise self._protocol("answered with a body that is neither a Connect stream nor JSON") from None
         if isinstance(obj, dict) and (obj.get("code") or obj.get("error")):

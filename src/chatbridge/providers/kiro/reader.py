@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from chatbridge.core import upstream_json
 from chatbridge.core.errors import UpstreamError, UpstreamProtocolError
 from chatbridge.core.types import (
     BlockEnd,
@@ -117,8 +118,12 @@ class KiroAnswerReader:
         try:
             data = orjson.loads(message.payload) if message.payload else {}
         except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(f"{self.provider} upstream sent a {event_type or 'frame'} whose payload is not "
-                                        "UTF-8 JSON", provider=self.provider, credential_id=self.credential_id) from None
+            try:
+                data = upstream_json.reread(message.payload)
+            except orjson.JSONDecodeError:
+                raise UpstreamProtocolError(f"{self.provider} upstream sent a {event_type or 'frame'} whose payload "
+                                            "is not UTF-8 JSON", provider=self.provider,
+                                            credential_id=self.credential_id) from None
         if not isinstance(data, dict):
             raise UpstreamProtocolError(f"{self.provider} upstream sent a {event_type} that is not a JSON object",
                                         provider=self.provider, credential_id=self.credential_id)
@@ -129,7 +134,7 @@ class KiroAnswerReader:
         kind = message.header(":exception-type") or "UnknownException"
         text = message.payload.decode("utf-8", errors="replace")
         try:
-            data = orjson.loads(message.payload)
+            data = upstream_json.loads(message.payload)
             if isinstance(data, dict) and isinstance(data.get("message"), str):
                 text = data["message"]
         except orjson.JSONDecodeError:

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from chatbridge.core import upstream_json
 from chatbridge.core.errors import UpstreamError, UpstreamProtocolError
 from chatbridge.core.sse import ServerSentEvent
 from chatbridge.core.types import (
@@ -166,7 +167,11 @@ class CompletionReader:
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(f"{self.provider} upstream sent a chunk that is not JSON", provider=self.provider) from None
+            try:
+                chunk = upstream_json.reread(data)
+            except orjson.JSONDecodeError:
+                raise UpstreamProtocolError(f"{self.provider} upstream sent a chunk that is not JSON",
+                                            provider=self.provider) from None
         if type(chunk) is not dict:
             fields.wrong(_CHUNK, chunk, "an object")
         error = chunk.get("error")
@@ -220,7 +225,7 @@ class CompletionReader:
     def read_body(self, payload: bytes) -> list[Event]:
         """A non-streamed `chat.completion` body; any other shape is the upstream's failure."""
         try:
-            return _completion_events(orjson.loads(payload))
+            return _completion_events(upstream_json.loads(payload))
         except orjson.JSONDecodeError:
             raise UpstreamProtocolError(f"{self.provider} upstream sent a completion body that is not JSON",
                                         provider=self.provider) from None
