@@ -94,6 +94,22 @@ def test_a_429_is_retried_after_its_retry_after_and_the_wait_is_not_overhead(
     assert float(response.headers["x-chatbridge-overhead-ms"]) < 500  # the second of waiting is not ours
 
 
+@pytest.mark.parametrize("headers", [{"retry-after-ms": "600"}, {"x-ratelimit-reset-after": "0.6"}])
+def test_the_other_spellings_of_retry_after_are_honoured_and_passed_on(
+    headers: dict[str, str], compat_emu: OpenAICompatEmulator, compat_gateway: Callable[..., GatewayServer],
+) -> None:
+    compat_emu.fail_next(1, 429, headers=headers)  # Anthropic- and AWS-style servers say when in these
+    gw = compat_gateway(request_timeout=10.0)
+    started = time.monotonic()
+    reply = gw.openai().chat.completions.create(model="fake-model", messages=HI)  # type: ignore[arg-type]
+    assert reply.choices[0].message.content and time.monotonic() - started >= 0.6
+    assert len(compat_emu.requests_to("/v1/chat/completions")) == 2  # waited, then asked again
+    compat_emu.fail_next(4, 429, headers={"retry-after-ms": "9000"})
+    with pytest.raises(openai.RateLimitError) as caught:
+        gw.openai().chat.completions.create(model="fake-model", messages=HI)  # type: ignore[arg-type]
+    assert caught.value.response.headers["retry-after"] == "9"
+
+
 def test_a_429_that_does_not_fit_the_budget_is_answered_with_its_retry_after(
     compat_emu: OpenAICompatEmulator, compat_gateway: Callable[..., GatewayServer],
 ) -> None:

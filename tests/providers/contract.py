@@ -25,6 +25,9 @@ StartGateway = Callable[..., GatewayServer]
 class ProviderHarness(Protocol):
     model: str
     emulator: Any
+    # How a stream cut off after some content ends: None, an in-band error; a finish reason, a truncated
+    # answer (Kiro's streams are reset when idle, and its notes say to read that as truncation).
+    cut_off_finish: str | None
 
     def start(self, start_gateway: StartGateway) -> GatewayServer: ...
 
@@ -46,6 +49,7 @@ class ProviderHarness(Protocol):
 
 class K2ThinkHarness:
     model = "MBZUAI-IFM/K2-Think-v2"
+    cut_off_finish = None
 
     def __init__(self) -> None:
         self.emulator = K2ThinkEmulator()
@@ -93,6 +97,7 @@ class K2ThinkHarness:
 
 class OpenAICompatHarness:
     model = "fake-model"
+    cut_off_finish = None
 
     def __init__(self) -> None:
         self.emulator = OpenAICompatEmulator()
@@ -131,6 +136,7 @@ class OpenAICompatHarness:
 
 class KimiHarness:
     model = "kimi"
+    cut_off_finish = None
 
     def __init__(self) -> None:
         self.emulator = KimiEmulator()
@@ -176,6 +182,7 @@ class KimiHarness:
 
 class KiroHarness:
     model = "claude-sonnet-4.5"
+    cut_off_finish = "length"
 
     def __init__(self) -> None:
         self.emulator = KiroEmulator()

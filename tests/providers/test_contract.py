@@ -72,7 +72,30 @@ def test_an_upstream_that_keeps_failing_is_a_502_in_the_openai_envelope(harness:
     assert isinstance(body, dict) and body["type"] == "upstream_error" and "HTTP 500" in body["message"]
 
 
-def test_a_stream_broken_midway_ends_with_an_in_band_error(harness: ProviderHarness, start_gateway: StartGateway) -> None:
+CHALLENGE_PAGE = ('<!DOCTYPE html><html lang="en-US"><head><title>Just a moment...</title></head>'
+                  '<body>Enable JavaScript and cookies to continue</body></html>')
+
+
+def test_a_firewall_challenge_page_is_a_502_naming_it_that_blames_no_credential(
+        harness: ProviderHarness, start_gateway: StartGateway) -> None:
+    harness.answer("Through.")
+    gateway = harness.start(start_gateway)
+    harness.emulator.fail_next(10, 403, CHALLENGE_PAGE, {"cf-mitigated": "challenge"}, "text/html")
+    with pytest.raises(openai.APIStatusError) as caught:
+        gateway.openai().chat.completions.create(model=harness.model, messages=HI)
+    body = caught.value.body
+    assert caught.value.status_code == 502 and isinstance(body, dict)
+    assert "firewall/bot challenge page (HTTP 403)" in body["message"]
+    entries = [entry for pool in gateway.runtime.pools.values() for entry in pool.entries]
+    assert [(e.disabled, e.failures, e.refreshing) for e in entries] == [(False, 0, False)] * len(entries)
+    harness.emulator.clear_failures()
+    assert gateway.openai().chat.completions.create(model=harness.model, messages=HI).choices[0].message.content == "Through."
+
+
+def test_a_stream_broken_midway_ends_with_an_in_band_error_or_as_truncated(
+    harness: ProviderHarness, start_gateway: StartGateway,
+) -> None:
+    """Never as a whole answer: an in-band error, or (where the upstream's notes say so) finish "length"."""
     harness.answer("A long answer " * 20)
     gateway = harness.start(start_gateway)
     harness.break_midway()
@@ -80,8 +103,13 @@ def test_a_stream_broken_midway_ends_with_an_in_band_error(harness: ProviderHarn
         response = http.post("/v1/chat/completions", json={"model": harness.model, "messages": HI, "stream": True})
     assert response.status_code == 200
     events = [line[len("data: "):] for line in response.text.splitlines() if line.startswith("data: ")]
-    assert "[DONE]" not in events
-    assert "error" in json.loads(events[-1])
+    if harness.cut_off_finish is None:
+        assert "[DONE]" not in events
+        assert "error" in json.loads(events[-1])
+    else:
+        assert events[-1] == "[DONE]"
+        finishes = [c["choices"][0]["finish_reason"] for c in map(json.loads, events[:-1]) if c.get("choices")]
+        assert finishes[-1] == harness.cut_off_finish
 
 
 def test_a_tool_call_and_the_answer_after_its_result(harness: ProviderHarness, start_gateway: StartGateway) -> None:

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+import importlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
 import aiohttp.client_exceptions as client_exceptions
 import pytest
+from multidict import CIMultiDict
 
 import chatbridge
 from chatbridge.core.errors import (
+    Failure,
     FailureKind,
+    UpstreamChallenge,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamRedirect,
+    UpstreamStatusError,
     UpstreamTimeout,
     UpstreamTransportError,
 )
@@ -108,6 +113,60 @@ def test_a_redirect_is_an_error_naming_where_it_led_without_its_query_or_credent
     assert failure.kind is FailureKind.TRANSIENT and failure.scope == "provider"
 
 
+CHALLENGE = ('<!DOCTYPE html><html lang="en-US"><head><title>Just a moment...</title></head>'
+             '<body>Enable JavaScript and cookies to continue</body></html>')
+
+
+@pytest.mark.parametrize(("body", "headers"), [
+    (CHALLENGE, {"Content-Type": "text/html; charset=UTF-8", "cf-mitigated": "challenge"}),
+    (CHALLENGE, {}),  # an HTML page, whatever the headers say
+    ("  <html><body>Access denied</body></html>", {"Content-Type": "application/octet-stream"}),
+    ("Forbidden", {"content-type": "text/html"}),
+    ("", {"CF-Mitigated": "challenge"}),
+])
+def test_a_403_challenge_page_is_a_challenge_that_blames_no_credential(body: str, headers: dict[str, str]) -> None:
+    error = status_error("kimi", 403, body, headers, "c1")
+    assert isinstance(error, UpstreamChallenge) and not isinstance(error, UpstreamStatusError)
+    assert error.status == 403 and error.credential_id == "c1"
+    assert error.message.startswith("kimi upstream answered with a firewall/bot challenge page (HTTP 403), not an API answer;")
+    failure = classify_http_error(error)
+    assert failure.kind is FailureKind.TRANSIENT and failure.scope == "provider"  # the pool judges no credential
+
+
+@pytest.mark.parametrize(("status", "body", "headers"), [
+    (401, CHALLENGE, {"Content-Type": "text/html"}),  # a 401 is about the credential, whatever its body
+    (403, '{"code":"permission_denied","message":"forbidden"}', {"Content-Type": "application/json"}),
+    (403, "forbidden", {}),
+])
+def test_a_401_and_a_403_from_the_api_itself_stay_auth_failures(status: int, body: str, headers: dict[str, str]) -> None:
+    error = status_error("kimi", status, body, headers, "c1")
+    assert type(error) is UpstreamStatusError
+    failure = classify_http_error(error)
+    assert failure.kind is FailureKind.AUTH and failure.scope == "credential"
+
+
+def _classifiers() -> Iterator[tuple[str, Callable[[Exception], Failure]]]:
+    """Every classifying function a provider module defines (`def classify...`); the providers' own
+    `classify` methods are held to the same by the contract suite (`test_contract.py`)."""
+    source = Path(chatbridge.__file__).parent / "providers"
+    for module_path in sorted(source.rglob("*.py")):
+        name = "chatbridge." + ".".join(module_path.relative_to(source.parent).with_suffix("").parts)
+        for node in ast.parse(module_path.read_text(), str(module_path)).body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("classify"):
+                yield f"{name}:{node.name}", getattr(importlib.import_module(name), node.name)
+
+
+def test_every_providers_classifier_blames_no_credential_for_a_challenge_page() -> None:
+    """A classifier reading 403 as a refused credential before asking `classify_http_error` would disable
+    accounts (and spend refresh tokens) whenever a firewall challenges the gateway."""
+    error = status_error("p", 403, CHALLENGE, {"Content-Type": "text/html"}, "c1")
+    found = dict(_classifiers())
+    assert len(found) >= 3  # the shared one, Kimi's and Kiro's
+    wrong = {where: failure for where, classify in found.items()
+             if (failure := classify(error)).kind is not FailureKind.TRANSIENT or failure.scope != "provider"}
+    assert wrong == {}
+
+
 _HTTP_VERBS = {"request", "get", "post", "put", "patch", "delete", "head", "options"}
 
 
@@ -133,3 +192,20 @@ def test_no_upstream_call_follows_redirects() -> None:
                 following.append(f"{module.relative_to(source)}:{call.lineno}")
     assert calls >= 9  # the scan sees the calls (every provider's, sign-ins, refreshes, model lists, media)
     assert following == []
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({"Retry-After": "7"}, 7.0),
+    ({"retry-after-ms": "1500"}, 1.5),
+    ({"retry-after-ms": "1500", "Retry-After": "7"}, 1.5),  # the finer one wins
+    ({"x-ratelimit-reset-after": "2"}, 2.0),
+    ({"Retry-After": "inf"}, None),  # not a time: the pool's default rest, never forever
+    ({"Retry-After": "nan"}, None),
+    ({"retry-after-ms": "-5"}, 0.0),
+    ({"Retry-After": "99999999999"}, 7 * 86400.0),
+    ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a date in the past: now
+    ({}, None),
+])
+def test_every_spelling_of_when_to_retry_is_read_and_bounded(headers: dict[str, str], expected: float | None) -> None:
+    error = status_error("openai", 429, "{}", CIMultiDict(headers), None)
+    assert error.retry_after == expected

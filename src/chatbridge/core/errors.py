@@ -120,6 +120,16 @@ class UpstreamRedirect(UpstreamProtocolError):
         self.status = status
 
 
+class UpstreamChallenge(UpstreamProtocolError):
+    """A firewall or bot-protection page (Cloudflare's "Just a moment...") answered instead of the API:
+    the gateway's address or traffic was blocked, not its credential. Like a redirect, no credential is
+    to blame; it is not an `UpstreamStatusError`, so no classifier reads its 403 as a refused token."""
+
+    def __init__(self, message: str, *, provider: str, status: int, credential_id: str | None = None) -> None:
+        super().__init__(message, provider=provider, credential_id=credential_id)
+        self.status = status
+
+
 class FrameTooLarge(ChatbridgeError):
     """A sans-IO decoder was handed a frame (an SSE event, an envelope) over its size limit.
 

@@ -13,6 +13,7 @@ from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import (
     Failure,
     FailureKind,
+    UpstreamChallenge,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamRedirect,
@@ -74,8 +75,9 @@ class Provider(abc.ABC):
 
 def classify_http_error(error: Exception) -> Failure:
     """The common HTTP reading: 401/403 auth, 429 rate limit, 5xx transient, other 4xx client;
-    a redirect (not followed) is the upstream's address, not any credential's fault."""
-    if isinstance(error, UpstreamRedirect):
+    a redirect (not followed) is the upstream's address and a firewall's challenge page the gateway's
+    traffic, neither any credential's fault."""
+    if isinstance(error, (UpstreamRedirect, UpstreamChallenge)):
         return Failure(FailureKind.TRANSIENT, error.message, status=error.status, scope="provider")
     if isinstance(error, UpstreamStatusError):
         status = error.status
@@ -83,8 +85,8 @@ def classify_http_error(error: Exception) -> Failure:
             return Failure(FailureKind.AUTH, error.message, status=status)
         if status == 429:
             return Failure(FailureKind.RATE_LIMITED, error.message, status, error.retry_after)
-        if status >= 500:
-            return Failure(FailureKind.TRANSIENT, error.message, status=status)
+        if status >= 500:  # an overloaded upstream's Retry-After is passed on to the client
+            return Failure(FailureKind.TRANSIENT, error.message, status=status, retry_after=error.retry_after)
         return Failure(FailureKind.BAD_REQUEST, error.message, status=status)
     if isinstance(error, UpstreamUnreachable):  # never reached the upstream: no credential is to blame
         return Failure(FailureKind.UPSTREAM_UNAVAILABLE, error.message)

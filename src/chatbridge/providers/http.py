@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -27,6 +27,7 @@ import orjson
 from chatbridge.core.budget import FIRST_CONTENT_DEADLINE, clock
 from chatbridge.core.errors import (
     FrameTooLarge,
+    UpstreamChallenge,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamRedirect,
@@ -294,12 +295,19 @@ def status_error(
     body: str,
     headers: Mapping[str, str],
     credential_id: str | None,
-) -> UpstreamStatusError | UpstreamRedirect:
+) -> UpstreamStatusError | UpstreamRedirect | UpstreamChallenge:
     """What an answer with a status of 300 or more stands for (requests never follow redirects)."""
     if status < 400:
         return UpstreamRedirect(
             f"{provider} upstream answered HTTP {status} with a redirect to {_where(headers.get('Location'))}, "
             "which the gateway does not follow: point the provider's base URL at the API itself",
+            provider=provider, status=status, credential_id=credential_id,
+        )
+    if status == 403 and is_challenge(body, headers):
+        return UpstreamChallenge(
+            f"{provider} upstream answered with a firewall/bot challenge page (HTTP 403), not an API answer; "
+            "the gateway's network address or traffic was blocked, not its credential: try again later, "
+            "or send the provider's traffic through another address (PROXY_URL)",
             provider=provider, status=status, credential_id=credential_id,
         )
     excerpt = redact(_summarise_body(body))
@@ -308,9 +316,24 @@ def status_error(
         provider=provider,
         status=status,
         body=body[:2000],
-        retry_after=parse_retry_after(headers.get("Retry-After")),
+        retry_after=retry_after_of(headers),
         credential_id=credential_id,
     )
+
+
+def is_challenge(body: str, headers: Mapping[str, str]) -> bool:
+    """Whether an error answer is a firewall or bot-protection page (Cloudflare marks its challenges with
+    `cf-mitigated: challenge`) rather than the API's own error: an HTML page is never an API's answer."""
+    named = {name.lower(): value for name, value in headers.items() if name.lower() in ("cf-mitigated", "content-type")}
+    if named.get("cf-mitigated", "").strip().lower() == "challenge":
+        return True
+    if named.get("content-type", "").partition(";")[0].strip().lower() == "text/html":
+        return True
+    return _is_html(body)
+
+
+def _is_html(text: str) -> bool:
+    return text.lstrip()[:9].lower().startswith(("<!doctype", "<html"))
 
 
 def _where(location: str | None) -> str:
@@ -333,7 +356,7 @@ def _summarise_body(body: str) -> str:
     try:
         data = orjson.loads(text)
     except orjson.JSONDecodeError:
-        if text.lstrip().lower().startswith(("<!doctype", "<html")):
+        if _is_html(text):
             return "an HTML page (blocked by a firewall or not an API endpoint)"
         return text[:300] or "empty body"
     if isinstance(data, dict):
@@ -346,20 +369,42 @@ def _summarise_body(body: str) -> str:
     return text[:300]
 
 
+MAX_RETRY_AFTER = 7 * 86400.0  # an upstream's "later" beyond a week (or "inf") is read as a week
+
+
+def retry_after_of(headers: Mapping[str, str]) -> float | None:
+    """When the upstream says to try again, in seconds: `retry-after-ms`, then `Retry-After`, then
+    `x-ratelimit-reset-after` (the forms Anthropic-, OpenAI- and AWS-style servers send)."""
+    milliseconds = _delta_seconds(headers.get("retry-after-ms"))
+    if milliseconds is not None:
+        return milliseconds / 1000.0
+    seconds = parse_retry_after(headers.get("Retry-After"))
+    return seconds if seconds is not None else _delta_seconds(headers.get("x-ratelimit-reset-after"))
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """`Retry-After` as seconds, from either the delta-seconds or the HTTP-date form."""
     if not value:
         return None
-    value = value.strip()
+    seconds = _delta_seconds(value)
+    if seconds is not None:
+        return seconds
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return min(MAX_RETRY_AFTER, max(0.0, when.timestamp() - time.time()))
+
+
+def _delta_seconds(value: str | None) -> float | None:
+    """A number of seconds as a header states it; not a number, or not finite: None."""
+    if not value:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return min(MAX_RETRY_AFTER, max(0.0, number)) if math.isfinite(number) else None
 
 
 # --- the stream skeleton -------------------------------------------------------------------------
@@ -399,6 +444,18 @@ class AnswerReader(Protocol[FrameT_contra]):
     def read_body(self, body: bytes) -> Iterable[Event]: ...
 
     def finish(self) -> Iterable[Event]: ...
+
+
+@runtime_checkable
+class CutShortReader(Protocol):
+    """An `AnswerReader` that can end an answer whose body broke off (a reset, a stream cut inside a
+    frame): `cut_short` returns the closing events (a truncated finish), or None to let `error` stand."""
+
+    def cut_short(self, error: UpstreamError) -> Iterable[Event] | None: ...
+
+
+def _cut_short(reader: object, error: UpstreamError) -> Iterable[Event] | None:
+    return reader.cut_short(error) if isinstance(reader, CutShortReader) else None
 
 
 @dataclass(slots=True)
@@ -504,6 +561,12 @@ async def stream_answer(
             f"{call.provider} upstream sent an {exc.what} larger than MAX_UPSTREAM_EVENT_BYTES ({exc.limit} bytes); "
             "the answer was not read further", provider=call.provider, credential_id=call.credential_id,
         ) from None
+    except (UpstreamTransportError, UpstreamProtocolError) as exc:
+        ending = _cut_short(reader, exc)  # a reader may end an answer whose body broke off
+        if ending is None:
+            raise
+        for event in ending:
+            yield event
     except _SHAPE_ERRORS as exc:
         raise _shape_error(call, exc) from exc
     finally:
