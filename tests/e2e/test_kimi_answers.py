@@ -212,3 +212,44 @@ def test_an_error_after_the_answer_began_ends_the_stream_in_band(kimi_emu: KimiE
     events = [line[len("data: "):] for line in response.text.splitlines() if line.startswith("data: ")]
     assert response.status_code == 200 and "[DONE]" not in events
     assert "stream.interrupted" in json.loads(events[-1])["error"]["message"]
+
+
+def answer_of(client: Any, model: str, stream: bool) -> tuple[str, str]:
+    """(content, reasoning_content) of one answer, streamed or not, as the SDK gives them."""
+    if not stream:
+        message = client.chat.completions.create(model=model, messages=HI).choices[0].message
+        return message.content or "", getattr(message, "reasoning_content", None) or ""
+    deltas = [c.choices[0].delta for c in client.chat.completions.create(model=model, messages=HI, stream=True) if c.choices]
+    return "".join(d.content or "" for d in deltas), "".join(getattr(d, "reasoning_content", None) or "" for d in deltas)
+
+
+@pytest.mark.parametrize("streamed_too", [False, True], ids=["whole", "then-streamed"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_an_answer_that_comes_whole_in_the_message_frame_reaches_the_client_once(
+        kimi_emu: KimiEmulator, kimi_gateway: Start, streamed_too: bool, stream: bool) -> None:
+    kimi_emu.reply = KimiReply(text="整个回答一次到达。", thinking="先想一想。", in_message=True, streamed_too=streamed_too)
+    assert answer_of(kimi_gateway().openai(), "kimi-thinking", stream) == ("整个回答一次到达。", "先想一想。")
+
+
+@pytest.mark.parametrize("ending", ["completed", "grpc-web"])
+def test_a_stream_that_ends_after_its_completed_status_is_a_whole_answer(
+        kimi_emu: KimiEmulator, kimi_gateway: Start, ending: str) -> None:
+    kimi_emu.ending = ending  # no `done`, no end-of-stream frame; a gRPC-web trailer frame, or nothing
+    client = kimi_gateway().openai()
+    for stream in (False, True):
+        assert answer_of(client, "kimi", stream)[0] == "收到：你好"
+    assert len(kimi_emu.chat_calls) == 2  # each answered the first time
+
+
+def test_reasoning_flagged_as_thinking_text_then_answer_is_split_where_the_flag_turns(
+        kimi_emu: KimiEmulator, kimi_gateway: Start) -> None:
+    kimi_emu.reply = KimiReply(text="答案在这里。", thinking="这是推理。", flagged=True)
+    assert answer_of(kimi_gateway().openai(), "kimi-thinking", True) == ("答案在这里。", "这是推理。")
+
+
+def test_a_localized_message_in_an_error_reaches_the_client(kimi_emu: KimiEmulator, kimi_gateway: Start) -> None:
+    kimi_emu.localized_details = True
+    kimi_emu.trailer_errors += [("resource_exhausted", "rate limited", "请求过于频繁，请稍后再试", False)] * 2
+    with pytest.raises(openai.RateLimitError) as caught:
+        kimi_gateway(accounts=2).openai().chat.completions.create(model="kimi", messages=HI)
+    assert "请求过于频繁，请稍后再试" in str(caught.value.body)

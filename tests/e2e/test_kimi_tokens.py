@@ -18,8 +18,9 @@ import openai
 import pytest
 
 from tests.harness import API_KEY, GatewayProcess, GatewayServer
+from tests.pool.helpers import admin
 from tests.upstreams import KimiEmulator
-from tests.upstreams.kimi import CHAT_PATH, REFRESH_PATH
+from tests.upstreams.kimi import CHAT_PATH, LEGACY_REFRESH_PATH, REFRESH_PATH
 
 Start = Callable[..., GatewayServer]
 HI = [{"role": "user", "content": "你好"}]
@@ -106,6 +107,89 @@ def test_an_env_token_rotates_into_the_data_dir_and_a_restart_uses_it(kimi_emu: 
     reply = second.openai().chat.completions.create(model="kimi", messages=HI)
     assert reply.choices[0].message.content
     assert original not in second.logs.text and original not in first.logs.text
+
+
+def kimi_credentials(gateway: GatewayServer) -> list[dict[str, Any]]:
+    """The Kimi accounts as the admin API shows them."""
+    with admin(gateway) as http:
+        return list(http.get("/admin/pools").json()["data"]["providers"]["kimi"]["credentials"])
+
+
+def test_a_firewall_challenge_on_the_chat_is_a_502_naming_it_and_spends_no_refresh_token(
+        kimi_emu: KimiEmulator, kimi_gateway: Start, tmp_path: Path) -> None:
+    gateway = kimi_gateway()
+    client = gateway.openai()
+    client.chat.completions.create(model="kimi", messages=HI)  # renewed at start, serving
+    path = tmp_path / "kimi-tokens.txt"
+    before, refreshes = tokens_in(path), kimi_emu.refresh_calls + kimi_emu.legacy_refresh_calls
+    kimi_emu.challenge(CHAT_PATH, times=10)
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="kimi", messages=HI)
+    assert caught.value.status_code == 502
+    assert "firewall/bot challenge page (HTTP 403), not an API answer" in str(caught.value.body)
+    [account] = kimi_credentials(gateway)
+    assert account["state"] == "active" and account["disabled_reason"] is None
+    assert kimi_emu.refresh_calls + kimi_emu.legacy_refresh_calls == refreshes
+    assert tokens_in(path) == before and kimi_emu.refresh_token_alive(before[0])
+    kimi_emu.challenges.clear()
+    assert client.chat.completions.create(model="kimi", messages=HI).choices[0].message.content
+
+
+def test_a_firewall_challenge_on_the_refresh_keeps_the_refresh_token_and_the_account(
+        kimi_emu: KimiEmulator, kimi_gateway: Start, tmp_path: Path) -> None:
+    path = tmp_path / "kimi-tokens.txt"
+    token = kimi_emu.mint_refresh_token("user-a")
+    path.write_text(f"# mine\n{token}\n")
+    kimi_emu.challenge(REFRESH_PATH, times=100)
+    kimi_emu.challenge(LEGACY_REFRESH_PATH, times=100)
+    gateway = kimi_gateway(kimi_tokens_file=path)
+    with pytest.raises(openai.APIStatusError) as caught:
+        gateway.openai().chat.completions.create(model="kimi", messages=HI)
+    assert caught.value.status_code == 503 and "refused the refresh token" not in str(caught.value.body)
+    assert wait_for(lambda: (kimi_credentials(gateway)[0]["last_error"] or "").startswith("renewal failed"))
+    [account] = kimi_credentials(gateway)
+    assert account["state"] != "disabled" and "challenge page" in account["last_error"]
+    assert path.read_text() == f"# mine\n{token}\n" and kimi_emu.refresh_token_alive(token)
+    assert kimi_emu.chat_calls == []
+
+
+@pytest.mark.parametrize("where", ["tokens_file", "env"])
+def test_an_access_token_given_as_the_credential_is_used_as_it_is_and_never_refreshed(
+        kimi_emu: KimiEmulator, kimi_gateway: Start, tmp_path: Path, where: str) -> None:
+    kimi_emu.access_ttl = 3600
+    access = kimi_emu.mint_access_token("user-a")  # the kimi-auth cookie's JWT (typ: access)
+    path = tmp_path / "kimi-tokens.txt"
+    path.write_text(f"# from the browser\n{access}\n")
+    gateway = kimi_gateway(kimi_tokens_file=path) if where == "tokens_file" else kimi_gateway(kimi_refresh_token=access)
+    reply = gateway.openai().chat.completions.create(model="kimi", messages=HI)
+    assert reply.choices[0].message.content
+    assert [(call.user, call.token) for call in kimi_emu.chat_calls] == [("user-a", access)]
+    assert kimi_emu.refresh_calls == kimi_emu.legacy_refresh_calls == 0
+    [account] = kimi_credentials(gateway)
+    assert account["state"] == "active" and account["expires_at"] > time.time() + 3000
+    assert path.read_text() == f"# from the browser\n{access}\n"
+    if where == "env":
+        assert tokens_in(tmp_path / "data" / "kimi-env-tokens.txt") == [access]
+
+
+def test_an_expired_access_token_given_as_the_credential_says_a_refresh_token_is_needed(
+        kimi_emu: KimiEmulator, kimi_gateway: Start, tmp_path: Path) -> None:
+    kimi_emu.access_ttl = -60
+    access = kimi_emu.mint_access_token("user-a")
+    path = tmp_path / "kimi-tokens.txt"
+    path.write_text(f"{access}\n")
+    gateway = kimi_gateway(kimi_tokens_file=path)
+    with pytest.raises(openai.APIStatusError) as caught:
+        gateway.openai().chat.completions.create(model="kimi", messages=HI)
+    assert caught.value.status_code == 503
+    assert "given an access token" in str(caught.value.body) and "refresh_token" in str(caught.value.body)
+    assert wait_for(lambda: (kimi_credentials(gateway)[0]["last_error"] or "").startswith("renewal failed"))
+    [account] = kimi_credentials(gateway)
+    assert account["state"] == "expired" and account["disabled_reason"] is None
+    assert "expired at" in account["last_error"] and "an access token cannot be renewed" in account["last_error"]
+    assert "an access token cannot be renewed: put the account's refresh_token" in gateway.logs.text
+    assert kimi_emu.refresh_calls == kimi_emu.legacy_refresh_calls == 0 and kimi_emu.chat_calls == []
+    assert tokens_in(path) == [access]
 
 
 def process_env(kimi_emu: KimiEmulator, tmp_path: Path, tokens: Path) -> dict[str, str]:

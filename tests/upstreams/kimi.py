@@ -15,6 +15,10 @@ Implements what /work/shared/protocols/kimi.md describes for Gen C/D, awkward pa
   refused with 401 `unauthenticated` until refreshed.
 - `/api/device/register` (guest): a 19-digit device id in the header and the body.
 - `ConfigService/GetAvailableModels`, the file upload and `GetFileParseProgress`.
+- Variants the notes allow: an answer that arrives whole in the assistant `message` frame's `blocks`
+  (and may be streamed in block frames after it), a stream that ends at `message.status`
+  COMPLETED with no `done` (`ending`), a gRPC-web trailer frame (flag 0x80), and Cloudflare's bot
+  challenge page (HTTP 403, text/html) in place of any endpoint's answer (`challenge`).
 
 The "model" (`respond`) answers from the chat it is in, so a test can tell a continued chat
 from a new one: asked where the user is from, it looks through that chat's earlier turns.
@@ -31,7 +35,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +44,7 @@ from aiohttp import web
 
 from .common import EmulatorBase, RecordedRequest, dumps, split_even
 
-__all__ = ["CHAT_PATH", "KimiEmulator", "KimiReply", "connect_frame", "protobuf_text"]
+__all__ = ["CHALLENGE_PAGE", "CHAT_PATH", "KimiEmulator", "KimiReply", "connect_frame", "protobuf_text"]
 
 CHAT_PATH = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
 CATALOG_PATH = "/apiv2/kimi.gateway.config.v1.ConfigService/GetAvailableModels"
@@ -50,10 +54,16 @@ REGISTER_PATH = "/api/device/register"
 UPLOAD_PATH = "/apiv2-files/file/upload"
 PROGRESS_PATH = "/apiv2-files/kimi.gateway.file.v1.FileService/GetFileParseProgress"
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CONNECT_CODES = {400: "invalid_argument", 401: "unauthenticated", 403: "permission_denied", 404: "not_found",
                  409: "aborted", 429: "resource_exhausted", 500: "internal", 502: "unavailable",
                  503: "unavailable", 504: "deadline_exceeded"}
 TOOL_REFUSAL = "抱歉，我无法调用外部工具或函数，但我可以直接回答你的问题。"
+CHALLENGE_PAGE = ('<!DOCTYPE html><html lang="en-US"><head><title>Just a moment...</title>'
+                  '<meta http-equiv="refresh" content="360"></head><body><noscript><div id="challenge-error-text">'
+                  'Enable JavaScript and cookies to continue</div></noscript>'
+                  '<script src="/cdn-cgi/challenge-platform/h/g/orchestrate/chl_page/v1"></script></body></html>')
+GRPC_WEB_TRAILER = b"grpc-status: 0\r\ngrpc-message: \r\n"
 _ids = itertools.count(1)
 
 
@@ -92,7 +102,11 @@ class KimiReply:
     """What the scripted model says: reasoning (thinking models), answer text, search sources.
 
     `cite` puts a citation marker after the answer's first sentence for each (1-based) source
-    number listed; `whole` sends the answer in one `set` frame (an answer that arrives whole).
+    number listed; `whole` sends the answer in one `set` frame (an answer that arrives whole);
+    `in_message` puts the whole answer (and reasoning) in the assistant `message` frame's `blocks`
+    instead of block frames, `streamed_too` streams those blocks in block frames after it as well;
+    `flagged` sends the reasoning the older way, as text flagged "thinking", in the answer's own block,
+    which `flags: "answer"` then switches to the answer.
     """
 
     text: str = "你好！有什么可以帮你的吗？"
@@ -101,6 +115,9 @@ class KimiReply:
     cite: list[int] = field(default_factory=list)
     whole: bool = False
     degrade: bool = False
+    in_message: bool = False
+    streamed_too: bool = False
+    flagged: bool = False
 
 
 @dataclass
@@ -149,6 +166,11 @@ class KimiEmulator(EmulatorBase):
         self.guest_quota: int | None = None  # chats a guest may start
         self.catalog: list[dict[str, Any]] | None = None  # None: GetAvailableModels answers 503
         self.default_scenario = "SCENARIO_K2D5"
+        #: how a stream ends: "connect" (`done`, then the end-of-stream frame), "completed" (the body ends
+        #: right after `message.status` COMPLETED), "grpc-web" (then a gRPC-web trailer frame, flag 0x80)
+        self.ending = "connect"
+        self.challenges: dict[str, int] = {}  # path → how many of its next requests get the challenge page
+        self.localized_details = False  # error details as `debug.localizedMessage` objects, not base64 protobuf
         #: an error to end the next stream(s) with: (code, message, detail text, after the answer starts?)
         self.trailer_errors: list[tuple[str, str, str, bool]] = []
         self.chat_calls: list[ChatCall] = []
@@ -170,10 +192,10 @@ class KimiEmulator(EmulatorBase):
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=32 * 1024 * 1024)
-        app.router.add_post(CHAT_PATH, self.guard(self._chat))
+        app.router.add_post(CHAT_PATH, self.guard(self._challenged(self._chat)))
         app.router.add_post(CATALOG_PATH, self.guard(self._catalog))
-        app.router.add_post(REFRESH_PATH, self.guard(self._refresh_connect))
-        app.router.add_get(LEGACY_REFRESH_PATH, self.guard(self._refresh_legacy))
+        app.router.add_post(REFRESH_PATH, self.guard(self._challenged(self._refresh_connect)))
+        app.router.add_get(LEGACY_REFRESH_PATH, self.guard(self._challenged(self._refresh_legacy)))
         app.router.add_post(REGISTER_PATH, self.guard(self._register))
         app.router.add_post(UPLOAD_PATH, self.guard(self._upload))
         app.router.add_post(PROGRESS_PATH, self.guard(self._progress))
@@ -181,6 +203,24 @@ class KimiEmulator(EmulatorBase):
 
     def default_error_body(self, status: int) -> Any:
         return {"code": CONNECT_CODES.get(status, "unknown"), "message": f"HTTP {status}"}
+
+    def challenge(self, path: str = CHAT_PATH, times: int = 1) -> None:
+        """The next `times` requests to `path` get Cloudflare's bot challenge page instead of an answer."""
+        with self._lock:
+            self.challenges[path] = self.challenges.get(path, 0) + times
+
+    def _challenged(self, handler: Handler) -> Handler:
+        async def challenged(request: web.Request) -> web.StreamResponse:
+            with self._lock:
+                left = self.challenges.get(request.path, 0)
+                self.challenges[request.path] = max(0, left - 1)
+            if not left:
+                return await handler(request)
+            await self.record(request)
+            return self.error_response(403, CHALLENGE_PAGE, {"cf-mitigated": "challenge", "Server": "cloudflare"},
+                                       "text/html")
+
+        return challenged
 
     # -- tokens ------------------------------------------------------------------------------
 
@@ -465,23 +505,37 @@ class KimiEmulator(EmulatorBase):
              "message": {"id": answer_id, "parentId": user_id, "role": "assistant",
                          "status": "MESSAGE_STATUS_GENERATING", "scenario": scenario}},
         ]
+        if reply.in_message:  # the answer whole, in the message's blocks
+            blocks = [{"id": "1_0", "think": {"content": reply.thinking}}] if reply.thinking else []
+            out[-1]["message"]["blocks"] = [*blocks, {"id": "3_0", "text": {"content": self._cited(reply)}}]
+            if not reply.streamed_too:
+                out[-1]["message"]["status"] = "MESSAGE_STATUS_COMPLETED"
         if reply.degrade:
             out.append({"op": "set", "mask": "notification", "eventOffset": next(offset),
                         "notification": {"type": "TYPE_MODEL_DEGRADE", "content": "当前使用人数较多，已为你切换到轻量模型"}})
         if self.heartbeats:
             out.append({"heartbeat": {}})
-        if reply.thinking:
-            out += self._think_frames(reply.thinking, offset)
+        streamed = not reply.in_message or reply.streamed_too
+        if reply.thinking and streamed:
+            out += self._flagged_frames(reply.thinking, offset) if reply.flagged else self._think_frames(reply.thinking, offset)
         if reply.sources:
             out += self._search_frames(reply.sources, answer_id, offset)
-        out += self._text_frames(self._cited(reply), reply.whole, offset)
+        if streamed:
+            out += self._text_frames(self._cited(reply), reply.whole, offset, reply.flagged and bool(reply.thinking))
         out += [
             {"op": "set", "mask": "chat.name", "eventOffset": next(offset), "chat": {"name": call.text[:10]}},
             {"op": "set", "mask": "message.status", "eventOffset": next(offset),
              "message": {"id": answer_id, "status": "MESSAGE_STATUS_COMPLETED"}},
-            {"eventOffset": next(offset), "done": {}},
         ]
-        return [connect_frame(f) for f in out] + [connect_frame({}, flags=0x02)]
+        return [connect_frame(f) for f in out] + self._ending(next(offset))
+
+    def _ending(self, offset: int) -> list[bytes]:
+        """What follows `message.status` COMPLETED, as `ending` says."""
+        if self.ending == "completed":
+            return []
+        if self.ending == "grpc-web":
+            return [connect_frame(GRPC_WEB_TRAILER, flags=0x80)]
+        return [connect_frame({"eventOffset": offset, "done": {}}), connect_frame({}, flags=0x02)]
 
     def _think_frames(self, thinking: str, offset: itertools.count[int]) -> list[dict[str, Any]]:
         pieces = split_even(thinking, self.chunks)
@@ -502,6 +556,15 @@ class KimiEmulator(EmulatorBase):
              "block": {"id": "0_0", "multiStage": {"stages": [{"name": "STAGE_NAME_THINKING", "status": "STAGE_STATUS_END"}]}}},
         ]
         return frames
+
+    def _flagged_frames(self, thinking: str, offset: itertools.count[int]) -> list[dict[str, Any]]:
+        """Reasoning as the answer block's own text, flagged "thinking"; then the flag says "answer"."""
+        return [
+            {"op": "set", "mask": "block.text,block.text.flags", "eventOffset": next(offset),
+             "block": {"id": "3_0", "text": {"content": thinking, "flags": "thinking"}}},
+            {"op": "set", "mask": "block.text.flags", "eventOffset": next(offset),
+             "block": {"id": "3_0", "text": {"flags": "answer"}}},
+        ]
 
     def _search_frames(self, sources: list[dict[str, str]], answer_id: str, offset: itertools.count[int]) -> list[dict[str, Any]]:
         call_id = "call_" + uuid.uuid4().hex[:8]
@@ -524,10 +587,13 @@ class KimiEmulator(EmulatorBase):
         head, sep, rest = reply.text.partition("。")
         return head + markers + sep + rest
 
-    def _text_frames(self, text: str, whole: bool, offset: itertools.count[int]) -> list[dict[str, Any]]:
+    def _text_frames(self, text: str, whole: bool, offset: itertools.count[int],
+                     appended: bool = False) -> list[dict[str, Any]]:
         pieces = [text] if whole else split_even(text, self.chunks) or [""]
         frames: list[dict[str, Any]] = [{"op": "set", "mask": "block.text", "eventOffset": next(offset),
                                          "block": {"id": "3_0", "text": {"content": pieces[0]}}}]
+        if appended:  # the block holds the reasoning already: the answer is appended to it
+            frames[0].update(op="append", mask="block.text.content")
         for index, piece in enumerate(pieces[1:]):
             frames.append({"op": "append", "mask": "block.text.content", "eventOffset": next(offset),
                            "block": {"id": "3_0", "parentId": "", "text": {"content": piece}}})
@@ -537,7 +603,10 @@ class KimiEmulator(EmulatorBase):
 
     def _error_frame(self, code: str, message: str, detail: str) -> bytes:
         error: dict[str, Any] = {"code": code, "message": message}
-        if detail:
+        if detail and self.localized_details:
+            error["details"] = [{"type": "common.error.v1.ErrorDetail",
+                                 "debug": {"localizedMessage": {"locale": "zh-CN", "message": detail}}}]
+        elif detail:
             error["details"] = [{"type": "common.error.v1.ErrorDetail", "value": protobuf_text(detail, message)}]
         return connect_frame({"error": error}, flags=0x02)
 

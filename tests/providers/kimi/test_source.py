@@ -273,3 +273,52 @@ def test_replace_token_line_refuses_a_token_no_longer_there(tmp_path: Path) -> N
     assert path.read_text() == "a\nc\n"
     with pytest.raises(tokens_file.TokensFileChanged):
         tokens_file.replace_token_line(path, "b", "d")
+
+
+def test_an_access_token_on_record_is_the_credential_until_its_exp_and_never_sent_to_a_refresh(tmp_path: Path) -> None:
+    upstream = Upstream()
+    path = tmp_path / "tokens.txt"
+    access, expired = fake_jwt("user-1", 1, "access", ttl=900), fake_jwt("user-2", 2, "access", ttl=-5)
+    path.write_text(f"# cookies\n{access}\n{expired}\n")
+    source = KimiTokenSource([], path, namespace(), upstream.refresh)
+
+    async def main() -> None:
+        await source.aopen()
+        live, dead = source.load()
+        assert live.secret.reveal() == access and live.expires_at is not None and live.expires_at > time.time() + 800
+        assert live.account == "user-1" and live.extra["renewable"] is False
+        with pytest.raises(RenewalRejected, match="refused the access token KIMI_TOKENS_FILE gives"):
+            await source.renew(live)  # refused before its exp: dead
+        with pytest.raises(source_module.AccessTokenExpired, match=r"expired at .*put the account's refresh_token"):
+            await source.renew(dead)  # expired: not a refusal, the account is expired, not disabled
+        hint = source.exhausted_hint()
+        assert hint is not None and "2 account(s) were given an access token" in hint
+
+    run(main())
+    assert upstream.seen == [] and path.read_text() == f"# cookies\n{access}\n{expired}\n"
+
+
+def test_an_accounts_refresh_token_wins_over_its_access_token_and_takes_over_when_put_in_its_place(tmp_path: Path) -> None:
+    upstream = Upstream()
+    path = tmp_path / "tokens.txt"
+    access, refresh = fake_jwt("user-1", 1, "access", ttl=900), upstream.issue("user-1")
+    path.write_text(f"{access}\n{refresh}\n")
+    source = KimiTokenSource([], path, namespace(), upstream.refresh)
+
+    async def main() -> None:
+        await source.aopen()
+        [credential] = source.load()  # one account: the refresh token's
+        assert credential.extra["renewable"] is True
+        await source.renew(credential)
+        assert upstream.seen == [refresh] and path.read_text().splitlines()[0] == access
+        path.write_text(f"{access}\n")  # only the access token left
+        [credential] = source.load()
+        assert credential.extra["renewable"] is False and credential.secret.reveal() == access
+        fresh = upstream.issue("user-1")
+        path.write_text(f"{fresh}\n")  # a fresh login in its place
+        [credential] = source.load()
+        assert credential.extra["renewable"] is True
+        await source.renew(credential)
+        assert upstream.seen[-1] == fresh
+
+    run(main())

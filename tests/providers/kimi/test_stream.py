@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 
@@ -204,3 +205,74 @@ def test_only_http_links_are_made_of_sources() -> None:
     sources.add({"base": {"title": "evil", "url": "javascript:alert(1)"}})
     sources.add({"base": {"title": "ok", "url": "https://example.org/a b"}})
     assert sources.footnotes() == "\n\nSources:\n1. evil\n2. [ok](https://example.org/a%20b)"
+
+
+def frames_of(*objects: dict[str, Any] | bytes) -> bytes:
+    return b"".join(o if isinstance(o, bytes) else connect_frame(o) for o in objects)
+
+
+CHAT = {"op": "set", "chat": {"id": "c1", "name": "n"}}
+WHOLE_MESSAGE = {"op": "set", "mask": "message", "message": {
+    "id": "m1", "role": "assistant", "status": "MESSAGE_STATUS_COMPLETED",
+    "blocks": [{"id": "0_0", "think": {"content": "WHY"}}, {"id": "0_1", "text": {"content": "WHOLE ANSWER"}}]}}
+
+
+def test_an_answer_that_comes_whole_in_the_assistant_message_is_read() -> None:
+    text, reasoning, others = summary(read([frames_of(CHAT, WHOLE_MESSAGE, {"done": {}})]))
+    assert (text, reasoning) == ("WHOLE ANSWER", "WHY")
+    assert others == [ConversationRef("c1", "m1"), Finish("stop")]
+
+
+def text_block(op: str, content: str | None, block: str = "0_1") -> dict[str, Any]:
+    mask = "block.text.content" if op == "append" else "block.text"
+    return {"op": op, "mask": mask, "block": {"id": block, "text": {} if content is None else {"content": content}}}
+
+
+@pytest.mark.parametrize("first", ["WHO", "", None])
+def test_blocks_streamed_again_after_the_whole_message_are_not_repeated(first: str | None) -> None:
+    rest = "WHOLE ANSWER"[len(first or ""):]
+    again = [text_block("set", first), text_block("append", rest[:5]), text_block("append", rest[5:] + ", and more")]
+    text, _, _ = summary(read([frames_of(CHAT, WHOLE_MESSAGE, *again, text_block("append", "!"), {"done": {}})]))
+    assert text == "WHOLE ANSWER, and more!"
+
+
+def test_a_whole_message_after_the_stream_adds_only_what_it_has_more() -> None:
+    streamed = [text_block("set", "WHOLE"), text_block("append", " ANS")]
+    text, reasoning, _ = summary(read([frames_of(CHAT, *streamed, WHOLE_MESSAGE, {"done": {}})]))
+    assert (text, reasoning) == ("WHOLE ANSWER", "WHY")
+
+
+def test_a_completed_message_then_a_clean_end_of_the_body_is_a_whole_reply() -> None:
+    status = {"op": "set", "mask": "message.status", "message": {"id": "m1", "status": "MESSAGE_STATUS_COMPLETED"}}
+    events = read([frames_of(CHAT, text_block("set", "Hi"), status)])
+    assert summary(events)[0] == "Hi" and events[-1] == Finish("stop")
+    generating = {"op": "set", "mask": "message", "message": {"id": "m1", "role": "assistant",
+                                                             "status": "MESSAGE_STATUS_GENERATING"}}
+    with pytest.raises(UpstreamTransportError, match="broke off"):
+        read([frames_of(CHAT, generating, text_block("set", "Hi"))])
+
+
+def test_a_grpc_web_trailer_frame_is_skipped() -> None:
+    trailer = connect_frame(b"grpc-status: 0\r\ngrpc-message: \r\n", flags=0x80)
+    text, _, others = summary(read([frames_of(CHAT, text_block("set", "Hi"), trailer, text_block("append", "!"),
+                                              {"done": {}})]))
+    assert text == "Hi!" and others[-1] == Finish("stop")
+
+
+def test_an_answer_flag_ends_the_thinking_of_the_same_block() -> None:
+    flagged = [
+        {"op": "set", "mask": "block.text,block.text.flags", "block": {"id": "0", "text": {"content": "hmm", "flags": "thinking"}}},
+        {"op": "set", "mask": "block.text.flags", "block": {"id": "0", "text": {"flags": "answer"}}},
+        {"op": "append", "mask": "block.text.content", "block": {"id": "0", "text": {"content": " yes"}}},
+        {"done": {}},
+    ]
+    text, reasoning, _ = summary(read([frames_of(*flagged)]))
+    assert (text, reasoning) == (" yes", "hmm")
+
+
+def test_a_localized_message_object_in_the_error_details_is_read() -> None:
+    error = {"error": {"code": "resource_exhausted", "message": "limited",
+                       "details": [{"debug": {"localizedMessage": {"locale": "zh-CN", "message": "请稍后再试"}}}]}}
+    with pytest.raises(KimiError) as caught:
+        read([connect_frame(error)])
+    assert "请稍后再试" in caught.value.message and "zh-CN" not in caught.value.message

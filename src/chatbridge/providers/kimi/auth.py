@@ -5,7 +5,7 @@ RefreshToken` with `{"refresh_token": ...}` and no Authorization answers `{"acce
 "refreshToken"}`, both new, the old refresh token dead from then on. When that service is not
 there (404, unreachable, 5xx), the legacy `GET {base}/api/auth/token/refresh` with the refresh
 token as Bearer answers `{"access_token", "refresh_token"}`. A token both refuse is dead: the
-user must log in again.
+user must log in again (a firewall's challenge page is not a refusal: the token is kept and tried later).
 
 Guest (§2.6): `POST {base}/api/device/register` with a 19-digit device id, in the
 `x-msh-device-id` header and the body, answers `{"access_token"}` (or a `kimi-auth` cookie).
@@ -47,7 +47,8 @@ async def refresh_tokens(session: aiohttp.ClientSession, endpoints: KimiEndpoint
     """New tokens for `refresh_token`; raises `RenewalRejected` when it is dead, `RefreshFailed` when unsure.
 
     Dead: the Connect service refused it and the legacy one did not take it, or the Connect
-    service is not there (404/405/501) and the legacy one refused it.
+    service is not there (404/405/501) and the legacy one refused it. A firewall's challenge page
+    (`UpstreamChallenge`, an HTML 403) is no answer about the token: the refresh failed for now.
     """
     try:
         return await _connect_refresh(session, endpoints, identity, refresh_token, timeout)
@@ -62,7 +63,9 @@ async def refresh_tokens(session: aiohttp.ClientSession, endpoints: KimiEndpoint
         legacy_refused = isinstance(legacy, UpstreamStatusError) and legacy.status in _REFUSED
         if first_status in _REFUSED or (first_status in _ABSENT and legacy_refused):
             raise RenewalRejected(f"Kimi refused the refresh token ({_reason(first)}): {RELOGIN}") from None
-        raise RefreshFailed(f"refresh failed: {_reason(first)}; the legacy refresh too: {_reason(legacy)}") from None
+        same = _reason(legacy) == _reason(first)
+        raise RefreshFailed(f"refresh failed: {_reason(first)}" + ("" if same else f"; the legacy refresh too: {_reason(legacy)}")
+                            ) from None
 
 
 def _reason(error: Exception) -> str:

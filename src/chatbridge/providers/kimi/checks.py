@@ -76,11 +76,12 @@ def _token_findings(subject: str, tokens: list[str], where: str = "") -> list[Fi
         exp = claims.get("exp")
         if isinstance(exp, (int, float)) and exp <= now:
             expired += 1
-    findings = [Finding("ok", subject, f"{label}{len(tokens)} refresh token(s)")]
+    findings = [Finding("ok", subject, f"{label}{len(tokens) - access} refresh token(s)")] if access < len(tokens) else []
     if access:
-        findings.append(Finding("error", subject, f"{access} of them are access tokens (typ: access), which cannot be refreshed",
-                                "use the refresh_token from kimi.com's Local Storage instead"))
+        findings.append(Finding("warning", subject, f"{label}{access} access token(s) (typ: access): each is used as it is "
+                                "until its exp and cannot be renewed, so its account stops working then",
+                                "put the refresh_token from kimi.com's Local Storage there instead"))
     if expired:
         findings.append(Finding("error" if expired == len(tokens) else "warning", subject,
-                                f"{expired} refresh token(s) have expired", "log in to kimi.com again and replace them"))
+                                f"{expired} token(s) have expired", "log in to kimi.com again and replace them"))
     return findings

@@ -3,11 +3,13 @@
 Connect reports an error as `{"code": "...", "message": "...", "details": [...]}`: in an HTTP
 error body, in the end-of-stream frame, or in a stream frame of its own. A detail's `value`
 is a base64 protobuf message (`common.error.v1.ErrorDetail`) whose text is recovered by
-walking its length-delimited fields; `debug.localizedMessage` may carry text too. The legacy
-REST API says `{"error_type": "...", "message": "..."}` (kimi.md §5).
+walking its length-delimited fields; `debug.localizedMessage` may carry text too (a string or a
+`{"locale", "message"}` object). The legacy REST API says `{"error_type": "...", "message": "..."}`
+(kimi.md §5).
 
 Classification: refused credentials (`unauthenticated`, 401/403, `auth.token.invalid`) are
-auth failures; `resource_exhausted` and 429 are rate limits (`Retry-After` honoured); "another
+auth failures (a firewall's challenge page, an HTML 403, is not: `classify_http_error` blames no
+credential); `resource_exhausted` and 429 are rate limits (`Retry-After` honoured); "another
 reply is streaming on this account" (`chat.user_stream_pushing`) is busy, never a penalty;
 the rest of 5xx, `unavailable`, `internal`... are transient; malformed requests are the
 client's. A continued chat that the upstream no longer knows is `StaleConversation`: the
@@ -81,11 +83,18 @@ def detail_texts(details: object) -> list[str]:
             continue
         debug = detail.get("debug")
         if isinstance(debug, dict):
-            texts += [v for v in debug.values() if isinstance(v, str) and v]
+            texts += [text for value in debug.values() if (text := _debug_text(value))]
         value = detail.get("value")
         if isinstance(value, str) and value:
             texts += protobuf_strings(_b64decode(value))
     return list(dict.fromkeys(t.strip() for t in texts if t.strip()))
+
+
+def _debug_text(value: object) -> str | None:
+    """A debug field's text: a string, or a localized message object (`{"locale", "message"}`)."""
+    if isinstance(value, dict):
+        value = value.get("message")
+    return value if isinstance(value, str) and value else None
 
 
 def _b64decode(value: str) -> bytes:

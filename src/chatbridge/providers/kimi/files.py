@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from chatbridge.core.errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError
+from chatbridge.core.errors import UpstreamError, UpstreamProtocolError
 from chatbridge.providers.http import map_aiohttp_errors, status_error
 from chatbridge.providers.kimi.protocol import KimiEndpoints, KimiIdentity, unary_headers, web_headers
 from chatbridge.providers.media import LoadedImage
@@ -35,13 +35,16 @@ async def upload_image(session: aiohttp.ClientSession, endpoints: KimiEndpoints,
     except TimeoutError:
         raise UpstreamError(f"{provider} upstream did not take the image {where} within {timeout:g} s",
                             provider=provider, credential_id=credential_id) from None
-    except UpstreamStatusError as exc:
-        raise UpstreamStatusError(f"uploading the image {where} failed: {exc.message}", provider=provider,
-                                  status=exc.status, body=exc.body, retry_after=exc.retry_after,
-                                  credential_id=credential_id) from None
     except UpstreamError as exc:
-        raise type(exc)(f"uploading the image {where} failed: {exc.message}", provider=provider,
-                        credential_id=credential_id) from None
+        raise _about(exc, f"uploading the image {where} failed", credential_id) from None
+
+
+def _about(error: UpstreamError, what: str, credential_id: str | None) -> UpstreamError:
+    """`error` saying what failed, its kind and details kept (a challenge page stays one, a status its status)."""
+    error.message = f"{what}: {error.message}"
+    error.args = (error.message,)
+    error.credential_id = credential_id
+    return error
 
 
 async def _upload(session: aiohttp.ClientSession, endpoints: KimiEndpoints, identity: KimiIdentity,

@@ -25,6 +25,11 @@ spends a dead token, and one that starts later begins from the newest.
 A credential's id stays the same across rotations: it comes from the refresh token's user
 (`sub`), or, for a token that is not a JWT, from the first token seen (the lineage is kept in
 the state store). The guest source registers a device instead, whose id is kept in the store.
+
+An access JWT given in place of a refresh token (kimi.md §2.1: `typ` "access") is used as it is
+until its `exp`, never sent to a refresh and never rewritten; once expired, its account is
+expired with a message saying a refresh token is needed (a refresh token for the same account,
+put in its place, takes over). The account's refresh token wins when both are given.
 """
 
 from __future__ import annotations
@@ -75,6 +80,21 @@ Refresh = Callable[[KimiIdentity, str], Awaitable[Tokens]]
 Register = Callable[[KimiIdentity], Awaitable[str]]
 
 
+ACCESS_ONLY = ("an access token cannot be renewed: put the account's refresh_token (kimi.com → DevTools → Application → "
+               "Local Storage) in KIMI_TOKENS_FILE or KIMI_REFRESH_TOKEN instead")
+ACCESS_EXPIRY_MARGIN = 60.0  # a refusal this close to `exp` is the expiry (clocks differ), not a dead token
+
+
+class AccessTokenExpired(Exception):
+    """An access token given as the credential has expired: nothing can renew it, a refresh token is needed."""
+
+
+def is_access_token(token: str) -> bool:
+    """An access JWT rather than a refresh token, as kimi.md §2.1 tells them apart (`typ`, `app_id`)."""
+    claims = jwt_claims(token)
+    return claims.get("typ") == "access" and claims.get("app_id", "kimi") == "kimi"
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(f"{PROVIDER}:{token}".encode()).hexdigest()[:16]
 
@@ -99,12 +119,13 @@ class Account:
     issued_at: float | None = None
     identity: KimiIdentity = field(default_factory=lambda: KimiIdentity("0", "0"))
     user: str | None = None
+    renewable: bool = True  # False: the token on record is an access token, used until it expires
 
     def credential(self) -> Credential:
         expires_at = self.expires_at if self.access else 0.0  # no access token yet: due for renewal now
         return Credential(id=self.id, secret=Secret(self.access or ""), provider=PROVIDER, source=self.origin,
                           account=self.user, expires_at=expires_at, issued_at=self.issued_at,
-                          extra={"identity": self.identity})
+                          extra={"identity": self.identity, "renewable": self.renewable})
 
     def take_access(self, access: str) -> None:
         claims = jwt_claims(access)
@@ -138,6 +159,7 @@ class KimiTokenSource(CredentialSource):
         self._rotated: dict[str, dict[str, str]] = {}  # account id → {"token", "origin"}: a file write failed
         self._lineage: dict[str, str] = {}  # token hash → account id, for tokens that are not JWTs
         self._ancestors: dict[str, list[str]] = {}  # account id → hashes of the refresh tokens it rotated past
+        self._loaded: set[str] = set()  # the account ids of the last load
 
     @property
     def files(self) -> list[tuple[Path, str]]:
@@ -186,13 +208,18 @@ class KimiTokenSource(CredentialSource):
     # -- loading ----------------------------------------------------------------------------------
 
     def load(self) -> list[Credential]:
-        accounts: dict[str, Account] = {}
+        chosen: dict[str, tuple[str, str]] = {}  # account id → (token, origin)
         for path, origin in self.files:
             if path.exists():
                 for token in read_tokens_file(path):
                     key = self._id_for(token)
-                    accounts.setdefault(key, self._known(key, self._effective(key, token), origin, token))
+                    # The same account twice: the first token wins, but a refresh token over an access token.
+                    if key not in chosen or (is_access_token(chosen[key][0]) and not is_access_token(token)):
+                        chosen[key] = (token, origin)
+        accounts = {key: self._known(key, self._effective(key, token), origin, token)
+                    for key, (token, origin) in chosen.items()}
         self._accounts.update(accounts)
+        self._loaded = set(accounts)
         return [account.credential() for account in accounts.values()]
 
     def _id_for(self, token: str) -> str:
@@ -213,6 +240,9 @@ class KimiTokenSource(CredentialSource):
             account.user = sub if isinstance(sub, str) and sub else None
         else:
             account.refresh, account.origin, account.on_record = refresh, origin, on_record
+        account.renewable = not is_access_token(on_record)
+        if not account.renewable and account.access != on_record:
+            account.take_access(on_record)  # the credential itself, until its `exp`
         return account
 
     # -- renewing ---------------------------------------------------------------------------------
@@ -221,6 +251,8 @@ class KimiTokenSource(CredentialSource):
         account = self._accounts.get(credential.id)
         if account is None:
             raise RenewalRejected("this Kimi account is no longer configured")
+        if not account.renewable:
+            raise _access_only(account)
         path = self.env_file if account.origin == "env" else self.tokens_file
         if path is None:
             raise RenewalRejected("this Kimi account is no longer configured")
@@ -283,9 +315,9 @@ class KimiTokenSource(CredentialSource):
         return account.credential()
 
     def _line_of(self, path: Path, key: str) -> str | None:
-        """The token of account `key` in the file now (another worker may have rotated it)."""
+        """The refresh token of account `key` in the file now (another worker may have rotated it)."""
         for token in read_tokens_file(path):
-            if self._id_for(token) == key:
+            if self._id_for(token) == key and not is_access_token(token):
                 return token
         return None
 
@@ -306,13 +338,28 @@ class KimiTokenSource(CredentialSource):
 
     def exhausted_hint(self) -> str | None:
         where = " and ".join(n for n, on in (("KIMI_TOKENS_FILE", self.tokens_file), ("KIMI_REFRESH_TOKEN", self.env_file)) if on)
-        return (f"Kimi access tokens are renewed from the refresh tokens in {where} (the log says why a renewal failed); "
+        hint = (f"Kimi access tokens are renewed from the refresh tokens in {where} (the log says why a renewal failed); "
                 f"a refresh token Kimi refuses is dead: log in to kimi.com again and replace it")
+        given = sum(1 for key in self._loaded if not self._accounts[key].renewable)
+        if given:
+            hint += f". {given} account(s) were given an access token, used only until it expires: {ACCESS_ONLY}"
+        return hint
 
     def refresh_token_of(self, credential_id: str) -> str | None:
         """The current refresh token of an account (tests and diagnostics; never logged)."""
         account = self._accounts.get(credential_id)
         return account.refresh if account is not None else None
+
+
+def _access_only(account: Account) -> Exception:
+    """Why an account given an access token is not renewed: expired (or about to), or refused before that."""
+    where = "KIMI_REFRESH_TOKEN" if account.origin == "env" else "KIMI_TOKENS_FILE"
+    expires_at = account.expires_at
+    if expires_at is not None and expires_at <= time.time() + ACCESS_EXPIRY_MARGIN:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires_at))
+        return AccessTokenExpired(f"the access token {where} gives for Kimi account {account.id} expired at {when}; "
+                                  f"{ACCESS_ONLY}")
+    return RenewalRejected(f"Kimi refused the access token {where} gives for this account; {ACCESS_ONLY}")
 
 
 class GuestSource(CredentialSource):

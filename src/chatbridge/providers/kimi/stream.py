@@ -5,9 +5,12 @@ Each message frame is a patch: `{"op": "set"|"append", "mask": "<path>[,<path>..
 text (and carries its first piece), `append` extends it; masks may be comma-joined lists.
 `block.text*` is the answer, `block.think.content` the reasoning (`block.think.summary` is a
 title, tool and stage blocks are the web client's own). The first frame names the chat, a
-`message` frame the assistant message (the next turn's `parent_id`), `message.refs` the search
-sources, `notification` a degrade to a lighter model. `{"heartbeat": {}}` is ignored, `done`
-ends the reply, and so does the end-of-stream frame (flag 0x02), which may carry an error.
+`message` frame the assistant message (the next turn's `parent_id`; its `blocks`, when it carries
+them, are the answer sent whole: each is set, and a block streamed again afterwards is not repeated),
+`message.refs` the search sources, `notification` a degrade to a lighter model. `{"heartbeat": {}}`
+is ignored, and so is a gRPC-web trailer (flag 0x80). `done` ends the reply, and so does the
+end-of-stream frame (flag 0x02), which may carry an error; a body that ends cleanly after the
+assistant message's status said COMPLETED is a whole reply too (§4.2's robust rule).
 
 Memory stays flat: a block keeps the length and a hash of its text, never the text.
 """
@@ -32,28 +35,44 @@ _TEXT_MASKS = frozenset({"", "block", "block.text", "block.text.content"})
 _THINK_MASKS = frozenset({"", "block", "block.think", "block.think.content"})
 _DEGRADE = "TYPE_MODEL_DEGRADE"
 _COMPLETED = "MESSAGE_STATUS_COMPLETED"
+_TRAILER = 0x80  # gRPC-web's trailer bit
 
 
 @dataclass(slots=True)
 class _Block:
-    """What one block has said so far: its length and a hash, so a `set` can tell what is new."""
+    """What one block has said so far: its length and a hash, so a `set` can tell what is new.
+
+    A block whose text came whole (in a `message` frame) may be streamed again from its start: a
+    `set` shorter than what was said begins that re-send, and nothing of it is new until it has
+    passed what was said (`said`, meanwhile; the length and hash are the re-sent text's).
+    """
 
     length: int = 0
     digest: Any = field(default_factory=hashlib.sha1)
     thinking: bool = False  # an older stream marks reasoning as text with `flags: "thinking"`
+    whole: bool = False  # its text came whole, in a `message` frame
+    said: int = 0  # while it is sent again: how much of it the client has already
 
     def append(self, text: str) -> str:
+        before = self.length
         self.length += len(text)
         self.digest.update(text.encode("utf-8", "surrogatepass"))
-        return text
+        if not self.said:
+            return text
+        if self.length <= self.said:
+            return ""
+        new, self.said = text[max(0, self.said - before):], 0
+        return new
 
-    def replace(self, text: str) -> str:
-        """The part of `text` not yet sent: all of it if it does not extend what was sent."""
+    def replace(self, text: str, *, whole: bool = False) -> str:
+        """The part of `text` not yet sent: all of it if it neither extends what was sent nor re-sends it."""
         old = self.length
         extends = len(text) >= old and hashlib.sha1(text[:old].encode("utf-8", "surrogatepass")).digest() == self.digest.digest()
-        self.length, self.digest = 0, hashlib.sha1()
-        self.append(text)
-        return text[old:] if extends else text
+        said = max(self.said, old)
+        self.whole = self.whole or whole
+        resent = extends or (self.whole and len(text) <= said)
+        self.length, self.digest, self.said = 0, hashlib.sha1(), said if resent else 0
+        return self.append(text)
 
 
 class KimiStreamReader:
@@ -74,6 +93,8 @@ class KimiStreamReader:
     # -- frames -----------------------------------------------------------------------------------
 
     def read(self, frame: ConnectFrame) -> list[Event]:
+        if frame.flags & _TRAILER:  # gRPC-web's trailer (headers as text, not JSON): skipped, as chopper1026 does
+            return []
         if frame.compressed:  # we never offer compression, so the upstream must not use it
             raise self._protocol("sent a compressed frame, which was not asked for")
         try:
@@ -138,24 +159,25 @@ class KimiStreamReader:
                 self._sources.add(reference)
         events: list[Event] = []
         blocks = message.get("blocks")
-        if role == "assistant" and isinstance(blocks, list):  # a whole message: each block as set
+        if role == "assistant" and isinstance(blocks, list):  # a whole message: each block set whole
             for block in blocks:
                 if isinstance(block, dict):
-                    events += self._block("set", [], block)
+                    events += self._block("set", _WHOLE, block, whole=True)
         return events
 
-    def _block(self, op: object, masks: list[str], block: dict[str, Any]) -> list[Event]:
+    def _block(self, op: object, masks: list[str], block: dict[str, Any], *, whole: bool = False) -> list[Event]:
         events: list[Event] = []
         text = block.get("text")
         if text is not None and isinstance(text, dict):
             content_masked = not _TEXT_MASKS.isdisjoint(masks)
             if content_masked or "block.text.flags" in masks:
                 state = self._state("text:", block)
-                if text.get("flags") == "thinking":
-                    state.thinking = True
-                content = text.get("content")
-                if content_masked and isinstance(content, str):
-                    piece = state.append(content) if op == "append" else state.replace(content)
+                flags = text.get("flags")
+                if isinstance(flags, str):  # "thinking", then "answer" on the same block
+                    state.thinking = flags == "thinking"
+                content = _content(text, op, state)
+                if content_masked and content is not None:
+                    piece = state.append(content) if op == "append" else state.replace(content, whole=whole)
                     if piece:
                         self._said = True
                         if state.thinking:
@@ -164,10 +186,10 @@ class KimiStreamReader:
                             events.append(TextDelta(shown))
         think = block.get("think")
         if think is not None and isinstance(think, dict) and not _THINK_MASKS.isdisjoint(masks):
-            content = think.get("content")
-            if isinstance(content, str):
-                state = self._state("think:", block)
-                piece = state.append(content) if op == "append" else state.replace(content)
+            state = self._state("think:", block)
+            content = _content(think, op, state)
+            if content is not None:
+                piece = state.append(content) if op == "append" else state.replace(content, whole=whole)
                 if piece:
                     self._said = True
                     events.append(ReasoningDelta(piece))
@@ -194,7 +216,8 @@ class KimiStreamReader:
     # -- the end ----------------------------------------------------------------------------------
 
     def finish(self) -> list[Event]:
-        if not self.done:
+        """At the end of the body: a reply whose message was COMPLETED is whole without `done` (kimi.md §4.2)."""
+        if not self.done and self.status != _COMPLETED:
             raise UpstreamTransportError(
                 f"{self.provider} upstream broke off its reply (the stream ended without done or an end-of-stream frame)",
                 provider=self.provider, credential_id=self.credential_id,
@@ -223,6 +246,14 @@ class KimiStreamReader:
     def _protocol(self, what: str) -> UpstreamProtocolError:
         return UpstreamProtocolError(f"{self.provider} upstream {what}", provider=self.provider,
                                      credential_id=self.credential_id)
+
+
+def _content(part: dict[str, Any], op: object, state: _Block) -> str | None:
+    """A block part's text; a `set` without any on a block that came whole begins sending it again."""
+    content = part.get("content")
+    if isinstance(content, str):
+        return content
+    return "" if op != "append" and state.whole else None
 
 
 def _masks(mask: object) -> list[str]:

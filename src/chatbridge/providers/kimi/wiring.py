@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -23,6 +24,17 @@ from chatbridge.providers.kimi.source import ENV_FILE_NAME, GuestSource, KimiTok
 from chatbridge.providers.wiring import ProviderPlugin, ProviderWiring, WiringContext
 
 NAME = "kimi"
+RENEW_AHEAD = 240.0  # kimi.md (2026): renew 1–4 minutes before `exp`, with jitter (the lifecycle's: 3–4 minutes)
+
+
+class KimiLifecycle(PoolLifecycle):
+    """Kimi's renewal timing: `RENEW_AHEAD` at most (set in its settings below); an access token given as
+    the credential is not renewed ahead (nothing can renew it), only looked at once it has expired."""
+
+    def renew_ahead(self, credential: Credential) -> float:
+        if credential.extra.get("renewable") is False:
+            return 0.0
+        return super().renew_ahead(credential)
 
 
 class KimiPlugin(ProviderPlugin):
@@ -69,7 +81,9 @@ class KimiPlugin(ProviderPlugin):
             return [Route(m.id, NAME, m.upstream or m.id, listed=m.listed, owned_by="moonshot", options=m.options())
                     for m in provider.catalog]
 
-        lifecycle = PoolLifecycle(pool, source, settings=context.lifecycle_settings(), store=context.store)
+        settings = context.lifecycle_settings()
+        settings = dataclasses.replace(settings, refresh_ahead=min(settings.refresh_ahead, RENEW_AHEAD))
+        lifecycle = KimiLifecycle(pool, source, settings=settings, store=context.store)
         planner = SessionPlanner(SessionStore(context.store.namespace("sessions"), context.sessions))
         if section.is_guest:
             mode, report = "guest", "guest mode: a registered device (set KIMI_REFRESH_TOKEN or KIMI_TOKENS_FILE for accounts)"
