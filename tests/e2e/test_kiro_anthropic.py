@@ -210,3 +210,13 @@ def test_too_long_is_an_anthropic_invalid_request(gateway: GatewayServer, kiro_e
         gateway.anthropic().messages.create(model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "x"}])
     assert caught.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert "Input is too long" in caught.value.message
+
+
+def test_a_connection_reset_after_text_stops_with_max_tokens(gateway: GatewayServer, kiro_emu: KiroEmulator) -> None:
+    kiro_emu.reply = KiroReply(text="The beginning of a long answer", pieces=3)
+    kiro_emu.break_mid_stream, kiro_emu.interrupt_after_events = True, 2
+    with gateway.anthropic().messages.stream(model=MODEL, max_tokens=500, messages=[{"role": "user", "content": "x"}]) as s:
+        final = s.get_final_message()
+    assert final.stop_reason == "max_tokens" and final.content[0].text == "The beginning of a l"  # type: ignore[union-attr]
+    message = gateway.anthropic().messages.create(model=MODEL, max_tokens=500, messages=[{"role": "user", "content": "x"}])
+    assert message.stop_reason == "max_tokens"

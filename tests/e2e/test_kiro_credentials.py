@@ -222,3 +222,73 @@ def test_a_suspended_account_is_disabled_without_a_refresh(gateway: GatewayServe
     [entry] = credentials(gateway)
     assert entry["state"] == "disabled" and "suspended" in entry["disabled_reason"]
     assert kiro_emu.refresh_calls == []
+
+
+# --- profiles: every lookup form of the notes, and the refresh answer --------------------------
+
+
+@pytest.mark.parametrize("target", ["AmazonCodeWhispererService.ListAvailableProfiles", "AmazonCodeWhispererService.ListProfiles",
+                                    "AmazonCodeWhispererService.ListAvailableCustomizations"])
+def test_an_idc_profile_is_found_through_whichever_json_rpc_operation_the_service_knows(
+    kiro_emu: KiroEmulator, start_gateway: StartGateway, tmp_path: Path, target: str,
+) -> None:
+    account = kiro_emu.add_account("idc", profile_arn="arn:aws:codewhisperer:us-east-1:111122223333:profile/IDC")
+    path = kiro_emu.write_idc_files(tmp_path / "kiro-auth-token.json", account)
+    kiro_emu.profiles_rest, kiro_emu.rpc_targets = False, {target}  # the others: 400 UnknownOperationException
+    gateway = start_gateway(**kiro_settings(kiro_emu, kiro_token_file=path))
+    assert ask(gateway) and ask(gateway)
+    assert [r.json["profileArn"] for r in kiro_emu.chat_requests] == [account.profile_arn] * 2
+    rpc = kiro_emu.requests_to("/")
+    assert rpc[-1].headers["x-amz-target"] == target and rpc[-1].headers["Content-Type"] == "application/x-amz-json-1.0"
+    assert rpc[-1].json == {"origin": "AI_EDITOR"} and credentials(gateway)[0]["failures"] == 0
+
+
+def test_a_social_login_without_a_profile_takes_it_from_its_refresh_answer(
+    kiro_emu: KiroEmulator, start_gateway: StartGateway, tmp_path: Path,
+) -> None:
+    account = kiro_emu.add_account()
+    path = kiro_emu.write_social_file(tmp_path / "kiro-auth-token.json", account, with_arn=False)
+    kiro_emu.profiles_rest, kiro_emu.rpc_targets = False, set()  # no lookup form answers a social login
+    gateway = start_gateway(**kiro_settings(kiro_emu, kiro_token_file=path))
+    assert ask(gateway) and ask(gateway)
+    assert [r.json["profileArn"] for r in kiro_emu.chat_requests] == [account.profile_arn] * 2
+    assert len(kiro_emu.refresh_calls) == 1 and json.loads(path.read_text())["profileArn"] == account.profile_arn
+    [entry] = credentials(gateway)
+    assert entry["state"] == "active" and entry["failures"] == 0
+
+
+# --- external identity providers (Entra, Okta) ---------------------------------------------------
+
+
+def test_an_external_idp_login_is_refreshed_at_its_token_endpoint_and_sends_its_token_type(
+    kiro_emu: KiroEmulator, start_gateway: StartGateway, tmp_path: Path,
+) -> None:
+    account = kiro_emu.add_account("external_idp")
+    path = kiro_emu.write_external_idp_file(tmp_path / "kiro-auth-token.json", account, expired=True)
+    path.chmod(0o600)
+    issued = account.refresh_token
+    gateway = start_gateway(**kiro_settings(kiro_emu, kiro_token_file=path))
+    assert ask(gateway) and ask(gateway)
+    [refresh] = kiro_emu.refresh_calls
+    assert refresh == {"path": "/oauth2/v2.0/token", "grant_type": "refresh_token", "client_id": account.client_id,
+                       "refresh_token": issued, "scope": "openid offline_access"}
+    assert all(r.headers["tokentype"] == "EXTERNAL_IDP" and r.token == account.access_token for r in kiro_emu.chat_requests)
+    on_disk = json.loads(path.read_text())
+    assert on_disk["refreshToken"] == account.refresh_token != issued and on_disk["accessToken"] == account.access_token
+    assert on_disk["tokenEndpoint"] == kiro_emu.url("/oauth2/v2.0/token") and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not list(path.parent.glob(f".{path.name}.*.tmp"))  # written whole, by a rename
+    for secret in account.issued:
+        assert secret not in gateway.logs.text
+
+
+def test_an_external_idp_token_endpoint_on_another_host_than_its_issuer_is_never_sent_the_token(
+    kiro_emu: KiroEmulator, start_gateway: StartGateway, tmp_path: Path,
+) -> None:
+    account = kiro_emu.add_account("external_idp")
+    path = kiro_emu.write_external_idp_file(tmp_path / "kiro-auth-token.json", account, expired=True)
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "issuerUrl": "https://login.example.com/tenant/v2.0"}))
+    gateway = start_gateway(**kiro_settings(kiro_emu, kiro_token_file=path))
+    wait_for(lambda: credentials(gateway)[0]["state"] == "disabled")
+    assert "tokenEndpoint on another host than its issuerUrl" in credentials(gateway)[0]["disabled_reason"]
+    assert kiro_emu.refresh_calls == [] and json.loads(path.read_text()) == {**data, "issuerUrl": "https://login.example.com/tenant/v2.0"}

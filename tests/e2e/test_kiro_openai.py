@@ -268,3 +268,67 @@ def test_a_model_refusing_the_effort_field_is_asked_again_without(
     assert "additionalModelRequestFields" in first.json and "additionalModelRequestFields" not in second.json
     assert credentials(gateway)[0]["failures"] == 0
 
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("how", ["reset", "ended inside a frame"])
+def test_a_stream_that_breaks_off_after_content_finishes_with_length_and_blames_no_credential(
+    gateway: GatewayServer, kiro_emu: KiroEmulator, how: str, stream: bool,
+) -> None:
+    """Idle streams reset near 68 s (the notes' 2026 update): what arrived is the answer, cut short."""
+    kiro_emu.reply = KiroReply(text="one two three", pieces=3)
+    if how == "reset":
+        kiro_emu.break_mid_stream, kiro_emu.interrupt_after_events = True, 2
+    else:
+        kiro_emu.cut_last_frame = True
+    client = gateway.openai()
+    ask: list[Any] = [{"role": "user", "content": "long"}]
+    if stream:
+        chunks = list(client.chat.completions.create(model=MODEL, messages=ask, stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        reasons = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    else:
+        choice = client.chat.completions.create(model=MODEL, messages=ask).choices[0]
+        text, reasons = choice.message.content or "", [choice.finish_reason]
+    assert text == "one two th" and reasons == ["length"]
+    assert "broke off before its closing events" in gateway.logs.text and "finishing with 'length'" in gateway.logs.text
+    [entry] = credentials(gateway)
+    assert entry["state"] == "active" and entry["failures"] == 0 and entry["last_error"] is None
+
+
+@pytest.mark.parametrize("event", ["messageMetadataEvent", "metadataEvent"])
+def test_a_leading_metadata_event_does_not_hide_a_cut_off_answer(gateway: GatewayServer, kiro_emu: KiroEmulator, event: str) -> None:
+    kiro_emu.reply, kiro_emu.lead_metadata = KiroReply(text="The first half"), event
+    client = gateway.openai()
+    whole = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}]).choices[0]
+    assert whole.message.content == "The first half" and whole.finish_reason == "stop"
+    kiro_emu.truncate = True
+    cut = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}]).choices[0]
+    assert cut.message.content == "The first half" and cut.finish_reason == "length"
+
+
+@pytest.mark.parametrize("form", ["event", "message"])
+def test_an_error_in_the_stream_ends_it_with_that_error(gateway: GatewayServer, kiro_emu: KiroEmulator, form: str) -> None:
+    """Both in-stream error shapes of the notes (§4.4, §5.2): the `error` message type, the SDK's `error` event."""
+    kiro_emu.reply = KiroReply(text="one two three", pieces=3)
+    kiro_emu.error_frame, kiro_emu.exception_after = (form, "Encountered an unexpected error when processing the request"), 1
+    with httpx.Client(base_url=gateway.base_url, headers={"Authorization": f"Bearer {gateway.api_key}"}, timeout=30) as http:
+        streamed = http.post("/v1/chat/completions", json={"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "x"}]})
+        whole = http.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]})
+    events = [line[len("data: "):] for line in streamed.text.splitlines() if line.startswith("data: ")]
+    assert "[DONE]" not in events and "unexpected error" in json.loads(events[-1])["error"]["message"]
+    assert '"finish_reason":"length"' not in streamed.text.replace(" ", "")
+    assert whole.status_code == 502 and "unexpected error" in whole.json()["error"]["message"]
+
+
+def test_an_error_event_before_any_text_is_retried_on_the_next_credential(
+    kiro_emu: KiroEmulator, start_gateway: StartGateway, tmp_path: Path,
+) -> None:
+    paths = [kiro_emu.write_social_file(tmp_path / f"login-{i}.json", kiro_emu.add_account()) for i in range(2)]
+    gateway = start_gateway(**kiro_settings(kiro_emu, kiro_token_files=",".join(map(str, paths)),
+                                            kiro_token_file=tmp_path / "none.json"))
+    kiro_emu.error_frame, kiro_emu.exception_after = ("event", "Encountered an unexpected error"), 0
+    with pytest.raises(openai.APIStatusError) as caught:
+        gateway.openai().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert caught.value.status_code == 502 and "unexpected error" in caught.value.message
+    assert len(kiro_emu.chat_requests) == 2  # each credential tried once, as for an InternalServerException

@@ -21,7 +21,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Byte", "KiroReply", "Long", "Short", "encode_frame", "event_frame", "exception_frame", "reply_frames", "sign"]
+__all__ = ["Byte", "KiroReply", "Long", "Short", "encode_frame", "error_event_frame", "error_message_frame", "event_frame",
+           "exception_frame", "reply_frames", "sign"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,17 @@ def exception_frame(kind: str, message: str) -> bytes:
         ":exception-type": kind, ":content-type": "application/json", ":message-type": "exception",
     }
     return encode_frame(headers, json.dumps({"message": message}).encode("utf-8"))
+
+
+def error_message_frame(code: str, message: str) -> bytes:
+    """An `error` message (`:message-type: error`, `:error-code`, `:error-message`), as the AWS spec has it."""
+    headers: dict[str, HeaderValue] = {":error-code": code, ":error-message": message, ":message-type": "error"}
+    return encode_frame(headers, b"")
+
+
+def error_event_frame(message: str) -> bytes:
+    """The SDK's `error` member of the event union (an InternalServerException), sent as an event."""
+    return event_frame("error", {"message": message})
 
 
 SIGNING_KEY = b"kiro-emulator-signing-key"

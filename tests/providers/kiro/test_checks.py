@@ -51,3 +51,15 @@ def test_zero_configuration_is_named(kiro_emu: KiroEmulator, tmp_path: Path) -> 
 def test_without_a_login_kiro_is_reported_off(tmp_path: Path) -> None:
     code, output = check(HOME=str(tmp_path / "home"), DATA_DIR=str(tmp_path / "data"))
     assert code == 0 and "kiro: disabled (no Kiro login at" in output
+
+
+def test_an_external_idp_login_that_cannot_be_refreshed_is_named(kiro_emu: KiroEmulator, tmp_path: Path) -> None:
+    account = kiro_emu.add_account("external_idp")
+    path = kiro_emu.write_external_idp_file(tmp_path / "entra.json", account)
+    code, output = check(KIRO_TOKEN_FILE=str(path), DATA_DIR=str(tmp_path / "data"), HOME=str(tmp_path / "home"))
+    assert "external identity-provider login" in output and "cannot be refreshed" not in output, output
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "tokenEndpoint": "http://idp.example.com/token"}))
+    code, output = check(KIRO_TOKEN_FILE=str(path), DATA_DIR=str(tmp_path / "data"), HOME=str(tmp_path / "home"))
+    assert code == 1 and "has a tokenEndpoint that is not https, so it cannot be refreshed" in output, output
+    assert account.refresh_token not in output

@@ -10,7 +10,7 @@ import pytest
 
 from chatbridge.core.types import Message, ToolCall, ToolSpec
 from chatbridge.providers.kiro.conversation import normalise
-from chatbridge.providers.kiro.models import aliases, default_efforts, effort_for, parse_catalog
+from chatbridge.providers.kiro.models import aliases, default_efforts, dotted, effort_for, parse_catalog, static_models
 from chatbridge.providers.kiro.payload import HIDDEN_PROMPT_TOKENS, BodyOptions, build_body, estimate_input_tokens
 from chatbridge.providers.kiro.tools import ToolNames, sanitize_schema, tool_description, upstream_name
 from tests.upstreams.kiro import DEFAULT_ARN, MODELS
@@ -104,6 +104,27 @@ def test_dashed_dotted_and_dated_spellings() -> None:
                                                   "claude-sonnet-4.5-20250929", "claude-sonnet-4-5-latest"}
     assert "claude-sonnet-4-20250514" in aliases("claude-sonnet-4")
     assert aliases("auto") == []
+    assert set(aliases("claude-3.7-sonnet")) >= {"claude-3-7-sonnet-20250219", "claude-3-7-sonnet-latest"}
+    assert set(aliases("claude-opus-4.9")) == {"claude-opus-4-9", "claude-opus-4-9-latest", "claude-opus-4.9-latest"}
+
+
+@pytest.mark.parametrize(("name", "upstream"), [
+    ("claude-sonnet-4-6", "claude-sonnet-4.6"), ("claude-opus-4-8", "claude-opus-4.8"), ("claude-opus-4-9-latest", "claude-opus-4.9"),
+    ("claude-sonnet-4-5-20250929", "claude-sonnet-4.5"), ("claude-sonnet-4-20250514", "claude-sonnet-4"),
+    ("claude-3-7-sonnet-20250219", "claude-3.7-sonnet"), ("claude-sonnet-5", "claude-sonnet-5"), ("auto", None),
+    ("deepseek-3.2", None), ("gpt-4o", None),
+])
+def test_one_rule_reads_every_claude_spelling_as_kiros_dotted_id(name: str, upstream: str | None) -> None:
+    assert dotted(name) == upstream
+
+
+def test_context_windows_default_to_a_million_for_sonnet_and_opus_from_4_6() -> None:
+    windows = {m: static_models()[m].window for m in ("claude-sonnet-4.6", "claude-sonnet-5", "claude-opus-4.6",
+                                                      "claude-opus-4.8", "claude-sonnet-4.5", "claude-haiku-4.5", "glm-5")}
+    assert windows == {"claude-sonnet-4.6": 1_000_000, "claude-sonnet-5": 1_000_000, "claude-opus-4.6": 1_000_000,
+                       "claude-opus-4.8": 1_000_000, "claude-sonnet-4.5": 200_000, "claude-haiku-4.5": 200_000, "glm-5": 200_000}
+    listed = {m.id: m.window for m in parse_catalog({"models": [{"modelId": "claude-opus-4.6"}, {"modelId": "claude-haiku-4.5"}]})}
+    assert listed == {"claude-opus-4.6": 1_000_000, "claude-haiku-4.5": 200_000}
 
 
 def test_long_and_odd_tool_names_are_shortened_stably() -> None:

@@ -7,7 +7,14 @@ import logging
 
 import pytest
 
-from chatbridge.core.errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError
+from chatbridge.core.errors import (
+    FailureKind,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamTransportError,
+)
 from chatbridge.core.types import (
     BlockEnd,
     Event,
@@ -196,3 +203,76 @@ def test_an_emoji_split_into_escaped_halves_costs_that_character_not_the_answer(
     frames = [encode_frame(headers, json.dumps({"content": piece}).encode()) for piece in ("ok ", "\ud83d", "\ude00", "!")]
     events = merged(read(b"".join(frames)))
     assert events[0] == TextDelta("ok \ufffd\ufffd!")
+
+
+def reader_after(frames: list[bytes]) -> KiroAnswerReader:
+    """A reader that has read `frames` (and nothing has ended yet)."""
+    reader = KiroAnswerReader("kiro", ToolNames(), prompt_estimate=2100, window=200_000, credential_id="c1")
+    decoder = EventStreamDecoder()
+    for message in decoder.decode(b"".join(frames)):
+        list(reader.read(message))
+    return reader
+
+
+@pytest.mark.parametrize("event", ["messageMetadataEvent", "metadataEvent"])
+def test_a_metadata_event_closes_the_answer_only_with_token_figures(event: str, caplog: pytest.LogCaptureFixture) -> None:
+    lead = event_frame(event, {"conversationId": "c-1", "utteranceId": "u-1"})
+    text = event_frame("assistantResponseEvent", {"content": "partial"})
+    with caplog.at_level(logging.WARNING, "chatbridge.providers.kiro"):
+        assert read(lead + text)[-1] == Finish("length")
+    assert "without its closing events" in caplog.text
+    closing = event_frame(event, {"tokenUsage": {"inputTokens": 1234, "outputTokens": 5}})
+    events = read(lead + text + closing)
+    usage = next(e for e in events if isinstance(e, Usage))
+    assert events[-1] == Finish("stop") and (usage.prompt_tokens, usage.completion_tokens) == (1234, 5)
+    with pytest.raises(UpstreamProtocolError, match="without sending any event"):
+        read(lead)  # a metadata event alone is no answer
+
+
+@pytest.mark.parametrize("payload", [b'{"message":"Encountered an unexpected error"}',
+                                     b'{"__type":"com.amazon#ThrottlingException","message":"Encountered an unexpected error"}',
+                                     b"Encountered an unexpected error"])
+def test_an_error_event_is_an_error_as_an_exception_frame_is(payload: bytes) -> None:
+    text = event_frame("assistantResponseEvent", {"content": "x"})
+    error = encode_frame({":event-type": "error", ":content-type": "application/json", ":message-type": "event"}, payload)
+    with pytest.raises(UpstreamStatusError, match="Encountered an unexpected error") as caught:
+        read(text + error)
+    throttled = b"Throttling" in payload
+    assert caught.value.status == (429 if throttled else 500)
+    assert classify(caught.value).kind is (FailureKind.RATE_LIMITED if throttled else FailureKind.TRANSIENT)
+
+
+def finish_after(frames: list[bytes], error: UpstreamError) -> Event:
+    """How an answer ends when its body broke off with `error` after `frames`."""
+    events = reader_after(frames).cut_short(error)
+    assert events is not None
+    return events[-1]
+
+
+def test_a_body_that_breaks_off_after_content_ends_as_truncated() -> None:
+    reset = UpstreamTransportError("kiro upstream broke off its response: reset", provider="kiro")
+    text = event_frame("assistantResponseEvent", {"content": "partial"})
+    assert finish_after([text], reset) == Finish("length")
+    tool = event_frame("toolUseEvent", {"toolUseId": "tooluse_a", "name": "f", "input": '{"path": "/tm'})
+    assert finish_after([tool], reset) == Finish("length")
+    closed = [text, event_frame("contextUsageEvent", {"contextUsagePercentage": 1.0})]
+    assert finish_after(closed, reset) == Finish("stop")  # only the end of the body was lost
+    decoder = EventStreamDecoder()
+    decoder.decode(text[: len(text) // 2])
+    with pytest.raises(UpstreamProtocolError, match="ended inside a frame") as cut:
+        decoder.flush()
+    assert finish_after([text], cut.value) == Finish("length")
+
+
+def test_breaks_that_are_not_a_cut_short_answer_stay_errors() -> None:
+    reset = UpstreamTransportError("kiro upstream broke off its response: reset", provider="kiro")
+    assert reader_after([]).cut_short(reset) is None  # nothing answered: another credential may
+    text = [event_frame("assistantResponseEvent", {"content": "partial"})]
+    assert reader_after(text).cut_short(UpstreamTimeout("no content for 300 s", provider="kiro")) is None
+    assert reader_after(text).cut_short(UpstreamProtocolError("a frame whose message CRC does not match", provider="kiro")) is None
+
+
+def test_repeated_identical_text_events_are_all_kept() -> None:
+    """The notes say text events are deltas (§4.4); deduplicating or reading them as cumulative would lose these."""
+    frames = [event_frame("assistantResponseEvent", {"content": piece}) for piece in ("ha", "ha", "haha", "!")]
+    assert merged(read(b"".join(frames)))[0] == TextDelta("hahahaha!")

@@ -282,3 +282,50 @@ def test_kiro_region_moves_every_host_and_the_older_q_host_is_taken_as_the_api_b
     older = KiroSettings(_env_file=None, kiro_api_base="https://q.us-east-1.amazonaws.com/").endpoints()  # type: ignore[call-arg]
     assert older.chat_url == "https://q.us-east-1.amazonaws.com/generateAssistantResponse"
     assert older.profiles_url == "https://q.us-east-1.amazonaws.com/ListAvailableProfiles"
+
+
+def test_the_ides_profile_json_written_after_start_is_read_at_the_next_renewal(kiro_emu: KiroEmulator, tmp_path: Path) -> None:
+    """A social refresh answer without profileArn: the IDE's profile.json (which it may write after its token file) names it."""
+    kiro_emu.refresh_names_profile = False
+    path = kiro_emu.write_social_file(tmp_path / "kiro-auth-token.json", kiro_emu.add_account(), expired=True, with_arn=False)
+    source = make_source(kiro_emu, tmp_path, path, default_token_file=True)
+    [credential] = source.load()
+    assert account_of(credential).profile_arn is None
+    profile = tmp_path / "home" / ".config" / "Kiro" / "User" / "globalStorage" / "kiro.kiroagent" / "profile.json"
+    profile.parent.mkdir(parents=True)
+    profile.write_text(json.dumps({"arn": "arn:aws:codewhisperer:us-east-1:1:profile/IDE"}))
+    assert account_of(renew(source, credential)).profile_arn == "arn:aws:codewhisperer:us-east-1:1:profile/IDE"
+
+
+def test_an_external_idp_login_is_renewed_and_the_rotation_kept(kiro_emu: KiroEmulator, tmp_path: Path) -> None:
+    account = kiro_emu.add_account("external_idp")
+    path = kiro_emu.write_external_idp_file(tmp_path / "kiro-auth-token.json", account, expired=True)
+    source = make_source(kiro_emu, tmp_path, path)
+    [credential] = source.load()
+    old_refresh = account.refresh_token
+    fresh = renew(source, credential)
+    assert fresh.secret.reveal() == account.access_token and account_of(fresh).auth == "external_idp"
+    assert json.loads(path.read_text())["refreshToken"] == account.refresh_token != old_refresh
+    saved = source.rotations.newer(credential.id, old_refresh)  # kept under DATA_DIR too, before the file was rewritten
+    assert saved is not None and saved.refresh_token == account.refresh_token
+    assert saved.token_endpoint == kiro_emu.url("/oauth2/v2.0/token") and saved.scopes == "openid offline_access"
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"tokenEndpoint": "http://idp.example.com/token", "issuerUrl": None}, "not https"),
+    ({"tokenEndpoint": "https://user:pw@idp.example.com/token", "issuerUrl": None}, "credentials in it"),
+    ({"issuerUrl": "https://login.example.com"}, "another host than its issuerUrl"),
+    ({"clientId": None}, "names no clientId"),
+    ({"tokenEndpoint": None}, "names no tokenEndpoint"),
+])
+def test_an_external_idp_refresh_token_goes_nowhere_unsafe(kiro_emu: KiroEmulator, tmp_path: Path, change: dict[str, Any],
+                                                             problem: str) -> None:
+    account = kiro_emu.add_account("external_idp")
+    path = kiro_emu.write_external_idp_file(tmp_path / "kiro-auth-token.json", account, expired=True)
+    data = {k: v for k, v in {**json.loads(path.read_text()), **change}.items() if v is not None}
+    path.write_text(json.dumps(data))
+    source = make_source(kiro_emu, tmp_path, path)
+    [credential] = source.load()
+    with pytest.raises(RenewalRejected, match=problem):
+        renew(source, credential)
+    assert kiro_emu.refresh_calls == [] and json.loads(path.read_text()) == data

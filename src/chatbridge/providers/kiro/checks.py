@@ -9,6 +9,7 @@ from pathlib import Path
 from chatbridge.core.findings import Finding
 from chatbridge.core.secrets import mask
 from chatbridge.providers.kiro.login import read_login
+from chatbridge.providers.kiro.refresh import external_idp_problem
 from chatbridge.providers.kiro.settings import KiroSettings
 
 EXAMPLE_ENV = """\
@@ -29,6 +30,8 @@ KIRO_REGION=us-east-1
 # KIRO_MANAGEMENT_BASE=https://management.us-east-1.kiro.dev
 # KIRO_AUTH_BASE=https://prod.us-east-1.auth.desktop.kiro.dev
 # KIRO_OIDC_BASE=https://oidc.us-east-1.amazonaws.com
+# Seconds between reads of Kiro's model catalog (0: once); it is read in the background.
+KIRO_MODELS_REFRESH=1800
 """
 
 
@@ -76,6 +79,9 @@ def _file_findings(path: Path, section: KiroSettings) -> list[Finding]:
     if login.auth_method == "idc" and not (login.client_id and login.client_secret):
         findings.append(Finding("error", subject, "is an IdC login but its client registration (<clientIdHash>.json) is missing",
                                 "copy the registration file beside it, or log in to Kiro again"))
+    if login.auth_method == "external_idp" and (problem := external_idp_problem(login)) is not None:
+        findings.append(Finding("error", subject, f"is an external identity-provider login that {problem}, "
+                                "so it cannot be refreshed", "log in to Kiro again"))
     if login.client_expires_at is not None and login.client_expires_at < time.time():
         findings.append(Finding("error", subject, "has an IdC client registration that has expired", "log in to Kiro again"))
     if login.expires_at is not None and login.expires_at < time.time():

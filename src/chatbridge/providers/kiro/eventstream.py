@@ -31,6 +31,10 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _KNOWN_HEADER_SETS = 32
 
 
+class TruncatedFrame(UpstreamProtocolError):
+    """The body ended cleanly in the middle of a frame: cut off, not corrupt (a reader may end the answer)."""
+
+
 @dataclass(frozen=True, slots=True)
 class EventStreamMessage:
     """One decoded frame: its headers by name (read-only: frames with the same headers share them) and its raw payload."""
@@ -114,7 +118,8 @@ class EventStreamDecoder:
         if self._buffer:
             left = len(self._buffer)
             self._buffer.clear()
-            raise self._error(f"a stream that ended inside a frame ({left} byte(s) of it arrived)")
+            raise TruncatedFrame(f"{self._provider} upstream sent a stream that ended inside a frame "
+                                 f"({left} byte(s) of it arrived)", provider=self._provider)
         return []
 
     def _headers(self, data: bytes) -> dict[str, HeaderValue]:

@@ -1,7 +1,8 @@
 """A Kiro login as the IDE writes it: `kiro-auth-token.json`, and for IdC the client registration beside it.
 
 Social logins (Google, GitHub) are refreshed by Kiro's auth service; IdC logins (Builder ID,
-IAM Identity Center) by AWS SSO-OIDC with the client id and secret of `<clientIdHash>.json`.
+IAM Identity Center) by AWS SSO-OIDC with the client id and secret of `<clientIdHash>.json`;
+external-IdP logins (Entra, Okta) by their own OAuth `tokenEndpoint`, for their `clientId`.
 The file's own spellings vary between IDE versions and tools, so every one the protocol notes
 list is accepted (`authMethod` in any case, numbers or ISO dates for `expiresAt`, inline client
 credentials, snake_case registration keys).
@@ -40,6 +41,9 @@ class KiroLogin:
     client_id: str | None = None
     client_secret: str | None = None
     client_expires_at: float | None = None  # the IdC client registration's own expiry
+    token_endpoint: str | None = None  # external IdP: where its refresh token is exchanged
+    issuer_url: str | None = None  # external IdP: the issuer, whose host the token endpoint must share
+    scopes: str | None = None  # external IdP: the scopes asked again at refresh, space-separated
 
     def renewed(self, access_token: str, refresh_token: str | None, expires_at: float,
                 profile_arn: str | None) -> KiroLogin:
@@ -90,6 +94,9 @@ def parse_login(data: dict[str, Any], registration: dict[str, Any] | None = None
         client_id=client_id,
         client_secret=client_secret,
         client_expires_at=parse_time(registration.get("expiresAt", registration.get("expires_at"))),
+        token_endpoint=_text(data, "tokenEndpoint", "token_endpoint"),
+        issuer_url=_text(data, "issuerUrl", "issuer_url"),
+        scopes=_scopes(data.get("scopes")),
     )
 
 
@@ -157,6 +164,15 @@ def _text(data: dict[str, Any], *keys: str) -> str | None:
         value = data.get(key)
         if isinstance(value, str) and value.strip():
             return value.strip()
+    return None
+
+
+def _scopes(value: object) -> str | None:
+    """`scopes` as a list or a string, as the OAuth `scope` parameter (space-separated)."""
+    if isinstance(value, str):
+        return " ".join(value.replace(",", " ").split()) or None
+    if isinstance(value, list):
+        return " ".join(v.strip() for v in value if isinstance(v, str) and v.strip()) or None
     return None
 
 

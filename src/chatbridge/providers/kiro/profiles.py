@@ -2,7 +2,8 @@
 
 In order: KIRO_PROFILE_ARN; the token file's own `profileArn` (social logins); the IDE's
 `profile.json` (for the IDE's own login); the refresh answer; and for logins that have none
-(IdC, API keys), the service's `ListAvailableProfiles`, asked once per credential.
+(IdC, API keys), the service's profile lookup, asked once per credential in every form the
+protocol notes list (`LOOKUPS`), the next form tried when one is unknown to the service.
 """
 
 from __future__ import annotations
@@ -13,6 +14,15 @@ from typing import Any
 
 import orjson
 
+from chatbridge.core.errors import UpstreamStatusError
+from chatbridge.providers.kiro.errors import reason_of
+
+# The lookup's forms, in order: REST `POST /ListAvailableProfiles`, then the AWS JSON-RPC targets
+# on `POST /` (the 2026 update's name, CP's `tryListProfiles`, and CP's fallback).
+REST_LOOKUP = "ListAvailableProfiles"
+RPC_TARGETS = ("AmazonCodeWhispererService.ListAvailableProfiles", "AmazonCodeWhispererService.ListProfiles",
+               "AmazonCodeWhispererService.ListAvailableCustomizations")
+LOOKUPS = (REST_LOOKUP, *RPC_TARGETS)
 _PROFILE = Path("User") / "globalStorage" / "kiro.kiroagent" / "profile.json"
 
 
@@ -51,3 +61,10 @@ def first_profile_arn(answer: Any) -> str | None:
                 return arn
     arn = answer.get("profileArn")
     return arn if isinstance(arn, str) and arn.startswith("arn:") else None
+
+
+def is_unsupported(error: UpstreamStatusError) -> bool:
+    """The service does not know this form of the lookup (404/405, or AWS's 400 UnknownOperationException)."""
+    if error.status in (404, 405):
+        return True
+    return error.status == 400 and "unknownoperation" in f"{reason_of(error.body)} {error.body}".lower()

@@ -3,11 +3,15 @@
 - `assistantResponseEvent` → text; `toolUseEvent` fragments → tool calls, streamed as they come;
 - `reasoningContentEvent` → reasoning with its signature (a `BlockEnd` between separately signed
   blocks), `redactedContent` → redacted reasoning;
-- `contextUsageEvent`, `meteringEvent`, `metricsEvent` (and `metadataEvent`) → one `Usage` at
-  the end: input tokens from the upstream's own figures where it gives them, else from the
-  context-window percentage, else estimated from what was sent plus Kiro's hidden prompt;
-- `exception` and `error` frames → errors; a content-length exception, or a stream that ends
-  without its closing events (Kiro cuts long answers), → `Finish("length")` and a log line.
+- `contextUsageEvent`, `meteringEvent`, `metricsEvent` (and `metadataEvent` /
+  `messageMetadataEvent` carrying `tokenUsage`) → one `Usage` at the end: input tokens from the
+  upstream's own figures where it gives them, else from the context-window percentage, else
+  estimated from what was sent plus Kiro's hidden prompt; a metadata event without `tokenUsage`
+  (the SDK's leading `{conversationId, utteranceId}`) says nothing about the end;
+- `exception` and `error` frames, and the SDK's `error` event (`:event-type: error`, an
+  InternalServerException) → errors; a content-length exception, a stream that ends without its
+  closing events (Kiro cuts long answers), or a body that breaks off after content (a reset, EOF
+  inside a frame: `cut_short`) → `Finish("length")` and a log line.
 """
 
 from __future__ import annotations
@@ -15,12 +19,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
 from chatbridge.core import upstream_json
-from chatbridge.core.errors import UpstreamError, UpstreamProtocolError
+from chatbridge.core.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamTransportError
 from chatbridge.core.types import (
     BlockEnd,
     Event,
@@ -34,12 +38,13 @@ from chatbridge.core.types import (
 )
 from chatbridge.core.usage import tokens_from_counts, wide_chars
 from chatbridge.providers.kiro.errors import stream_error
-from chatbridge.providers.kiro.eventstream import EventStreamMessage
+from chatbridge.providers.kiro.eventstream import EventStreamMessage, TruncatedFrame
 from chatbridge.providers.kiro.tools import ToolNames
 
 log = logging.getLogger("chatbridge.providers.kiro")
 
-_CLOSING = frozenset({"contextUsageEvent", "meteringEvent", "metricsEvent", "metadataEvent", "messageMetadataEvent"})
+_CLOSING = frozenset({"contextUsageEvent", "meteringEvent", "metricsEvent"})
+_METADATA = frozenset({"metadataEvent", "messageMetadataEvent"})  # closing only when they carry `tokenUsage`
 _IGNORED = frozenset({"followupPromptEvent", "supplementaryWebLinksEvent", "codeReferenceEvent", "intentsEvent",
                       "interactionComponentsEvent", "dryRunSucceedEvent", "codeEvent", "initial-response"})
 
@@ -101,6 +106,8 @@ class KiroAnswerReader:
         event_type = message.header(":event-type") or ""
         if event_type in _IGNORED:
             return
+        if event_type == "error":  # the SDK's `error` member of the event union: an InternalServerException
+            self._error_event(message)
         payload = self._payload(message, event_type)
         if event_type == "assistantResponseEvent":
             yield from self._text(payload)
@@ -108,8 +115,8 @@ class KiroAnswerReader:
             yield from self._tool(payload)
         elif event_type == "reasoningContentEvent":
             yield from self._reasoning(payload)
-        elif event_type in _CLOSING:
-            self._usage_event(event_type, payload)
+        elif event_type in _CLOSING or (event_type in _METADATA and isinstance(payload.get("tokenUsage"), dict)):
+            self._usage_event(payload)
         elif event_type == "invalidStateEvent":
             raise UpstreamError(f"{self.provider} upstream reported an invalid state: {str(payload)[:300]}",
                                 provider=self.provider, credential_id=self.credential_id)
@@ -144,6 +151,19 @@ class KiroAnswerReader:
             self._cut = f"Kiro cut the answer off at its length limit ({text[:200]})"
             return
         raise stream_error(self.provider, kind, text, self.credential_id)
+
+    def _error_event(self, message: EventStreamMessage) -> NoReturn:
+        """An error told as an event (notes §4.4, §5.2): fails the answer as an exception frame would."""
+        kind, text = "InternalServerException", message.payload.decode("utf-8", errors="replace")[:300]
+        try:
+            data = upstream_json.loads(message.payload) if message.payload else None
+        except orjson.JSONDecodeError:
+            data = None
+        if isinstance(data, dict):
+            named = data.get("__type") or data.get("code")
+            kind = named.rpartition("#")[2] if isinstance(named, str) and named else kind
+            text = _message(data)
+        raise stream_error(self.provider, kind, text or "an error event without a message", self.credential_id)
 
     # -- content ---------------------------------------------------------------------------------
 
@@ -220,7 +240,7 @@ class KiroAnswerReader:
         if not isinstance(parsed, dict):
             self._cut = f"the input of tool call {call.upstream_id} was cut off ({len(arguments)} characters arrived)"
 
-    def _usage_event(self, event_type: str, payload: dict[str, Any]) -> None:
+    def _usage_event(self, payload: dict[str, Any]) -> None:
         self.answered = self._closing = True
         percent = payload.get("contextUsagePercentage")
         if isinstance(percent, (int, float)) and not isinstance(percent, bool):
@@ -246,6 +266,19 @@ class KiroAnswerReader:
             self._narrow += len(text) - wide
 
     # -- the end ---------------------------------------------------------------------------------
+
+    def cut_short(self, error: UpstreamError) -> list[Event] | None:
+        """The body broke off (a reset, a clean end inside a frame) after content: the answer ends as
+        truncated, not as an error, and blames no credential; None leaves `error` as it is."""
+        broken = isinstance(error, TruncatedFrame) or (
+            isinstance(error, UpstreamTransportError) and not isinstance(error, UpstreamTimeout))
+        if not broken or not self.answered:
+            return None
+        if self._closing:  # every closing event had arrived: only the end of the body was lost
+            log.info("%s: the stream broke off after its closing events (%s)", self.provider, error.message)
+        elif self._cut is None:
+            self._cut = f"the stream broke off before its closing events ({error.message})"
+        return self.finish()
 
     def finish(self) -> list[Event]:
         events = list(self._close_call())
@@ -283,6 +316,15 @@ class KiroAnswerReader:
         excerpt = body[:300].decode("utf-8", errors="replace")
         raise UpstreamProtocolError(f"{self.provider} upstream answered with JSON instead of an event stream: {excerpt}",
                                     provider=self.provider, credential_id=self.credential_id)
+
+
+def _message(payload: dict[str, Any]) -> str:
+    """An error event's text: its `message` (any case), else the payload itself."""
+    for key in ("message", "Message", "errorMessage"):
+        value = payload.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return orjson.dumps(payload).decode()[:300]
 
 
 def _int(source: dict[str, Any], *keys: str) -> int | None:

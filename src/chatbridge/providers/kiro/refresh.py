@@ -1,4 +1,5 @@
-"""Exchanging a refresh token for a new access token: Kiro's auth service (social) or AWS SSO-OIDC (IdC).
+"""Exchanging a refresh token for a new access token: Kiro's auth service (social), AWS SSO-OIDC (IdC),
+or an external identity provider's own OAuth token endpoint (Entra, Okta: the notes' §2.2, after JW).
 
 A refresh token the service refuses for good (`invalid_grant`, an expired client registration)
 raises `RenewalRejected` with what the user must do; anything else (a 5xx, a timeout) raises
@@ -8,8 +9,10 @@ raises `RenewalRejected` with what the user must do; anything else (a 5xx, a tim
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import orjson
 
@@ -44,7 +47,7 @@ class KiroAuthClient(HttpClient):
         if not login.refresh_token:
             raise RenewalRejected(f"{who} has no refresh token, so its access token cannot be renewed: {LOG_IN_AGAIN}")
         if login.auth_method == "external_idp":
-            raise RenewalRejected(f"{who} is an external identity-provider login, which chatbridge does not refresh: {LOG_IN_AGAIN}")
+            return await self._refresh_external(login, who)
         if login.auth_method == "idc":
             return await self._refresh_idc(login, who)
         return await self._refresh_social(login, who)
@@ -63,11 +66,25 @@ class KiroAuthClient(HttpClient):
         answer = await self._post(self.endpoints.idc_refresh_url(login.region), body, who, login)
         return _renewed(login, answer, who)
 
-    async def _post(self, url: str, body: dict[str, Any], who: str, login: KiroLogin) -> dict[str, Any]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json",
-                   "User-Agent": f"KiroIDE-{KIRO_VERSION}-{machine_id(who)}"}
+    async def _refresh_external(self, login: KiroLogin, who: str) -> KiroLogin:
+        """OAuth's refresh grant, form-encoded, at the login's own `tokenEndpoint`; the answer is snake_case."""
+        problem = external_idp_problem(login)
+        if problem is not None:
+            raise RenewalRejected(f"{who} is an external identity-provider login that {problem}: {LOG_IN_AGAIN}")
+        assert login.token_endpoint is not None and login.client_id is not None and login.refresh_token is not None
+        form = {"grant_type": "refresh_token", "client_id": login.client_id, "refresh_token": login.refresh_token}
+        if login.scopes:
+            form["scope"] = login.scopes
+        answer = await self._post(login.token_endpoint, form, who, login, form_encoded=True)
+        return _renewed(login, answer, who)
+
+    async def _post(self, url: str, body: dict[str, Any], who: str, login: KiroLogin, *,
+                    form_encoded: bool = False) -> dict[str, Any]:
+        headers = {"Content-Type": "application/x-www-form-urlencoded" if form_encoded else "application/json",
+                   "Accept": "application/json", "User-Agent": f"KiroIDE-{KIRO_VERSION}-{machine_id(who)}"}
+        data = urlencode(body).encode() if form_encoded else orjson.dumps(body)
         with map_aiohttp_errors("kiro"):
-            async with self.session.post(url, data=orjson.dumps(body), headers=headers, allow_redirects=False) as response:
+            async with self.session.post(url, data=data, headers=headers, allow_redirects=False) as response:
                 raw = await response.read()
                 status = response.status
         text = raw.decode("utf-8", errors="replace")
@@ -83,6 +100,47 @@ class KiroAuthClient(HttpClient):
         if not isinstance(answer, dict):
             raise RefreshFailed(f"refreshing {who} failed: the answer is not a JSON object")
         return answer
+
+
+def external_idp_problem(login: KiroLogin) -> str | None:
+    """Why an external-IdP login cannot be refreshed as it is (None: it can). Its refresh token goes only to
+    an https `tokenEndpoint` (plain http on loopback alone) without credentials in it, on `issuerUrl`'s host."""
+    if not login.client_id:
+        return "names no clientId"
+    if not login.token_endpoint:
+        return "names no tokenEndpoint"
+    endpoint = _url_problem(login.token_endpoint, "tokenEndpoint")
+    if endpoint is not None:
+        return endpoint
+    if login.issuer_url:
+        issuer = _url_problem(login.issuer_url, "issuerUrl")
+        if issuer is not None:
+            return issuer
+        if urlsplit(login.issuer_url).hostname != urlsplit(login.token_endpoint).hostname:
+            return "has a tokenEndpoint on another host than its issuerUrl"
+    return None
+
+
+def _url_problem(url: str, name: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return f"has a {name} that is not a URL"
+    if not host or parts.username or parts.password:
+        return f"has a {name} without a host or with credentials in it"
+    if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(host)):
+        return None
+    return f"has a {name} that is not https"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _renewed(login: KiroLogin, answer: dict[str, Any], who: str) -> KiroLogin:

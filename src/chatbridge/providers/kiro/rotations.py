@@ -34,6 +34,7 @@ def login_record(login: KiroLogin) -> dict[str, Any]:
         "accessToken": login.access_token, "refreshToken": login.refresh_token, "expiresAt": login.expires_at,
         "authMethod": login.auth_method, "region": login.region, "profileArn": login.profile_arn,
         "clientId": login.client_id, "clientSecret": login.client_secret,
+        "tokenEndpoint": login.token_endpoint, "issuerUrl": login.issuer_url, "scopes": login.scopes,
     }
     return {k: v for k, v in record.items() if v is not None}
 

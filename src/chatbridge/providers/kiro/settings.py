@@ -36,6 +36,7 @@ class KiroSettings(ProviderSettings):
     kiro_management_base: str | None = None
     kiro_auth_base: str | None = None
     kiro_oidc_base: str | None = None
+    kiro_models_refresh: float = 1800.0  # seconds between reads of the model catalog once it was read; 0: once
 
     _blank = field_validator(
         "kiro_token_file", "kiro_token_files", "kiro_profile_arn", "kiro_api_base", "kiro_management_base",

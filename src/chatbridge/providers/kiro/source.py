@@ -17,7 +17,7 @@ import asyncio
 import glob
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,7 @@ class KiroCredentialSource(CredentialSource):
         self.rotations = RotationStore(config.data_dir / "kiro")
         self.problems: list[str] = []  # what the last load skipped, for startup and check-config
         self._renewed: dict[str, tuple[KiroLogin, list[str]]] = {}  # id → latest login, fingerprints it supersedes
+        self.renewal_listeners: list[Callable[[Credential], None]] = []  # told of every renewed credential
 
     # -- where credentials are -------------------------------------------------------------------
 
@@ -121,10 +122,15 @@ class KiroCredentialSource(CredentialSource):
     def _file_credential(self, path: Path) -> Credential:
         credential_id = file_credential_id(path)
         login = self._current(credential_id, read_login(path))
-        arn = self.config.profile_arn or login.profile_arn
-        if arn is None and self.config.default_token_file and path == self.config.token_file:
-            arn = ide_profile_arn(self.config.home)
+        arn = self.config.profile_arn or login.profile_arn or self._ide_arn(path)
         return login_credential(credential_id, login, "file", path, arn)
+
+    def _ide_arn(self, path: Path) -> str | None:
+        """The IDE's `profile.json`, for the IDE's own login only (read again at each renewal: the IDE may
+        write it after its token file)."""
+        if self.config.default_token_file and path == self.config.token_file:
+            return ide_profile_arn(self.config.home)
+        return None
 
     def _env_credential(self) -> Credential | None:
         access, refresh = self.config.access_token, self.config.refresh_token
@@ -151,8 +157,12 @@ class KiroCredentialSource(CredentialSource):
         if account.is_api_key:
             raise RenewalRejected("the Kiro API key was refused and API keys cannot be refreshed: check KIRO_API_KEY")
         if account.origin == "file" and account.path is not None:
-            return await self._renew_file(credential, account.path)
-        return await self._renew_env(credential)
+            fresh = await self._renew_file(credential, account.path)
+        else:
+            fresh = await self._renew_env(credential)
+        for listener in self.renewal_listeners:
+            listener(fresh)
+        return fresh
 
     async def _renew_file(self, credential: Credential, path: Path) -> Credential:
         lock = lock_path(path, self.rotations.folder)
@@ -176,6 +186,8 @@ class KiroCredentialSource(CredentialSource):
                 log.error("kiro: could not write the renewed login back to %s (%s); it is kept in %s",
                           path, exc.strerror or exc, self.rotations.path(credential.id))
         arn = self.config.profile_arn or fresh.profile_arn or account_of(credential).profile_arn
+        if arn is None:  # a social refresh answer names it; else the IDE's profile.json may (written since)
+            arn = await asyncio.to_thread(self._ide_arn, path)
         return login_credential(credential.id, fresh, "file", path, arn)
 
     async def _renew_env(self, credential: Credential) -> Credential:

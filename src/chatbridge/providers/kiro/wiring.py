@@ -65,7 +65,9 @@ class KiroPlugin(ProviderPlugin):
         found = source.load()
         pool = CredentialPool(NAME, found, max_failures=context.pool.max_failures,
                               default_cooldown=context.pool.cooldown, renew_on_auth=True)
-        provider = KiroProvider(KiroConfig(endpoints, context.http), catalog_credential=lambda: usable(pool))
+        provider = KiroProvider(KiroConfig(endpoints, context.http, section.kiro_models_refresh),
+                                catalog_credential=lambda: usable(pool))
+        source.renewal_listeners.append(provider.credential_ready)  # a catalog read skipped for want of one
 
         def routes() -> list[Route]:
             listed = [Route(public, NAME, upstream, owned_by=OWNER) for public, upstream in PUBLIC_IDS.items()]
