@@ -181,6 +181,8 @@ class RenderOptions:
     ensure_ascii: bool
     title: str
     model: str
+    content_pieces: bool = False
+    leak_think: str | None = None
 
 
 def details_snapshots(reply: Reply, opts: RenderOptions) -> list[str]:
@@ -216,20 +218,35 @@ def think_snapshots(reply: Reply, opts: RenderOptions) -> list[str]:
     return snaps
 
 
-def cumulative_events(reply: Reply, opts: RenderOptions, usage: dict[str, Any]) -> list[str]:
-    """``{"content": snapshot}`` events, optional usage, then ``done``."""
+def final_text(reply: Reply, opts: RenderOptions) -> str:
+    """The whole message as the last snapshot of the shape renders it."""
     if reply.raw_content is not None:
-        snaps = prefixes(cut_text(reply.raw_content, 2 * opts.chunks, opts.awkward_splits))
+        return reply.raw_content
+    if opts.shape == "cumulative_details":
+        head = render_details(reply.reasoning, True, opts.duration) if reply.reasoning else ""
+        return head + wrap_answer(reply.answer, True)
+    open_tag = {"cumulative_missing_open": "", "cumulative_think_duration": f'<think duration="{opts.duration}">'}
+    return think_text(reply, opts, open_tag.get(opts.shape, "<think>"))
+
+
+def cumulative_events(reply: Reply, opts: RenderOptions, usage: dict[str, Any]) -> list[str]:
+    """``{"content": snapshot}`` events (or pieces of the text, ``content_pieces``), optional usage, then ``done``."""
+    whole = final_text(reply, opts) if opts.content_pieces else ""
+    if opts.content_pieces:  # the "concatenated" reading of notes §9.2: each content is a delta
+        contents = cut_text(whole, 2 * opts.chunks, opts.awkward_splits)
+    elif reply.raw_content is not None:
+        contents = prefixes(cut_text(reply.raw_content, 2 * opts.chunks, opts.awkward_splits))
     elif opts.shape == "cumulative_details":
-        snaps = details_snapshots(reply, opts)
+        contents = details_snapshots(reply, opts)
     else:
-        snaps = think_snapshots(reply, opts)
-    events = [dumps({"content": s}, opts.ensure_ascii) for s in snaps]
+        contents = think_snapshots(reply, opts)
+    events = [dumps({"content": s}, opts.ensure_ascii) for s in contents]
     if opts.send_usage:
         events.append(dumps({"usage": usage}, opts.ensure_ascii))
     done: dict[str, Any] = {"done": True}
     if opts.done_with_content:
-        done.update(content=snaps[-1] if snaps else "", title=reply.title or opts.title)
+        last = whole if opts.content_pieces else contents[-1] if contents else ""
+        done.update(content=last, title=reply.title or opts.title)
     events.append(dumps(done, opts.ensure_ascii))
     return events
 
@@ -245,7 +262,8 @@ def delta_events(reply: Reply, opts: RenderOptions, usage: dict[str, Any]) -> li
         deltas += [{"content": p} for p in cut_text(raw, 2 * opts.chunks, True)]
     else:
         deltas += [{"reasoning_content": p} for p in split_even(reply.reasoning, opts.chunks)]
-        deltas += [{"content": p} for p in split_even(reply.answer, opts.chunks)]
+        leaked = {"close": "</think>\n\n", "block": f"<think>{reply.reasoning}</think>\n\n"}.get(opts.leak_think or "", "")
+        deltas += [{"content": p} for p in split_even(leaked + reply.answer, opts.chunks)]
     chunks = [completion_chunk(cid, created, opts.model, d) for d in deltas]
     chunks.append(completion_chunk(cid, created, opts.model, {}, reply.finish_reason or "stop"))
     if opts.send_usage:
@@ -332,6 +350,14 @@ class K2ThinkEmulator(EmulatorBase):
         self.done_with_content = True
         self.title = "Greeting"
         self.ensure_ascii = False
+        #: False: events are ``data:`` lines with no blank line between them (notes §2.2: one event a line)
+        self.blank_lines = True
+        #: cumulative shapes send each ``content`` as a piece of the text (notes §9.2 "concatenated");
+        #: ``done`` then carries the whole text (with ``done_with_content``)
+        self.content_pieces = False
+        #: delta_reasoning: the thinking tags leak into ``content`` too; "close" (a stray ``</think>``)
+        #: or "block" (``<think>reasoning</think>`` again, as the official API's clients expect)
+        self.leak_think: str | None = None
         #: sign-in
         self.accounts: dict[str, str] = {}
         self.signin_token_in = "both"  # "json" | "cookie" | "both"
@@ -534,7 +560,9 @@ class K2ThinkEmulator(EmulatorBase):
             return await self.send_body(request, payload)
         render = cumulative_events if shape.startswith("cumulative") else delta_events
         settings = self.stream_settings()
-        events = [encode_sse(e, settings.line_ending) for e in render(reply, opts, usage)]
+        ending = settings.line_ending
+        events = [encode_sse(e, ending) if self.blank_lines else f"data: {e}{ending}".encode()
+                  for e in render(reply, opts, usage)]
         return await self.send_stream(request, events, settings)
 
     def _session_ids_response(self, body: dict[str, Any]) -> web.Response | None:
@@ -573,6 +601,8 @@ class K2ThinkEmulator(EmulatorBase):
             ensure_ascii=self.ensure_ascii,
             title=self.title,
             model=model,
+            content_pieces=self.content_pieces,
+            leak_think=self.leak_think,
         )
 
     # -- streaming helpers for tests ------------------------------------------------

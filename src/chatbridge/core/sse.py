@@ -6,6 +6,9 @@ at a constant number of times: a line still arriving is kept as a list of pieces
 it ends, and newlines are searched for only in the new chunk. An event (its data lines so far
 plus the line still arriving) larger than `max_event_bytes` raises `FrameTooLarge` as soon as
 the decoder holds that much, so an endless line never fills the memory.
+
+`LineSSEDecoder` is the same decoder for upstreams that put one event on each `data:` line
+and may leave out the blank line between events (some web chats' parsers read their streams that way).
 """
 
 from __future__ import annotations
@@ -160,3 +163,60 @@ class SSEDecoder:
             self._event = value.decode("utf-8", "replace")
         elif name == b"id":
             self._id = value.decode("utf-8", "replace")
+
+
+class LineSSEDecoder(SSEDecoder):
+    """One event per `data:` line, dispatched as soon as the line ends; blank lines are optional.
+
+    For upstreams whose parsers split on lines rather than on blank lines: the SSE spec would
+    join `data: {…}\ndata: {…}` into one event that is not JSON. An `event` field applies to
+    the data line after it; `id` stays, as in the spec. The bound applies to each line.
+    """
+
+    __slots__ = ()
+
+    def decode(self, chunk: bytes) -> list[ServerSentEvent]:
+        # The start is `SSEDecoder.decode`'s, repeated rather than shared: a call more per chunk
+        # would cost the common mode on its hot path.
+        if self._head is not None or self._pending_cr or _CR in chunk:
+            chunk = self._normalise(chunk)
+        if _LF not in chunk:
+            if chunk:
+                self._hold(chunk)
+            return []
+        lines = chunk.split(b"\n")
+        tail = lines.pop()
+        if self._pieces:
+            self._pieces.append(lines[0])
+            lines[0] = b"".join(self._pieces)
+            self._pieces, self._pieces_size = [], 0
+        events: list[ServerSentEvent] = []
+        limit = self.max_event_bytes
+        for line in lines:  # a data line is nearly every line: inline; the rest as `_line` reads them
+            if line.startswith(b"data:"):
+                if limit is not None and len(line) >= limit:  # the line and its ending over the limit
+                    self._overflow(limit)
+                events.append(self._emit(line[6:] if line.startswith(b" ", 5) else line[5:]))
+            else:
+                event = self._line(line)
+                if event is not None:
+                    events.append(event)
+        if tail:
+            self._hold(tail)
+        return events
+
+    def _line(self, raw: bytes) -> ServerSentEvent | None:
+        """A whole line: data is an event at once; a blank line only ends an `event` that had no data."""
+        if not raw:
+            return self._dispatch() if self._event is not None else None
+        name, _, value = raw.partition(b":")
+        if name != b"data":
+            self._field(raw)
+            return None
+        self._check(len(raw) + 1)
+        return self._emit(value[1:] if value.startswith(b" ") else value)
+
+    def _emit(self, value: bytes) -> ServerSentEvent:
+        event = ServerSentEvent(value.decode("utf-8", "replace"), self._event, self._id)
+        self._event = None
+        return event

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from chatbridge.core.types import (
     BlockEnd,
     Event,
@@ -73,3 +75,44 @@ def test_signed_native_reasoning_makes_markup_content_the_answer() -> None:
 def test_end_flushes_what_is_held_without_a_finish() -> None:
     out = _collect([MarkupDelta("Untagged reasoning")])
     assert out == [ReasoningDelta("Untagged reasoning"), TextDelta("Untagged reasoning")]
+
+
+# --- thinking tags leaking into the content beside native reasoning (K2Think's official API) ------
+
+
+def _texts(out: list[object]) -> tuple[str, str]:
+    reasoning = "".join(e.text for e in out if isinstance(e, ReasoningDelta))
+    return reasoning, "".join(e.text for e in out if isinstance(e, TextDelta))
+
+
+LEAKS = [
+    pytest.param("</think>\n\nHello", id="stray-close"),
+    pytest.param("<think>r1</think>\n\nHello", id="repeated-block"),
+    pytest.param('<think duration="2">\nr1\n</think>Hello', id="repeated-block-attrs"),
+    pytest.param("Hello", id="no-leak"),
+]
+
+
+@pytest.mark.parametrize("content", LEAKS)
+def test_leaked_tags_after_native_reasoning_are_dropped_at_every_split(content: str) -> None:
+    """After `reasoning_content`, tags in `content` are leaks: the reasoning comes once, the content is the answer."""
+    for cut in range(len(content) + 1):
+        pieces = [MarkupDelta(p) for p in (content[:cut], content[cut:]) if p]
+        out = _collect([ReasoningDelta("r1"), *pieces, Finish("stop")])
+        assert _texts(out) == ("r1", "Hello"), cut
+        assert out[0] == ReasoningDelta("r1") and out[-1] == Finish("stop")
+
+
+def test_native_reasoning_after_the_content_began_still_drops_the_leak() -> None:
+    out = _collect([MarkupDelta("<think>"), ReasoningDelta("r1"), MarkupDelta("r1</think>"), MarkupDelta("Hi"), Finish("stop")])
+    assert out == [ReasoningDelta("r1"), TextDelta("Hi"), Finish("stop")]
+
+
+def test_thinking_tags_in_the_answer_after_native_reasoning_are_dropped() -> None:
+    out = _collect([ReasoningDelta("r"), MarkupDelta("A</thi"), MarkupDelta("nk> b<think> c"), Finish("stop")])
+    assert _texts(out) == ("r", "A b c")
+
+
+def test_without_native_reasoning_tags_in_content_are_still_reasoning() -> None:
+    out = _collect([MarkupDelta("<think>r1</think>Hi"), Finish("stop")])
+    assert out == [ReasoningDelta("r1"), TextDelta("Hi"), Finish("stop")]

@@ -18,6 +18,10 @@ _OPEN_TAGS = ("<think", "<details", "<answer>")
 _ANSWER_TAGS = ("<answer>", "</answer>")
 _ANSWER_TAG = re.compile("</?answer>")
 _THINK_CLOSE = "</think>"
+# Once the reasoning came natively, thinking tags in the text are leaks: dropped from the answer too.
+_LEAKED_OPEN_TAGS = (*_OPEN_TAGS, _THINK_CLOSE)
+_LEAKED_ANSWER_TAGS = (*_ANSWER_TAGS, "<think>", _THINK_CLOSE)
+_LEAKED_ANSWER_TAG = re.compile("</?(?:answer|think)>")
 _DETAILS_CLOSE = "</details>"
 _SUMMARY_OPEN = "<summary>"
 _SUMMARY_CLOSE = "</summary>"
@@ -58,6 +62,12 @@ def _drop_answer_tags(text: str) -> tuple[str, str]:
     return _ANSWER_TAG.sub("", text[:cut]), text[cut:]
 
 
+def _drop_leaked_tags(text: str) -> tuple[str, str]:
+    """`_drop_answer_tags`, and `<think>`/`</think>` too: after native reasoning they are leaks."""
+    cut = len(text) - _partial_suffix(text, _LEAKED_ANSWER_TAGS)
+    return _LEAKED_ANSWER_TAG.sub("", text[:cut]), text[cut:]
+
+
 class MarkupParser:
     """Incremental parser; `feed` returns (reasoning, answer) text that is safe to emit now.
 
@@ -65,6 +75,8 @@ class MarkupParser:
     and sometimes omits the opening `<think>` asks for "reasoning"; if no `</think>` ever
     follows, `finish` hands that text back as the answer (see `finish`).
     """
+
+    saw_reasoning_open = False  # a `<think …>` or `<details …>` tag opened (rarely read: a class default)
 
     def __init__(self, untagged_start: UntaggedStart = "answer") -> None:
         self._untagged_start = untagged_start
@@ -76,6 +88,7 @@ class MarkupParser:
         self._untagged_chars = 0  # in `_untagged_text`; -1 once past UNTAGGED_KEPT (none kept)
         self._answer_leading = False
         self._reasoning_leading = True  # blank lines before the first reasoning word are layout
+        self._keeps_reasoning = True  # False once the reasoning came natively (`reasoning_given`)
         self.saw_reasoning_close = False
 
     # -- public ------------------------------------------------------------------------------
@@ -89,7 +102,15 @@ class MarkupParser:
             self._step(reasoning, answer)
             if (self._state, len(self._buffer)) == before:
                 break  # waiting for more input
-        return "".join(reasoning), "".join(answer)
+        return "".join(reasoning) if self._keeps_reasoning else "", "".join(answer)
+
+    def reasoning_given(self) -> None:
+        """The upstream sent its reasoning natively (`reasoning_content`): thinking markup in this
+        text is a leak. Untagged text is the answer, reasoning in tags is not given twice, and
+        `<think>`/`</think>` tags are dropped (a stray `</think>` at the start ends the reasoning).
+        """
+        self._keeps_reasoning = False
+        self._untagged_start = "answer"
 
     def finish(self) -> tuple[str, str]:
         """Flush held text at the end of the stream.
@@ -99,6 +120,10 @@ class MarkupParser:
         too (the caller has already emitted it as reasoning, which cannot be taken back),
         unless it grew past `UNTAGGED_KEPT` characters.
         """
+        reasoning, answer = self._finish()
+        return reasoning if self._keeps_reasoning else "", answer
+
+    def _finish(self) -> tuple[str, str]:
         held = self._buffer
         self._buffer = ""
         if self._state is _State.START:
@@ -126,10 +151,12 @@ class MarkupParser:
 
     def _start(self) -> None:
         stripped = self._buffer.lstrip()
-        if not stripped or _may_become(stripped, _OPEN_TAGS):
+        if not stripped or _may_become(stripped, _OPEN_TAGS if self._keeps_reasoning else _LEAKED_OPEN_TAGS):
             return  # could still become an opening tag
         if stripped.startswith(("<think", "<details")):
             self._open_reasoning(stripped)
+        elif not self._keeps_reasoning and stripped.startswith(_THINK_CLOSE):  # the end of reasoning given natively
+            self._close_reasoning(stripped[len(_THINK_CLOSE) :])
         elif self._untagged_start == "reasoning" and not stripped.startswith("<answer>"):
             self._state, self._buffer = _State.UNTAGGED, stripped
         else:
@@ -142,6 +169,7 @@ class MarkupParser:
             return
         self._state = _State.THINK if text.startswith("<think") else _State.DETAILS
         self._buffer = text[end + 1 :]
+        self.saw_reasoning_open = True
 
     def _skip_leading_blank(self) -> bool:
         """Drop layout whitespace at the start of reasoning; False while only blanks were seen."""
@@ -258,7 +286,10 @@ class MarkupParser:
             if not self._buffer:
                 return
             self._answer_leading = False
-        text, self._buffer = _drop_answer_tags(self._buffer)
+        if self._keeps_reasoning:
+            text, self._buffer = _drop_answer_tags(self._buffer)
+        else:
+            text, self._buffer = _drop_leaked_tags(self._buffer)
         answer.append(text)
 
     def _close_reasoning(self, rest: str) -> None:

@@ -23,26 +23,29 @@ class ReasoningSplitter:
     `MarkupDelta` goes through one incremental `MarkupParser`, `MarkupSnapshot` through a
     `SnapshotSplitter`. Every other event (text, native or signed reasoning, redacted reasoning,
     block ends, tool calls, usage) passes through unchanged; a `Finish` first flushes what the
-    parsers still hold.
+    parsers still hold. After native reasoning the content is the answer, and thinking markup
+    that leaks into it is dropped (`MarkupParser.reasoning_given`), so reasoning comes once.
     """
 
-    __slots__ = ("_parser", "_snapshots", "_untagged_start")
+    __slots__ = ("_native", "_parser", "_snapshots", "_untagged_start")
 
     def __init__(self, untagged_start: UntaggedStart = "answer") -> None:
         self._untagged_start: UntaggedStart = untagged_start
+        self._native = False  # a ReasoningDelta came: the upstream reasons natively
         self._parser: MarkupParser | None = None
         self._snapshots: SnapshotSplitter | None = None
 
     def feed(self, event: Event) -> list[Event]:
         if isinstance(event, MarkupDelta):
-            self._parser = self._parser or MarkupParser(self._untagged_start)
+            self._parser = self._parser or self._new_parser()
             return _deltas(*self._parser.feed(event.text))
         if isinstance(event, MarkupSnapshot):
             self._snapshots = self._snapshots or SnapshotSplitter(self._untagged_start)
             return _deltas(*self._snapshots.feed(event.text))
         if isinstance(event, ReasoningDelta):
-            self._untagged_start = "answer"  # native reasoning: the content is the answer
-        if isinstance(event, Finish):
+            if not self._native:
+                self._reasoning_given()
+        elif isinstance(event, Finish):
             return [*self.end(), event]
         return [event]
 
@@ -51,6 +54,19 @@ class ReasoningSplitter:
         out = _flush(self._parser, self._snapshots)
         self._parser = self._snapshots = None
         return out
+
+    def _new_parser(self) -> MarkupParser:
+        parser = MarkupParser(self._untagged_start)
+        if self._native:
+            parser.reasoning_given()
+        return parser
+
+    def _reasoning_given(self) -> None:
+        """Native reasoning: the content is the answer, and markup in it a leak (also mid-parse)."""
+        self._native = True
+        self._untagged_start = "answer"
+        if self._parser is not None:
+            self._parser.reasoning_given()
 
 
 if TYPE_CHECKING:  # mypy checks the class against the protocol the gateway applies

@@ -50,13 +50,22 @@ def _browser_headers(endpoints: K2ThinkEndpoints, referer: str) -> dict[str, str
     }
 
 
+# Sampling parameters sent at the top level as well as in `params` (notes §1.4, §9.7: clients put them
+# in either place). Open WebUI copies `params` over the top level (the same values, so both agree); these
+# are the ones it maps in every version, `top_k` (not an OpenAI field, which an OpenAI-style backend may
+# refuse) stays in `params` only.
+TOP_LEVEL_PARAMS = ("temperature", "max_tokens", "top_p", "stop")
+
+
 def build_body(request: ChatRequest, *, guest: bool) -> dict[str, Any]:
     """Open WebUI chat body without chat_id/id/session_id, so the upstream really streams."""
+    params = sampling_params(request)
     body: dict[str, Any] = {
         "stream": True,
         "model": request.model,
         "messages": [encode_message(m) for m in request.messages],
-        "params": sampling_params(request),
+        **{name: params[name] for name in TOP_LEVEL_PARAMS if name in params},
+        "params": params,
         "features": {"image_generation": False, "code_interpreter": False, "web_search": False},
     }
     if not guest:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiohttp
 
 from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import Failure, FailureKind, UpstreamStatusError
-from chatbridge.core.sse import SSEDecoder
+from chatbridge.core.sse import LineSSEDecoder
 from chatbridge.core.types import ChatRequest, Event, EventTransform, ModelInfo
 from chatbridge.features.thinking import ReasoningSplitter
 from chatbridge.providers.base import classify_http_error
@@ -19,6 +19,10 @@ from chatbridge.providers.k2think.stream import K2ThinkStreamReader
 
 PUBLIC_MODELS = ("MBZUAI-IFM/K2-Think-v2", "MBZUAI-IFM/K2-Think-v2-nothink")
 ALIASES = ("MBZUAI-IFM/K2-Think", "MBZUAI-IFM/K2-Think-nothink")
+# A 401/403 in guest mode refused no credential: the client's error says so, with this code (read by
+# api/errors.py) and this message, instead of "the gateway's upstream credential was refused".
+GUEST_REFUSED = "guest_access_refused"
+GUEST_HINT = "guest access was refused; set K2THINK_TOKEN, TOKENS_FILE or ACCOUNTS_FILE to use K2Think accounts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +65,8 @@ class K2ThinkProvider(HttpProvider):
             provider=self.name, credential_id=credential.id if credential else None,
             idle_timeout=self.config.http.idle_timeout, limits=self.config.http.limits,
         )
-        return stream_answer(self.session, call, SSEDecoder, K2ThinkStreamReader(self.name))
+        # One event per `data:` line, as K2Think's parsers read it (notes §2.2): blank lines may be missing.
+        return stream_answer(self.session, call, LineSSEDecoder, K2ThinkStreamReader(self.name))
 
     def classify(self, error: Exception) -> Failure:
         if isinstance(error, UpstreamStatusError):
@@ -69,4 +74,7 @@ class K2ThinkProvider(HttpProvider):
                 return Failure(FailureKind.TRANSIENT, error.message, status=405, scope="provider")
             if error.status == 400 and "model not found" in error.body.lower():
                 return Failure(FailureKind.BAD_REQUEST, error.message + " (check K2THINK_UPSTREAM_MODEL)", status=400)
-        return classify_http_error(error)
+        failure = classify_http_error(error)
+        if self.config.guest and failure.kind is FailureKind.AUTH:  # no credential was sent: none was refused
+            return replace(failure, message=GUEST_HINT, code=GUEST_REFUSED)
+        return failure

@@ -1,9 +1,12 @@
 """K2Think response parsing: every shape the protocol notes list, into core events.
 
-- SSE with cumulative `content` snapshots, re-rendered on every event, ending in `done`;
+- SSE with cumulative `content` snapshots, re-rendered on every event, ending in `done` (or
+  pieces of the message in the same field, which `SnapshotSplitter` tells apart and reads as deltas);
 - SSE with OpenAI `choices[0].delta` chunks (markup in `content`, or `reasoning_content`),
   ending in `[DONE]`;
 - a plain `chat.completion` JSON body when the upstream does not stream.
+
+Events come one per `data:` line (`core.sse.LineSSEDecoder`), with or without blank lines between.
 """
 
 from __future__ import annotations
