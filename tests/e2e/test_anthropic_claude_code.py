@@ -121,16 +121,15 @@ def test_claude_code_request_is_answered_streamed(upstream: str, k2emu: K2ThinkE
     assert events[0][1]["message"]["model"] == "claude-sonnet-4-5-20250929"
     assert events[0][1]["message"]["usage"]["input_tokens"] == counted.json()["input_tokens"] > 100
     blocks = [d["content_block"] for n, d in events if n == "content_block_start"]
-    assert [b["type"] for b in blocks] == ["thinking", "text", "tool_use"]  # adaptive thinking: shown
-    assert [d["index"] for n, d in events if n == "content_block_start"] == [0, 1, 2]
-    thinking = "".join(d["delta"].get("thinking", "") for n, d in events if n == "content_block_delta"
-                       and d["index"] == 0)
-    assert thinking == "I should count the files with ls." and blocks[0]["signature"] == ""
-    text = "".join(d["delta"].get("text", "") for n, d in events if n == "content_block_delta" and d["index"] == 1)
+    # Adaptive thinking asked for, but neither upstream signs its reasoning: no thinking block (none forged).
+    assert [b["type"] for b in blocks] == ["text", "tool_use"]
+    assert [d["index"] for n, d in events if n == "content_block_start"] == [0, 1]
+    assert "I should count the files" not in response.text
+    text = "".join(d["delta"].get("text", "") for n, d in events if n == "content_block_delta" and d["index"] == 0)
     assert text == "I'll count them."
-    tool = blocks[2]
+    tool = blocks[1]
     assert tool["name"] == "Bash" and tool["id"].startswith("toolu_") and tool["input"] == {}
-    arguments = "".join(d["delta"]["partial_json"] for n, d in events if n == "content_block_delta" and d["index"] == 2)
+    arguments = "".join(d["delta"]["partial_json"] for n, d in events if n == "content_block_delta" and d["index"] == 1)
     assert json.loads(arguments) == {"command": "ls | wc -l", "description": "Count files"}
     delta = events[-2][1]
     assert delta["delta"]["stop_reason"] == "tool_use" and delta["usage"]["output_tokens"] > 0

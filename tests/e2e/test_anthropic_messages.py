@@ -91,23 +91,31 @@ def test_raw_stream_order_and_ping(k2_gateway: Callable[..., GatewayServer]) -> 
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_thinking_only_when_asked_and_never_signed_by_us(k2_gateway: Callable[..., GatewayServer], stream: bool) -> None:
-    client = k2_gateway().anthropic()
-    kwargs: dict[str, Any] = {"model": K2, "max_tokens": 2048, "messages": HI}
-    if stream:
-        with client.messages.stream(thinking={"type": "enabled", "budget_tokens": 1024}, **kwargs) as s:
-            thought = s.get_final_message()
-    else:
-        thought = client.messages.create(thinking={"type": "enabled", "budget_tokens": 1024}, **kwargs)
-    assert [b.type for b in thought.content] == ["thinking", "text"]
-    thinking = thought.content[0]
-    assert thinking.thinking == "The user greets me. I should greet back."  # type: ignore[union-attr]
-    assert thinking.signature == ""  # type: ignore[union-attr]  # K2Think signs nothing: no forged signature
-    adaptive = client.messages.create(thinking={"type": "adaptive"}, **kwargs)
-    assert [b.type for b in adaptive.content] == ["thinking", "text"]
-    for off in ({}, {"thinking": {"type": "disabled"}}):
-        plain = client.messages.create(**kwargs, **off)
-        assert [b.type for b in plain.content] == ["text"]
+@pytest.mark.parametrize("upstream", ["k2think", "openai"])
+def test_unsigned_reasoning_is_never_a_thinking_block(upstream: str, stream: bool, k2_gateway: Callable[..., GatewayServer],
+                                                      compat_gateway: Callable[..., GatewayServer],
+                                                      compat_emu: OpenAICompatEmulator) -> None:
+    """K2Think and OpenAI-compatible upstreams reason but sign nothing: asked for thinking, the client gets
+    the answer without a thinking block (an unsigned one would be refused if replayed to Anthropic), and
+    the answer replayed as history is taken."""
+    compat_emu.reasoning = "The user greets me. I should greet back."
+    gw, model = (k2_gateway(), K2) if upstream == "k2think" else (compat_gateway(), "fake-model")
+    client = gw.anthropic()
+    kwargs: dict[str, Any] = {"model": model, "max_tokens": 2048, "messages": HI}
+    for thinking in ({"type": "enabled", "budget_tokens": 1024}, {"type": "adaptive"}, {"type": "disabled"}, None):
+        asked = {} if thinking is None else {"thinking": thinking}
+        if stream:
+            with client.messages.stream(**asked, **kwargs) as s:
+                message = s.get_final_message()
+        else:
+            message = client.messages.create(**asked, **kwargs)
+        assert [b.type for b in message.content] == ["text"], thinking
+        assert message.content[0].text == "Hello! How can I help you today?"  # type: ignore[union-attr]
+        assert "greet back" not in message.model_dump_json()
+    history = [*HI, {"role": "assistant", "content": [b.model_dump() for b in message.content]},
+               {"role": "user", "content": "again"}]
+    again = client.messages.create(model=model, max_tokens=2048, thinking={"type": "adaptive"}, messages=history)
+    assert again.content[0].text  # type: ignore[union-attr]
 
 
 def test_thinking_history_is_dropped_for_upstreams_that_do_not_verify_it(

@@ -17,17 +17,21 @@ WEATHER = {"name": "get_weather", "description": "Current weather for a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 
 
-def test_a_thinking_answer_is_a_thinking_block_then_a_text_block(kimi_emu: KimiEmulator, kimi_gateway: Start) -> None:
+def test_kimis_unsigned_thinking_is_never_forged_into_a_thinking_block(kimi_emu: KimiEmulator, kimi_gateway: Start) -> None:
+    """Kimi signs nothing: an Anthropic client gets the answer without a thinking block (wire-formats B2:
+    never forge a signature); OpenAI clients still get the reasoning in `reasoning_content`."""
     kimi_emu.reply = KimiReply(text="你好！我是 Kimi。", thinking="用户在打招呼。")
-    client = kimi_gateway().anthropic()
+    gateway = kimi_gateway()
+    client = gateway.anthropic()
     plain = client.messages.create(model="kimi-thinking", max_tokens=512, messages=[{"role": "user", "content": "你好"}])
-    assert [block.type for block in plain.content] == ["text"]  # thinking not asked for: not shown
+    assert [block.type for block in plain.content] == ["text"]
     message = client.messages.create(model="kimi-thinking", max_tokens=2048, messages=[{"role": "user", "content": "你好"}],
                                      thinking={"type": "enabled", "budget_tokens": 1024})
-    assert [block.type for block in message.content] == ["thinking", "text"]
-    assert message.content[0].thinking == "用户在打招呼。"  # type: ignore[union-attr]
-    assert message.content[1].text == "你好！我是 Kimi。"  # type: ignore[union-attr]
+    assert [block.type for block in message.content] == ["text"]
+    assert message.content[0].text == "你好！我是 Kimi。"  # type: ignore[union-attr]
     assert message.stop_reason == "end_turn" and message.usage.output_tokens > 0
+    reply = gateway.openai().chat.completions.create(model="kimi-thinking", messages=[{"role": "user", "content": "你好"}])
+    assert reply.choices[0].message.reasoning_content == "用户在打招呼。"  # type: ignore[attr-defined]
 
 
 def test_a_stream_accumulates_in_the_sdk_to_the_answer(kimi_emu: KimiEmulator, kimi_gateway: Start) -> None:
@@ -38,7 +42,7 @@ def test_a_stream_accumulates_in_the_sdk_to_the_answer(kimi_emu: KimiEmulator, k
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == "第一段。第二段。第三段。"
-    assert [block.type for block in final.content] == ["thinking", "text"] and final.stop_reason == "end_turn"
+    assert [block.type for block in final.content] == ["text"] and final.stop_reason == "end_turn"
 
 
 def test_metadata_user_id_keeps_one_kimi_chat_across_turns(kimi_emu: KimiEmulator, kimi_gateway: Start) -> None:

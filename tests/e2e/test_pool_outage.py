@@ -42,7 +42,7 @@ def test_an_outage_of_every_token_leaves_them_all_serving_after_recovery_and_res
     k2emu.fail_next(1000, 503)  # the upstream is down for everyone
     with pytest.raises(openai.InternalServerError) as caught:  # this request saw it: the upstream's failure
         _chat(gw)
-    assert caught.value.status_code == 502 and "HTTP 503" in caught.value.message
+    assert caught.value.status_code == 503 and "HTTP 503" in caught.value.message  # overloaded: 503 + Retry-After
     reached = len(k2emu.chat_requests)
     assert reached == 3  # one request tried each token once
     with pytest.raises(openai.InternalServerError) as caught:  # while it rests, nothing is sent upstream

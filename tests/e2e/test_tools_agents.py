@@ -292,7 +292,7 @@ def test_openai_compat_emulation_streams_like_openai(compat_emu: OpenAICompatEmu
     lines = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
     assert lines[-1] == "[DONE]"
     deltas = [json.loads(line)["choices"][0]["delta"] for line in lines[:-1]]
-    assert deltas[0] == {"role": "assistant", "content": ""}  # role once, in the first chunk
+    assert deltas[0] == {"role": "assistant", "content": "", "refusal": None}  # role once, in the first chunk
     assert sum("role" in d for d in deltas) == 1
     content = "".join(d.get("content") or "" for d in deltas)
     assert content == "I'll look these up."

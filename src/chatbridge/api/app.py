@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from chatbridge import __version__
-from chatbridge.api import admin, admin_keys, admin_tokens
+from chatbridge.api import admin, admin_keys, admin_tokens, errors
 from chatbridge.api.anthropic import AnthropicDialect
 from chatbridge.api.anthropic.count import CountTokensEndpoint
 from chatbridge.api.anthropic.models import error_response as anthropic_error_response
@@ -25,7 +25,7 @@ from chatbridge.api.asgi import GatewayApp, RawEndpoint
 from chatbridge.api.auth import METRICS_PATH, key_kind, key_policy
 from chatbridge.api.cors import with_cors
 from chatbridge.api.endpoint import ChatEndpoint
-from chatbridge.api.errors import ApiError, to_api_error
+from chatbridge.api.errors import MESSAGES_PATH, ApiError, to_api_error
 from chatbridge.api.health import health
 from chatbridge.api.models import get_model, list_models
 from chatbridge.api.openai import OpenAIDialect
@@ -35,7 +35,7 @@ from chatbridge.config import load_settings
 from chatbridge.runtime import Runtime, build_runtime
 
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
-MESSAGES_PATH, COUNT_TOKENS_PATH = "/v1/messages", "/v1/messages/count_tokens"
+COUNT_TOKENS_PATH = MESSAGES_PATH + "/count_tokens"
 
 
 def create_app(runtime: Runtime) -> ASGIApp:
@@ -53,8 +53,8 @@ def create_app(runtime: Runtime) -> ASGIApp:
 
 
 def is_anthropic(request: Request) -> bool:
-    """Requests whose errors take Anthropic's envelope: its routes, or a client that sent `anthropic-version`."""
-    return request.url.path.startswith(MESSAGES_PATH) or "anthropic-version" in request.headers
+    """Requests whose errors take Anthropic's envelope (`errors.is_anthropic`, which the key check asks too)."""
+    return errors.is_anthropic(request.url.path, request.scope["headers"])
 
 
 async def root(request: Request) -> Response:

@@ -72,7 +72,7 @@ class GatewayApp:
         path: str = scope["path"]
         if self.keys_for.guards(path):
             presented = presented_key(request_headers)
-            refused = self.keys_for.check(path, presented, request_id, state)
+            refused = self.keys_for.check(path, presented, request_id, state, request_headers)
             if refused is not None:
                 status, body = refused
                 response_headers += [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),

@@ -48,31 +48,34 @@ class KeyPolicy:
         """Whether `path` takes a key at all (the API, /admin, and /metrics unless it is public)."""
         return key_kind(path) is not None or (path == METRICS_PATH and not self.metrics_public)
 
-    def check(self, path: str, presented: bytes | None, request_id: str, state: dict[str, Any]) -> tuple[int, bytes] | None:
-        """None when `presented` opens `path` (a client key is put in `state["client_key"]`), else the refusal."""
+    def check(self, path: str, presented: bytes | None, request_id: str, state: dict[str, Any],
+              headers: RawHeaders = ()) -> tuple[int, bytes] | None:
+        """None when `presented` opens `path` (a client key is put in `state["client_key"]`), else the refusal
+        (in the envelope `headers` ask for: an `anthropic-version` client gets Anthropic's on any path)."""
         if path == METRICS_PATH:
-            return None if key_ok(presented, self.admin) else self.refusal(path, presented, request_id)
+            return None if key_ok(presented, self.admin) else self.refusal(path, presented, request_id, headers)
         kind = key_kind(path)
         if kind is None:
             return None
         if kind == "admin":
-            return None if key_ok(presented, self.admin) else self.refusal(path, presented, request_id)
+            return None if key_ok(presented, self.admin) else self.refusal(path, presented, request_id, headers)
         key = self.ring.find(presented)
         if key is None:
-            return self.refusal(path, presented, request_id)
+            return self.refusal(path, presented, request_id, headers)
         if key.expired():
             expires = key.limits.expires_at.isoformat() if key.limits.expires_at else ""
             error = ApiError(401, f"The API key {key.name!r} expired at {expires}.", "invalid_request_error", "expired_api_key")
-            return 401, error_body_for_path(path, error, request_id)
+            return 401, error_body_for_path(path, error, request_id, headers)
         state["client_key"] = key
         return None
 
-    def refusal(self, path: str, presented: bytes | None, request_id: str) -> tuple[int, bytes]:
-        """The 401 in the envelope of the API the path belongs to. Every wrong key gets the same answer
+    def refusal(self, path: str, presented: bytes | None, request_id: str, headers: RawHeaders = ()) -> tuple[int, bytes]:
+        """The 401 in the envelope of the API the request belongs to. Every wrong key gets the same answer
         (a client key on /admin/ included), so it tells nothing about which keys exist."""
         if path == METRICS_PATH:
             message = f"{'Missing' if not presented else 'Invalid'} admin key: {_METRICS_HINT}."
-            return 401, error_body_for_path(path, ApiError(401, message, "invalid_request_error", "invalid_api_key"), request_id)
+            error = ApiError(401, message, "invalid_request_error", "invalid_api_key")
+            return 401, error_body_for_path(path, error, request_id, headers)
         admin = key_kind(path) == "admin"
         if not presented:
             message = "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
@@ -83,7 +86,7 @@ class KeyPolicy:
         else:
             message = "Invalid API key provided."
         error = ApiError(401, message, "invalid_request_error", "invalid_api_key")
-        return 401, error_body_for_path(path, error, request_id)
+        return 401, error_body_for_path(path, error, request_id, headers)
 
 
 def key_policy(client_keys: ClientKeys, admin_keys: Sequence[str] = (), metrics_public: bool = False) -> KeyPolicy:

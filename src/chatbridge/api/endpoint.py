@@ -26,7 +26,7 @@ from chatbridge.api.streaming import DisconnectWatch, EventStreamResponse
 from chatbridge.core.drain import SHUTTING_DOWN, Drain
 from chatbridge.core.errors import ClientDisconnected, RequestTooLarge
 from chatbridge.core.inline_work import NeedsWorker, inline_work
-from chatbridge.core.types import ChatRequest, Event
+from chatbridge.core.types import ChatRequest, Event, Finish
 from chatbridge.features.clientkeys import Admission, ClientKey, ClientKeys
 from chatbridge.gateway.attempt import Timing
 from chatbridge.gateway.pipeline import Pipeline, PrimedStream
@@ -56,7 +56,8 @@ class Dialect(Protocol):
 
     `keepalive` (bytes, or None for none) is written after `keepalive_interval` seconds in which
     a stream sent nothing, so idle proxies do not cut it; `http_error` gives an error the API's
-    own status before it is written.
+    own status before it is written. `signed_reasoning` says whether the answer's upstream signs
+    its reasoning (dialects that pass thinking back only with a signature need to know).
     """
 
     name: str  # "openai", "anthropic": the `dialect` label of metrics and traces
@@ -65,9 +66,9 @@ class Dialect(Protocol):
 
     def parse(self, body: bytes, headers: RawHeaders) -> ChatRequest: ...
 
-    def stream_encoder(self, request: ChatRequest, primed: PrimedStream) -> StreamEncoder: ...
+    def stream_encoder(self, request: ChatRequest, primed: PrimedStream, signed_reasoning: bool) -> StreamEncoder: ...
 
-    def aggregator(self, request: ChatRequest, primed: PrimedStream) -> Aggregator: ...
+    def aggregator(self, request: ChatRequest, primed: PrimedStream, signed_reasoning: bool) -> Aggregator: ...
 
     def http_error(self, error: ApiError) -> ApiError: ...
 
@@ -125,6 +126,9 @@ class ChatEndpoint:
         self.drain = drain or Drain(0.0)
         self.tracer = tracer  # an OpenTelemetry tracer when tracing is on: a span per request
         self._metrics: dict[str, LaneMetrics] = {}  # per route template (the lane paths: a few)
+        # Providers that sign their reasoning: those that verify the signatures replayed to them
+        # (`Provider.verifies_signatures`) are the ones that make them.
+        self._signing = frozenset(name for name, p in pipeline.providers.items() if p.verifies_signatures)
 
     def lane_metrics(self, path: str) -> LaneMetrics:
         metrics = self._metrics.get(path)
@@ -239,7 +243,7 @@ class ChatEndpoint:
                       exchange: Exchange, metrics: LaneMetrics) -> None:
         timing = Timing()
         try:
-            primed = await self.pipeline.open(chat, timing)
+            primed = await self.pipeline.open(chat, timing) if chat.max_tokens != 0 else self._empty_answer(chat, timing)
         except Exception as exc:
             exchange.route = timing.route
             exchange.error = True
@@ -247,8 +251,9 @@ class ChatEndpoint:
             return
         exchange.route = timing.route
         exchange.prompted = primed  # counted if the answer gives no usage
+        signed = timing.route is not None and timing.route.provider in self._signing
         if chat.stream:
-            encoder = self.dialect.stream_encoder(chat, primed)
+            encoder = self.dialect.stream_encoder(chat, primed, signed)
             stream_headers = [*headers, *notice_headers(timing), overhead_header(scope, timing.upstream_wait)]
             body = self._sse_body(primed, encoder, _request_id(scope), exchange)
             keepalive = self.dialect.keepalive
@@ -256,7 +261,7 @@ class ChatEndpoint:
             metrics.first_byte(exchange)
             await EventStreamResponse(body, stream_headers, keepalive, self.dialect.keepalive_interval)(send)
             return
-        aggregator = self.dialect.aggregator(chat, primed)
+        aggregator = self.dialect.aggregator(chat, primed, signed)
         try:
             async for event in primed:
                 exchange.see(event)
@@ -270,6 +275,13 @@ class ChatEndpoint:
         exchange.status = 200
         await send_json(send, 200, aggregator.body(),
                         [*headers, *notice_headers(timing), overhead_header(scope, timing.upstream_wait)])
+
+    def _empty_answer(self, chat: ChatRequest, timing: Timing) -> PrimedStream:
+        """The answer to `max_tokens: 0` (Anthropic's "pre-warm the cache"): nothing in it, ended at its
+        limit, without asking any upstream (none of ours can be asked for zero tokens). The model is
+        still routed, so an unknown one is a 404."""
+        timing.route = self.pipeline.router.resolve(chat.model)
+        return PrimedStream(Finish("length"), _no_events(), chat)
 
     async def _sse_body(self, primed: PrimedStream, encoder: StreamEncoder, request_id: str,
                         exchange: Exchange) -> AsyncGenerator[bytes, None]:
@@ -311,6 +323,12 @@ class ChatEndpoint:
         body = self.dialect.error_body(error, _request_id(scope))
         await send_json(send, error.status, body, [*headers, *error_headers(error)])
         return error.status
+
+
+async def _no_events() -> AsyncGenerator[Event, None]:
+    """The rest of an answer that was whole in its first event."""
+    return
+    yield  # pragma: no cover  (makes this an async generator)
 
 
 def notice_headers(timing: Timing) -> RawHeaders:

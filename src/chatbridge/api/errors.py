@@ -7,6 +7,7 @@ and the reason; they never carry a traceback or a secret.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import orjson
@@ -25,6 +26,11 @@ from chatbridge.core.secrets import redact
 from chatbridge.features.clientkeys import LimitExceeded, ModelNotAllowed
 
 log = logging.getLogger("chatbridge.api")
+
+MESSAGES_PATH = "/v1/messages"
+# Seconds a client is told to wait when an overloaded upstream named no time itself: long enough
+# for a burst to pass, within what the SDKs honour (the anthropic SDK up to 60 s).
+OVERLOADED_RETRY_AFTER = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +71,19 @@ class ApiError:
         return {"Retry-After": str(max(1, round(self.retry_after)))}
 
 
-def error_body_for_path(path: str, error: ApiError, request_id: str | None = None) -> bytes:
-    """`error` in the envelope of the API `path` belongs to: admin, Anthropic, else OpenAI."""
+def is_anthropic(path: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> bool:
+    """Whether a request's errors take Anthropic's envelope: its routes, or any request with
+    `anthropic-version` (the anthropic SDK sends it on every call, `/v1/models` included).
+    The one place this is decided, for the key check, the framework's errors and `/v1/models`."""
+    return path.startswith(MESSAGES_PATH) or any(name == b"anthropic-version" for name, _ in headers)
+
+
+def error_body_for_path(path: str, error: ApiError, request_id: str | None = None,
+                        headers: Iterable[tuple[bytes, bytes]] = ()) -> bytes:
+    """`error` in the envelope of the API the request belongs to: admin, Anthropic (`is_anthropic`), else OpenAI."""
     if path.startswith("/admin"):
         return orjson.dumps({"status": "error", "message": error.message})
-    if path.startswith("/v1/messages"):
+    if is_anthropic(path, headers):
         return error.anthropic_body(request_id)
     return error.openai_body()
 
@@ -119,9 +133,9 @@ def _attempts_failed(exc: AttemptsFailed) -> ApiError:
     tries = f" (after {exc.attempts} attempt{'s' if exc.attempts != 1 else ''})" if exc.attempts > 1 else ""
     if failure.kind is FailureKind.BAD_REQUEST:
         return ApiError(400, message, "invalid_request_error", failure.code or "upstream_rejected_request")
-    if failure.status in (503, 529):  # the upstream says it is overloaded: worth a retry later
-        return ApiError(502, message + tries, "upstream_error", "upstream_error", overloaded=True,
-                        retry_after=failure.retry_after)
+    if failure.status in (503, 529):  # the upstream says it is overloaded: worth a retry later (Anthropic: 529)
+        return ApiError(503, message + tries, "service_unavailable_error", "server_is_overloaded", overloaded=True,
+                        retry_after=failure.retry_after or OVERLOADED_RETRY_AFTER)
     if failure.kind is FailureKind.RATE_LIMITED:
         kind = "insufficient_quota" if failure.code == "insufficient_quota" else "rate_limit_error"  # OpenAI's own pair
         return ApiError(429, message + tries, kind, failure.code or "rate_limit_exceeded",
@@ -134,6 +148,8 @@ def _attempts_failed(exc: AttemptsFailed) -> ApiError:
     if isinstance(error, UpstreamTransportError):
         return ApiError(502, message + tries, "upstream_error", "upstream_unreachable")
     if failure.kind is FailureKind.AUTH:
+        if failure.code == "guest_access_refused":  # a guest mode sent no credential: its failure says what to set
+            return ApiError(502, f"{message}{tries}; {failure.message}", "upstream_error", failure.code)
         return ApiError(502, message + tries + "; the gateway's upstream credential was refused",
                         "upstream_error", "upstream_auth_failed")
     return ApiError(502, message + tries, "upstream_error", "upstream_error")

@@ -5,12 +5,14 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from chatbridge.api import errors
 from chatbridge.api.anthropic import models as anthropic_models
 from chatbridge.api.openai import models as openai_models
 
 
 def is_anthropic(request: Request) -> bool:
-    return "anthropic-version" in request.headers
+    """The shape (and error envelope) of an Anthropic client: decided where errors decide it."""
+    return errors.is_anthropic(request.url.path, request.scope["headers"])
 
 
 async def list_models(request: Request) -> Response:

@@ -32,8 +32,12 @@ def test_statuses_for_anthropic() -> None:
     assert busy.status == 529 and busy.headers() == {"Retry-After": "5"}
     error = UpstreamStatusError("k2think upstream returned HTTP 503: Service Unavailable", provider="k2think", status=503)
     overloaded = to_api_error(AttemptsFailed(error, Failure(FailureKind.TRANSIENT, error.message, status=503), 2))
-    assert overloaded.status == 502  # what OpenAI clients see, unchanged
+    # OpenAI's own answer to overload (wire-formats A.5), with a time to wait: the upstream named none
+    assert (overloaded.status, overloaded.type, overloaded.code) == (503, "service_unavailable_error", "server_is_overloaded")
+    assert overloaded.headers() == {"Retry-After": "5"}
     assert overloaded.for_anthropic().status == 529 and "Service Unavailable" in overloaded.message
+    named = to_api_error(AttemptsFailed(error, Failure(FailureKind.TRANSIENT, error.message, status=529, retry_after=7), 1))
+    assert named.status == 503 and named.for_anthropic().status == 529 and named.headers() == {"Retry-After": "7"}
     assert to_api_error(ModelNotFound("claude-x")).for_anthropic().status == 404
     assert to_api_error(RequestTooLarge(10)).for_anthropic().status == 413
     body = orjson.loads(ApiError(404, "nope", "invalid_request_error").anthropic_body("req_1"))

@@ -1,8 +1,10 @@
-"""The prepared chunk templates give the bytes (and so the JSON) the dict-by-dict encoding gave.
+"""The prepared chunk templates give the bytes (and so the JSON) the dict-by-dict encoding gives.
 
 `_DictEncoder` is main's `ChunkEncoder` before the templates (each delta a dict, serialised
-whole): the reference the prepared bytes are compared with, event by event, over a corpus of
-text, reasoning, tool calls, usage and every finish reason, with the characters JSON escapes.
+whole), with the wire rules since (`refusal: null` in the role chunk, tool calls by ordinal with
+one header each, the finish reason from what was sent): the reference the prepared bytes are
+compared with, event by event, over a corpus of text, reasoning, tool calls, usage and every
+finish reason, with the characters JSON escapes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from chatbridge.api.openai import encode
 from chatbridge.api.openai.encode import ChunkEncoder, usage_json
 from chatbridge.core.types import BlockEnd, Event, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 
@@ -27,7 +30,7 @@ class _DictEncoder:
         self._include_usage = include_usage
         self._started = False
         self._usage: Usage | None = None
-        self._tool_ids: set[int] = set()
+        self._tools: dict[int, int] = {}  # upstream index → ordinal
         self._finished = False
 
     def encode(self, event: Event) -> bytes:
@@ -36,7 +39,7 @@ class _DictEncoder:
         if isinstance(event, ReasoningDelta):
             return self._chunk({"reasoning_content": event.text})
         if isinstance(event, ToolCallDelta):
-            return self._chunk({"tool_calls": [self._tool_delta(event)]}, content_null=True)
+            return b"".join(self._chunk({"tool_calls": [d]}, content_null=True) for d in self._tool_deltas(event))
         if isinstance(event, Usage):
             self._usage = event
             return b""
@@ -55,24 +58,28 @@ class _DictEncoder:
         if not self._started:
             self._started = True
             if content_null:
-                delta = {"role": "assistant", "content": None, **delta}
+                delta = {"role": "assistant", "content": None, "refusal": None, **delta}
             else:
-                out = self._prefix + b'{"role":"assistant","content":""}' + self._suffix
+                out = self._prefix + b'{"role":"assistant","content":"","refusal":null}' + self._suffix
         return out + self._prefix + orjson.dumps(delta) + self._suffix
 
-    def _tool_delta(self, event: ToolCallDelta) -> dict[str, Any]:
-        if event.index not in self._tool_ids:
-            self._tool_ids.add(event.index)
-            return {"index": event.index, "id": event.id, "type": "function",
-                    "function": {"name": event.name or "", "arguments": event.arguments}}
-        return {"index": event.index, "function": {"arguments": event.arguments}}
+    def _tool_deltas(self, event: ToolCallDelta) -> list[dict[str, Any]]:
+        ordinal = self._tools.get(event.index)
+        if ordinal is not None:
+            return [{"index": ordinal, "function": {"arguments": event.arguments}}]
+        ordinal = self._tools[event.index] = len(self._tools)
+        head = {"index": ordinal, "id": event.id or encode.tool_call_id(), "type": "function",
+                "function": {"name": event.name or "", "arguments": ""}}
+        return [head, {"index": ordinal, "function": {"arguments": event.arguments}}] if event.arguments else [head]
 
     def _finish(self, reason: str) -> bytes:
         if self._finished:
             return b""
         self._finished = True
-        out = b"" if self._started else self._prefix + b'{"role":"assistant","content":""}' + self._suffix
+        out = b"" if self._started else self._prefix + b'{"role":"assistant","content":"","refusal":null}' + self._suffix
         self._started = True
+        if reason in ("stop", "tool_calls"):
+            reason = "tool_calls" if self._tools else "stop"
         return out + self._prefix + b"{}" + b',"logprobs":null,"finish_reason":"' + reason.encode() + b'"}]}\n\n'
 
 
@@ -85,6 +92,11 @@ TOOLS: list[Event] = [
     ToolCallDelta(0, arguments='ris \\"X\\""}'), ToolCallDelta(1, id=None, name=None, arguments='{"tz": "ü"}'),
     ToolCallDelta(1, arguments="}"),
 ]
+# An upstream that numbers calls from 1 (its content blocks) and names an id late.
+TOOLS_FROM_ONE: list[Event] = [
+    ToolCallDelta(1, name="a", arguments='{"x":'), ToolCallDelta(1, id="late", arguments="1}"),
+    ToolCallDelta(3, id="call_b", name="b", arguments="{}"),
+]
 USAGES = [Usage(12, 34), Usage(1, 2, estimated=True, reasoning_tokens=7), Usage(100, 0, cache_read_tokens=90)]
 STREAMS: list[list[Event]] = [
     [TextDelta(t) for t in TRICKY],
@@ -93,6 +105,9 @@ STREAMS: list[list[Event]] = [
     TOOLS,
     [TextDelta("calling"), *TOOLS],
     [ReasoningDelta("why"), *TOOLS, TextDelta("done")],
+    [*TOOLS_FROM_ONE, Finish("stop")],
+    [TextDelta("no call"), Finish("tool_calls")],
+    [*TOOLS, Finish("length")],
     [],
     [Finish("stop"), TextDelta("late"), Finish("length")],
 ]
@@ -104,7 +119,9 @@ STREAMS += [[Finish(reason)] for reason in ("stop", "length", "tool_calls", "con
 @pytest.mark.parametrize("include_usage", [False, True])
 @pytest.mark.parametrize("model", ["gpt-x", 'mödel "quoted" \\ 🙂'])
 @pytest.mark.parametrize("events", STREAMS)
-def test_the_prepared_bytes_are_those_of_the_dict_encoding(events: list[Event], model: str, include_usage: bool) -> None:
+def test_the_prepared_bytes_are_those_of_the_dict_encoding(events: list[Event], model: str, include_usage: bool,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(encode, "tool_call_id", lambda: "call_minted")  # the same in both encodings
     new = ChunkEncoder("chatcmpl-abc", 1_700_000_000, model, include_usage)
     old = _DictEncoder("chatcmpl-abc", 1_700_000_000, model, include_usage)
     for event in events:

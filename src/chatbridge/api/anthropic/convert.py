@@ -36,6 +36,7 @@ from chatbridge.api.anthropic.schema import (
     ToolChoiceNoneIn,
     ToolChoiceToolIn,
     ToolIn,
+    ToolReferenceBlockIn,
     ToolResultBlockIn,
     ToolResultPartIn,
     ToolUseBlockIn,
@@ -185,7 +186,7 @@ def _tool_result(block: ToolResultBlockIn, where: str) -> Message:
 
 
 def _content(block: BlockIn | ToolResultPartIn, where: str) -> list[ContentPart]:
-    """A text, image, document or search-result block as canonical parts."""
+    """A text, image, document, search-result or tool-reference block as canonical parts."""
     if isinstance(block, TextBlockIn):
         return [TextPart(block.text, cache_control=block.cache_control)]
     if isinstance(block, ImageBlockIn):
@@ -195,6 +196,8 @@ def _content(block: BlockIn | ToolResultPartIn, where: str) -> list[ContentPart]
     if isinstance(block, SearchResultBlockIn):
         body = "\n".join(b.text for b in block.content)
         return [TextPart(f'<search_result title="{block.title}" source="{block.source}">\n{body}\n</search_result>\n')]
+    if isinstance(block, ToolReferenceBlockIn):  # what a tool search found: the tool's name, as the model reads it
+        return [TextPart(f'<tool_reference tool_name="{block.tool_name}"/>\n', cache_control=block.cache_control)]
     raise InvalidRequest(f"{where}: unexpected '{block.type}' block", param=where)
 
 

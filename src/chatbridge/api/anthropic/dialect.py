@@ -21,8 +21,17 @@ def session_header(headers: RawHeaders) -> str | None:
     return raw[:200].decode("latin-1") if raw else None
 
 
-def wants_thinking(request: ChatRequest) -> bool:
-    return request.thinking is not None and request.thinking.wanted
+def shows_thinking(request: ChatRequest, signed_reasoning: bool) -> bool:
+    """Thinking blocks go out when the client asked for them and the upstream signs its reasoning.
+
+    A thinking block must carry the upstream's signature, never an empty or made-up one: a client
+    that replays it to Anthropic is refused (`Invalid signature in thinking block`). Unsigned
+    reasoning is left out rather than sent as `redacted_thinking`, which carries nothing the
+    client can show and which Claude Code's VS Code extension answers with "Unsupported content
+    type: redacted_thinking", losing the reply (anthropics/claude-code#37465). OpenAI clients
+    still get it as `reasoning_content`.
+    """
+    return signed_reasoning and request.thinking is not None and request.thinking.wanted
 
 
 class AnthropicDialect:
@@ -33,11 +42,13 @@ class AnthropicDialect:
     def parse(self, body: bytes, headers: RawHeaders) -> ChatRequest:
         return to_chat_request(validate(MessagesRequestIn, body), session_header(headers))
 
-    def stream_encoder(self, request: ChatRequest, primed: PrimedStream) -> MessageStreamEncoder:
-        return MessageStreamEncoder(message_id(), request.model, primed.prompt_tokens, wants_thinking(request))
+    def stream_encoder(self, request: ChatRequest, primed: PrimedStream, signed_reasoning: bool) -> MessageStreamEncoder:
+        return MessageStreamEncoder(message_id(), request.model, primed.prompt_tokens,
+                                    shows_thinking(request, signed_reasoning))
 
-    def aggregator(self, request: ChatRequest, primed: PrimedStream) -> MessageAggregator:
-        return MessageAggregator(message_id(), request.model, primed.prompt_tokens, wants_thinking(request))
+    def aggregator(self, request: ChatRequest, primed: PrimedStream, signed_reasoning: bool) -> MessageAggregator:
+        return MessageAggregator(message_id(), request.model, primed.prompt_tokens,
+                                 shows_thinking(request, signed_reasoning))
 
     def http_error(self, error: ApiError) -> ApiError:
         return error.for_anthropic()

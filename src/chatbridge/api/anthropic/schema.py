@@ -86,8 +86,17 @@ class SearchResultBlockIn(ClientModel):
     cache_control: CacheControlIn | None = None
 
 
+class ToolReferenceBlockIn(ClientModel):
+    """A tool a tool-search result points to (Anthropic's tool search): its name, nothing to run."""
+
+    type: Literal["tool_reference"]
+    tool_name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")
+    cache_control: CacheControlIn | None = None
+
+
 ToolResultPartIn = Annotated[
-    Union[TextBlockIn, ImageBlockIn, DocumentBlockIn, SearchResultBlockIn], Field(discriminator="type")
+    Union[TextBlockIn, ImageBlockIn, DocumentBlockIn, SearchResultBlockIn, ToolReferenceBlockIn],
+    Field(discriminator="type"),
 ]
 
 
@@ -125,7 +134,8 @@ BlockIn = Annotated[
     ],
     Field(discriminator="type"),
 ]
-BLOCK_TYPES = ("text", "image", "document", "search_result", "tool_use", "tool_result", "thinking", "redacted_thinking")
+BLOCK_TYPES = ("text", "image", "document", "search_result", "tool_use", "tool_result", "thinking", "redacted_thinking",
+               "tool_reference")
 
 
 class MessageIn(ClientModel):
@@ -211,9 +221,10 @@ class CountTokensRequestIn(ClientModel):
 
 
 class MessagesRequestIn(CountTokensRequestIn):
-    """`/v1/messages`. Numbers and flags are strict, as Anthropic's own API is."""
+    """`/v1/messages`. Numbers and flags are strict, as Anthropic's own API is; `max_tokens` may be 0
+    (Anthropic's "pre-warm the cache": an empty answer)."""
 
-    max_tokens: StrictInt = Field(ge=1, le=_MAX_TOKENS)
+    max_tokens: StrictInt = Field(ge=0, le=_MAX_TOKENS)
     stream: StrictBool | None = False
     temperature: StrictFloat | StrictInt | None = Field(None, ge=0, le=1)
     top_p: StrictFloat | StrictInt | None = Field(None, ge=0, le=1)

@@ -18,10 +18,10 @@ class OpenAIDialect:
     def http_error(self, error: ApiError) -> ApiError:
         return error
 
-    def stream_encoder(self, request: ChatRequest, primed: PrimedStream) -> ChunkEncoder:
+    def stream_encoder(self, request: ChatRequest, primed: PrimedStream, signed_reasoning: bool) -> ChunkEncoder:
         return ChunkEncoder(completion_id(), now(), request.model, request.include_usage)
 
-    def aggregator(self, request: ChatRequest, primed: PrimedStream) -> CompletionAggregator:
+    def aggregator(self, request: ChatRequest, primed: PrimedStream, signed_reasoning: bool) -> CompletionAggregator:
         return CompletionAggregator(request.model)
 
     def error_body(self, error: ApiError, request_id: str) -> bytes:
