@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from chatbridge.providers.wiring import ProviderPlugin
 
+# Order matters where two providers serve the same id: the first enabled one keeps it (the official
+# K2-Think API, when its key is set, before the K2Think web chat).
 PROVIDERS: dict[str, Any] = {
+    "k2think-api": "chatbridge.providers.k2think.official_api:PLUGIN",
     "k2think": "chatbridge.providers.k2think.wiring:PLUGIN",
     "kimi": "chatbridge.providers.kimi.wiring:PLUGIN",
     "openai": "chatbridge.providers.openai_compat.wiring:PLUGIN",

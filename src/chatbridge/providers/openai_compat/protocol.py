@@ -19,6 +19,7 @@ from chatbridge.core.types import (
     Finish,
     FinishReason,
     ImagePart,
+    MarkupDelta,
     Message,
     ReasoningDelta,
     TextDelta,
@@ -148,10 +149,12 @@ class CompletionReader:
     protocol error naming the upstream, never an event.
     """
 
-    __slots__ = ("done", "finish_reason", "provider", "seen", "stop_sequence")
+    __slots__ = ("done", "finish_reason", "provider", "seen", "stop_sequence", "text")
 
-    def __init__(self, provider: str) -> None:
+    def __init__(self, provider: str, *, markup: bool = False) -> None:
         self.provider = provider
+        # Content may carry reasoning tags (`<think>`): given out as markup for the splitter to part.
+        self.text: type[TextDelta] | type[MarkupDelta] = MarkupDelta if markup else TextDelta
         self.finish_reason: FinishReason = "stop"
         self.stop_sequence: str | None = None  # vLLM's `stop_reason`: the stop string that ended the answer
         self.done = False
@@ -201,7 +204,7 @@ class CompletionReader:
                 events.append(ReasoningDelta(reasoning if type(reasoning) is str else fields.as_text(reasoning, _REASONING)))
             content = delta.get("content")
             if content is not None and content != "":
-                events.append(TextDelta(content if type(content) is str else fields.as_text(content, _CONTENT)))
+                events.append(self.text(content if type(content) is str else fields.as_text(content, _CONTENT)))
             calls = delta.get("tool_calls")
             if calls is not None:
                 if type(calls) is not list:
@@ -225,7 +228,7 @@ class CompletionReader:
     def read_body(self, payload: bytes) -> list[Event]:
         """A non-streamed `chat.completion` body; any other shape is the upstream's failure."""
         try:
-            return _completion_events(upstream_json.loads(payload))
+            return _completion_events(upstream_json.loads(payload), self.text)
         except orjson.JSONDecodeError:
             raise UpstreamProtocolError(f"{self.provider} upstream sent a completion body that is not JSON",
                                         provider=self.provider) from None
@@ -245,7 +248,7 @@ def _tool_call(call: dict[str, Any], index: int | None, where: str, function_whe
     )
 
 
-def _completion_events(body: object) -> list[Event]:
+def _completion_events(body: object, text: type[TextDelta] | type[MarkupDelta] = TextDelta) -> list[Event]:
     completion = fields.obj(body, _BODY)
     choices = fields.opt_list(completion, "choices", _BODY)
     if not choices:
@@ -258,7 +261,7 @@ def _completion_events(body: object) -> list[Event]:
         events.append(ReasoningDelta(reasoning))
     content = fields.opt_text(message, "content", _MESSAGE)
     if content:
-        events.append(TextDelta(content))
+        events.append(text(content))
     for index, call in enumerate(fields.opt_list(message, "tool_calls", _MESSAGE) or ()):
         events.append(_tool_call(fields.obj(call, _BODY_CALL), index, _BODY_CALL, _BODY_FUNCTION))
     usage = fields.opt_obj(completion, "usage", _BODY)

@@ -13,7 +13,8 @@ from chatbridge.core.credentials import Credential
 from chatbridge.core.errors import UpstreamError
 from chatbridge.core.secrets import Secret
 from chatbridge.core.sse import SSEDecoder
-from chatbridge.core.types import ChatRequest, Event, ModelInfo
+from chatbridge.core.types import ChatRequest, Event, EventTransform, ModelInfo
+from chatbridge.features.thinking import ReasoningSplitter, UntaggedStart
 from chatbridge.providers.discovery import ModelDiscovery
 from chatbridge.providers.http import (
     HttpProvider,
@@ -36,6 +37,9 @@ class OpenAICompatConfig:
     extra_headers: dict[str, str] = field(default_factory=dict)
     models_refresh: float = 600.0  # seconds between reads of /models (when none are configured); 0: once
     cache_control: bool = False  # forward Anthropic's cache markers (the upstream caches prompts by them)
+    # Reasoning tags in `content` (`<think>…</think>`, as R1-style models and K2-Think leak them) are
+    # parted into `reasoning_content`; the value says what untagged text at the start is. None: content as sent.
+    reasoning_markup: UntaggedStart | None = None
 
 
 class OpenAICompatProvider(HttpProvider):
@@ -56,6 +60,9 @@ class OpenAICompatProvider(HttpProvider):
         self._headers = {"Content-Type": "application/json", **config.extra_headers}
         if config.api_key:
             self._headers["Authorization"] = f"Bearer {config.api_key.reveal()}"
+
+    def transforms(self) -> list[EventTransform]:
+        return [] if self.config.reasoning_markup is None else [ReasoningSplitter(self.config.reasoning_markup)]
 
     def models(self) -> list[ModelInfo]:
         ids = self._model_ids if self._discovery is None else self._discovery.ids
@@ -98,4 +105,5 @@ class OpenAICompatProvider(HttpProvider):
             provider=self.name, credential_id=None, idle_timeout=self.config.http.idle_timeout, limits=self.config.http.limits,
             streamed=request.stream,
         )
-        return stream_answer(self.session, call, SSEDecoder, CompletionReader(self.name))
+        reader = CompletionReader(self.name, markup=self.config.reasoning_markup is not None)
+        return stream_answer(self.session, call, SSEDecoder, reader)

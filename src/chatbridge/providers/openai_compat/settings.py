@@ -17,6 +17,8 @@ class OpenAICompatSettings(ProviderSettings):
     # Forward Anthropic's `cache_control` markers on content parts and tools (OpenRouter, LiteLLM
     # in front of Claude cache by them); off, since strict OpenAI servers refuse unknown fields.
     openai_compat_cache_control: bool = False
+    # Part `<think>…</think>` in content into `reasoning_content` (R1-style models on vLLM, Ollama, ...).
+    openai_compat_split_reasoning: bool = False
 
     _blank = field_validator("openai_compat_base_url", "openai_compat_models", mode="before")(blank_is_none)
 

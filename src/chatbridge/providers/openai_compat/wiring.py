@@ -26,6 +26,8 @@ OPENAI_COMPAT_EMULATE_TOOLS=false
 # Forward Anthropic `cache_control` markers (OpenRouter, LiteLLM in front of Claude cache by
 # them); strict OpenAI servers refuse fields they do not know.
 OPENAI_COMPAT_CACHE_CONTROL=false
+# Part <think>...</think> in the answer into reasoning_content (R1-style models).
+OPENAI_COMPAT_SPLIT_REASONING=false
 """
 
 
@@ -49,6 +51,7 @@ class OpenAICompatPlugin(ProviderPlugin):
             name=self.name,
             models_refresh=section.openai_compat_models_refresh,
             cache_control=section.openai_compat_cache_control,
+            reasoning_markup="answer" if section.openai_compat_split_reasoning else None,
         ))
         models = ", ".join(section.openai_compat_model_ids) or "read from the upstream's /models in the background"
 
