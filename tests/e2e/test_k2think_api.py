@@ -46,7 +46,6 @@ def _streamed(gateway: GatewayServer, model: str) -> tuple[str, str]:
 @pytest.mark.parametrize(("reasoning", "answer"), [
     (None, "<think>Rayleigh scattering.</think>Short wavelengths scatter most."),  # tags in content
     ("Rayleigh scattering.", "</think>\n\nShort wavelengths scatter most."),  # native reasoning, a closing tag leaks
-    (None, "Rayleigh scattering.</think>Short wavelengths scatter most."),  # the opening tag left out
 ])
 def test_the_official_api_serves_k2think_with_its_reasoning_parted(
     api_gateway: Callable[..., GatewayServer], compat_emu: OpenAICompatEmulator, k2emu: K2ThinkEmulator,
@@ -67,6 +66,17 @@ def test_the_official_api_serves_k2think_with_its_reasoning_parted(
     sent = compat_emu.last_request
     assert sent is not None and sent.headers["Authorization"] == f"Bearer {KEY}" and sent.json["model"] == MODEL
     assert k2emu.requests == [], "the web chat must not be asked while the official API serves the model"
+
+
+def test_a_plain_answer_from_the_official_api_is_the_answer_only(
+    api_gateway: Callable[..., GatewayServer], compat_emu: OpenAICompatEmulator,
+) -> None:
+    compat_emu.reasoning, compat_emu.answer = None, "Short wavelengths scatter most."
+    gateway = api_gateway()
+    message = gateway.openai().chat.completions.create(model=MODEL, messages=HI).choices[0].message  # type: ignore[arg-type]
+    assert message.content == "Short wavelengths scatter most."
+    assert not getattr(message, "reasoning_content", None)
+    assert _streamed(gateway, MODEL) == ("", "Short wavelengths scatter most.")
 
 
 def test_nothink_and_the_older_id_go_to_the_official_api_too(

@@ -112,6 +112,33 @@ def test_oversized_request_heads_get_431(request_head: bytes, start_gateway: Cal
     assert "MAX_HEADER" in str(error["message"])
 
 
+@pytest.mark.parametrize(("request_bytes", "anthropic"), [
+    pytest.param(b"FOO /health HTTP/1.1\r\nHost: x\r\n\r\n", False, id="unknown method"),
+    pytest.param(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", False,
+                 id="negative content-length"),
+    pytest.param(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                 True, id="content-length beside chunked"),
+    pytest.param(b"GET /health HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n", False, id="NUL in a header"),
+    pytest.param(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", False, id="HTTP/2 preface"),
+])
+def test_malformed_http_gets_a_400_in_the_apis_envelope(
+    request_bytes: bytes, anthropic: bool, start_gateway: Callable[..., GatewayServer],
+) -> None:
+    """Not uvicorn's plain-text "Invalid HTTP request received.": JSON naming what the parser refused."""
+    gw = start_gateway(k2think_enabled=False)
+    with _connect(gw) as sock:
+        sock.sendall(request_bytes)
+        response = _read_all(sock)
+    assert _status(response) == 400
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower()
+    if anthropic:
+        assert orjson.loads(body)["error"]["type"] == "invalid_request_error"
+    else:
+        error = _error(response)
+        assert error["code"] == "invalid_http_request" and "not valid HTTP/1.1" in str(error["message"])
+
+
 def test_request_heads_within_the_limits_are_served(start_gateway: Callable[..., GatewayServer]) -> None:
     gw = start_gateway(k2think_enabled=False)
     headers = {f"x-h{i}": "v" * 600 for i in range(90)}  # ~55 KB in 90 headers, under 64 KiB and 100

@@ -178,11 +178,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
             return
-        except httptools.HttpParserError:
-            if not self.refused:
-                msg = "Invalid HTTP request received."
-                self.logger.warning(msg)
-                self.send_400_response(msg)
+        except httptools.HttpParserError as exc:
+            if not self.refused:  # in the API's own envelope, saying what the parser refused
+                self.logger.warning("Invalid HTTP request received: %s", exc)
+                self._refuse(400, f"The request is not valid HTTP/1.1 ({str(exc)[:200] or 'unreadable'}).")
             return
         if self.refused:
             return
@@ -308,4 +307,5 @@ def _refusal(status: int, message: str, path: str = "") -> bytes:
                      b"connection: close\r\n\r\n", body])
 
 
-_CODES = {408: "request_timeout", 431: "request_header_fields_too_large", 503: "too_many_connections"}
+_CODES = {400: "invalid_http_request", 408: "request_timeout", 431: "request_header_fields_too_large",
+          503: "too_many_connections"}

@@ -80,7 +80,9 @@ class K2ThinkApiPlugin(ProviderPlugin):
         provider = OpenAICompatProvider(OpenAICompatConfig(
             base_url=section.k2think_api_base_url, api_key=Secret(section.key), http=context.http,
             model_ids=tuple(section.model_ids), name=NAME,
-            reasoning_markup="reasoning",  # as on the web: K2-Think-v2 may leave out the opening <think>
+            # The API gives reasoning natively and tags may leak beside it: untagged text is the answer
+            # (a plain answer must not come back as reasoning too).
+            reasoning_markup="answer",
         ))
         routes = routes_for(section.model_ids)
         return ProviderWiring(
