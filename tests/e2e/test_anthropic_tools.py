@@ -165,3 +165,22 @@ def test_tool_result_blocks_errors_and_images(compat_emu: OpenAICompatEmulator,
     assert sent[4] == {"role": "tool", "content": "Error: clock broke", "tool_call_id": "toolu_2"}
     assert sent[5] == {"role": "user", "content": "Thanks."}
     assert json.loads(sent[1]["tool_calls"][1]["function"]["arguments"]) == {"city": "Paris"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_half_an_escaped_emoji_keeps_the_tool_input(k2emu: K2ThinkEmulator, start_gateway: Callable[..., GatewayServer],
+                                                     stream: bool) -> None:
+    """The model writes `\\ud83d` (half a surrogate pair) in an argument: the input survives, with U+FFFD for it."""
+
+    def respond(body: dict[str, Any]) -> Reply:
+        system = "\n".join(str(m["content"]) for m in body["messages"] if m["role"] == "system")
+        token = re.search(r"<tool_call_([a-z0-9]+)>", system)
+        assert token
+        call = r'{"name": "get_weather", "arguments": {"city": "Paris \ud83d"}}'
+        return Reply(answer=f"<tool_call_{token.group(1)}>\n{call}\n</tool_call_{token.group(1)}>")
+
+    k2emu.responder = respond
+    gw = start_gateway(k2think_base_url=k2emu.base_url, k2think_token=k2emu.mint_token())
+    reply = _ask(gw.anthropic(), K2, QUESTION, stream)
+    (use,) = [b for b in reply.content if b.type == "tool_use"]
+    assert reply.stop_reason == "tool_use" and use.input == {"city": "Paris \ufffd"}

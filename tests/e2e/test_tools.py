@@ -426,6 +426,72 @@ def test_named_tool_choice_gets_a_corrective_round(k2emu: K2ThinkEmulator, k2_ga
     assert corrective[-1]["role"] == "user" and "'get_time'" in corrective[-1]["content"]
 
 
+@pytest.mark.parametrize("parallel", [True, False])
+def test_named_tool_choice_returns_only_the_named_call(k2emu: K2ThinkEmulator, k2_gateway: Callable[..., GatewayServer], parallel: bool) -> None:
+    """The model calls another tool before the named one: the client gets the named call only, in one round."""
+    tools = [*TOOLS, {"type": "function", "function": {"name": "get_time", "description": "The time", "parameters": {"type": "object", "properties": {}}}}]
+    k2emu.responder = lambda body: Reply(answer=_marker_call(body, "get_time", {}) + "\n" + _marker_call(body, "get_weather", ARGS))
+    reply = k2_gateway().openai().chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Weather?"}], tools=tools,  # type: ignore[arg-type]
+        tool_choice={"type": "function", "function": {"name": "get_weather"}}, parallel_tool_calls=parallel,
+    )
+    calls = reply.choices[0].message.tool_calls or []
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [("get_weather", ARGS)]  # type: ignore[union-attr]
+    assert reply.choices[0].finish_reason == "tool_calls"
+    assert len(k2emu.requests_to("/api/chat/completions")) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_half_an_escaped_emoji_in_arguments_is_not_a_500(k2emu: K2ThinkEmulator, k2_gateway: Callable[..., GatewayServer], stream: bool) -> None:
+    """The model writes `\\ud83d` (half a surrogate pair) in a string argument: the client gets U+FFFD in its place."""
+    k2emu.responder = lambda body: Reply(answer=_marker_call(body, "get_weather", {}).replace("{}", r'{"city": "Paris \ud83d"}'))
+    client = k2_gateway().openai()
+    kwargs: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "Weather?"}], "tools": TOOLS}
+    if stream:
+        chunks = [c for c in client.chat.completions.create(stream=True, **kwargs) if c.choices]
+        arguments = "".join(t.function.arguments or "" for c in chunks for t in c.choices[0].delta.tool_calls or [] if t.function)
+    else:
+        arguments = client.chat.completions.create(**kwargs).choices[0].message.tool_calls[0].function.arguments  # type: ignore[index,union-attr]
+    assert json.loads(arguments) == {"city": "Paris \ufffd"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_empty_tool_calls_block_leaves_the_answer_in_order(k2emu: K2ThinkEmulator, k2_gateway: Callable[..., GatewayServer], stream: bool) -> None:
+    """The model says "no call" with an empty `{"tool_calls": []}` fence, then answers: content is the answer, in order."""
+    k2emu.responder = lambda body: Reply(answer='```json\n{"tool_calls": []}\n```\nParis is the capital of France.')
+    client = k2_gateway().openai()
+    kwargs: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "Capital?"}], "tools": TOOLS}
+    if stream:
+        chunks = [c for c in client.chat.completions.create(stream=True, **kwargs) if c.choices]
+        content = "".join(c.choices[0].delta.content or "" for c in chunks)
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason]
+    else:
+        reply = client.chat.completions.create(**kwargs)
+        content, finish = reply.choices[0].message.content or "", [reply.choices[0].finish_reason]
+    assert content.strip() == "Paris is the capital of France." and finish == ["stop"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_several_objects_in_one_call_block_are_all_calls(k2emu: K2ThinkEmulator, k2_gateway: Callable[..., GatewayServer], stream: bool) -> None:
+    """The model puts two calls in one marker block, one object per line: the client gets both, not just the first."""
+    def respond(body: dict[str, Any]) -> Reply:
+        token = _token(body)
+        calls = "\n".join(json.dumps({"name": "get_weather", "arguments": {"city": city}}) for city in ("Paris", "Nice"))
+        return Reply(answer=f"Checking both.\n<tool_call_{token}>\n{calls}\n</tool_call_{token}>")
+
+    k2emu.responder = respond
+    client = k2_gateway().openai()
+    kwargs: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "Paris and Nice?"}], "tools": TOOLS}
+    if stream:
+        with client.chat.completions.stream(**kwargs) as events:
+            reply = events.get_final_completion()
+    else:
+        reply = client.chat.completions.create(**kwargs)
+    calls = reply.choices[0].message.tool_calls or []
+    assert [json.loads(c.function.arguments) for c in calls] == [{"city": "Paris"}, {"city": "Nice"}]  # type: ignore[union-attr]
+    assert reply.choices[0].finish_reason == "tool_calls" and len(k2emu.requests_to("/api/chat/completions")) == 1
+
+
 def test_repair_attempts_zero_returns_the_first_answer(k2emu: K2ThinkEmulator, k2_gateway: Callable[..., GatewayServer]) -> None:
     k2emu.responder = lambda body: Reply(answer=_marker_call(body, "get_weather", {"unit": "kelvin"}))
     reply = k2_gateway(tool_repair_attempts=0).openai().chat.completions.create(

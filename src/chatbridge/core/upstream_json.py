@@ -44,10 +44,16 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # orjson refuses NaN and Infinity; so does this reading
 
 
+def mend_surrogates(text: str) -> str:
+    """`text` with each lone surrogate (half of a split pair) replaced by U+FFFD, as a UTF-8 decoder
+    would make it: no UTF-8 encoder accepts one, so a response holding it could not be sent."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def _mended(value: Any) -> Any:
     """`value` with every lone surrogate in its strings (keys too) replaced by U+FFFD."""
     if isinstance(value, str):
-        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return mend_surrogates(value)
     if isinstance(value, list):
         return [_mended(item) for item in value]
     if isinstance(value, dict):

@@ -126,6 +126,16 @@ def test_required_without_a_call_after_the_corrective_round_is_an_error_not_a_te
     assert "No tool fits." in declined.value.message
 
 
+def test_required_with_an_unreadable_call_says_so_rather_than_text() -> None:
+    """A call block that stays broken through the repair round: the error names the broken call."""
+    broken = M.open_tag + '{"name": "get_weather", "arguments": {"city": "Paris",}}' + M.close_tag
+    upstream = FakeUpstream(answer("Checking.\n" + broken), answer(broken))
+    with pytest.raises(ToolCallDeclined) as declined:
+        run_emulator(make_request(tool_choice=ToolChoice(mode="required")), upstream)
+    assert "wrote a tool call that could not be read: the tool call is not valid JSON" in declined.value.message
+    assert "answered in text" not in declined.value.message
+
+
 def test_a_named_function_that_never_comes_is_an_error_naming_it() -> None:
     upstream = FakeUpstream(answer("I will not."), answer("Still not."))
     with pytest.raises(ToolCallDeclined) as declined:
@@ -145,6 +155,35 @@ def test_named_function_call_to_another_tool_is_repaired() -> None:
     assert "must call the tool 'search'" in upstream.requests[0].messages[0].text
     assert "must call the tool 'search', not 'get_weather'" in upstream.requests[1].messages[-1].text
     assert result.parsed_calls == [("search", {"query": "paris"})]
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_named_function_keeps_its_call_and_drops_calls_to_other_tools(parallel: bool) -> None:
+    """The model calls the named tool and another one: the named call is the answer, in one round."""
+    search = M.render_call("search", {"query": "paris"})
+    upstream = FakeUpstream(answer(search + "\n" + WEATHER), answer(search + "\n" + WEATHER))
+    choice = ToolChoice(mode="function", name="get_weather")
+    result = run_emulator(make_request(tool_choice=choice, parallel_tool_calls=parallel), upstream)
+    assert result.parsed_calls == [("get_weather", {"city": "Paris"})]
+    assert result.finish == "tool_calls" and len(upstream.requests) == 1
+
+
+def test_half_an_escaped_emoji_in_the_arguments_stays_encodable() -> None:
+    """`"\\ud83d"` decodes to a lone surrogate; it becomes U+FFFD, so the arguments encode as UTF-8 (no 500)."""
+    block = M.open_tag + r'{"name": "get_weather", "arguments": {"city": "Paris \ud83d \ud83d\ude00"}}' + M.close_tag
+    result = run_emulator(make_request(), FakeUpstream(answer(block)))
+    arguments = result.calls[0]["arguments"]
+    arguments.encode("utf-8")
+    assert json.loads(arguments) == {"city": "Paris \ufffd \U0001f600"}
+
+
+@pytest.mark.parametrize("block", ['```json\n{"tool_calls": []}\n```', M.open_tag + "[]" + M.close_tag])
+def test_an_empty_call_block_is_no_call_and_the_text_keeps_its_order(block: str) -> None:
+    """`{"tool_calls": []}` mid-answer: the text after it streams as content, and the block is not tacked on at the end."""
+    upstream = FakeUpstream(answer("Thinking it over.\n" + block + "\nThe answer is 4."))
+    result = run_emulator(make_request(), upstream)
+    assert result.text == "Thinking it over.\n\nThe answer is 4."
+    assert result.calls == [] and result.finish == "stop" and len(upstream.requests) == 1
 
 
 def test_invalid_arguments_get_a_repair_round_that_shows_the_error() -> None:

@@ -31,7 +31,7 @@ def test_a_buffered_round_keeps_everything_in_order() -> None:
     reply = builder.reply
     assert reply.text == "a" * 100_000 + "b"  # an empty block is no call: text goes on
     assert reply.raw == "a" * 100_000 + '{"tool_calls": []}' + "b"
-    assert reply.unsent == '{"tool_calls": []}' and not reply.attempted_call
+    assert reply.unsent == "" and not reply.attempted_call  # the text after it was content, not left unsent
 
 
 def test_whitespace_is_no_text() -> None:

@@ -13,6 +13,9 @@ upstream rounds:
    is valid, a last repair round that answered in plain text (the model did not mean to call)
    is the answer; otherwise the latest calls are returned as they are.
 
+With a named `tool_choice`, calls to other tools written next to a call to the named one are
+dropped (OpenAI returns only the named function), not repaired.
+
 With `tool_choice: none` there is one round and no call: blocks the model writes anyway are cut
 out of the text (their markup is never shown; the prose around them streams as usual).
 
@@ -231,7 +234,7 @@ class ToolEmulator:
         return messages, self._attempts[-1]
 
     def _judge(self, rnd: _Round) -> None:
-        calls = rnd.reply.calls
+        calls = self._allowed(rnd.reply.calls)
         rnd.calls = calls if self._request.parallel_tool_calls else calls[:1]
         rnd.problems = [f"a tool call block could not be read: {m.error}" for m in rnd.reply.malformed]
         for number, call in enumerate(rnd.calls, start=1):
@@ -239,6 +242,14 @@ class ToolEmulator:
             if error is not None:
                 rnd.problems.append(f"call {number} ({call.name}): {error}")
         TOOL_PARSES.labels(_parse_outcome(rnd)).inc()
+
+    def _allowed(self, calls: list[ParsedCall]) -> list[ParsedCall]:
+        """With a named `tool_choice`, the calls to that tool once the model made one: extra calls
+        to other tools are dropped rather than repaired (or, worse, returned in its place)."""
+        if self.choice.mode != "function":
+            return calls
+        named = [call for call in calls if call.name == self.choice.name]
+        return named or calls
 
     def _needs_correction(self, answer: _Round) -> bool:
         forced = self.choice.mode in ("required", "function")
@@ -277,8 +288,11 @@ class ToolEmulator:
         """A call was required and none came, even after the corrective round: say so, never pretend."""
         wanted = f"tool_choice named {self.choice.name!r}" if self.choice.mode == "function" else 'tool_choice "required"'
         reply = (chosen.reply.raw or self._answer_round.reply.raw).strip()
+        malformed = chosen.reply.malformed or self._answer_round.reply.malformed
         if chosen.reply.truncated or self._answer_round.reply.truncated:
             why = "its answer was cut off before a tool call"
+        elif malformed:  # it did try: saying it "answered in text" would send the user the wrong way
+            why = f"it wrote a tool call that could not be read: {malformed[-1].error}"
         elif reply:
             excerpt = reply if len(reply) <= 200 else reply[:200] + "…"
             why = f"it answered in text instead: {excerpt!r}"

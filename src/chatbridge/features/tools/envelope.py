@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from chatbridge.core.upstream_json import mend_surrogates
 from chatbridge.features.schemas import loads
 
 _NAME_KEYS = ("name", "tool", "tool_name")
@@ -41,7 +42,9 @@ class NotAnEnvelope(ValueError):
 
 
 def dump_arguments(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    """A model can write half of an escaped emoji (`"\\ud83d"`): decoded, a lone surrogate, which
+    failed the response with a 500 (and which orjson refuses even escaped, for Anthropic's `input`)."""
+    return mend_surrogates(json.dumps(value, ensure_ascii=False))
 
 
 def decode_block(text: str) -> list[ParsedCall]:
@@ -93,7 +96,7 @@ def _first_name(sources: list[dict[str, Any]], function: Any) -> str | None:
     candidates.append(function)
     for candidate in candidates:
         if isinstance(candidate, str) and candidate.strip():
-            return candidate.strip()
+            return mend_surrogates(candidate.strip())
     return None
 
 
@@ -109,8 +112,8 @@ def normalise_arguments(value: Any) -> tuple[str, str | None]:
         try:
             inner = loads(value)
         except ValueError as exc:
-            return value, f"the arguments are not valid JSON: {exc}"
+            return mend_surrogates(value), f"the arguments are not valid JSON: {exc}"
         if isinstance(inner, dict):
             return dump_arguments(inner), None
-        return value, "the arguments must be a JSON object"
+        return mend_surrogates(value), "the arguments must be a JSON object"
     return dump_arguments(value), "the arguments must be a JSON object"

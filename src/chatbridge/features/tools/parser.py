@@ -14,10 +14,12 @@ Accepted syntax, in the order the prompt prefers it:
 3. A fence whose body is `{"tool_calls": [...]}` (any short info string such as `json`).
 4. An inline `{"tool_calls": [...]}` object.
 
-Formats 2-4 are only recognised in prose: not inside code fences, inline code spans or think
-blocks, so a model explaining the format in backticks or code keeps its text. Tags may also sit
-inside a fence or have a fence inside them. Inline JSON that does not parse is text; the other
-formats that do not parse are *malformed* (the emulator asks the model to fix them).
+A tag (formats 1 and 2) may hold several JSON values, one call each, separated by whitespace or
+a comma: models often put all their calls in one block. Formats 2-4 are only recognised in
+prose: not inside code fences, inline code spans or think blocks, so a model explaining the
+format in backticks or code keeps its text. Tags may also sit inside a fence or have a fence
+inside them. Inline JSON that does not parse is text; the other formats that do not parse are
+*malformed* (the emulator asks the model to fix them).
 
 Holding back: only text that could still start call syntax is held, and every opener grammar
 has bounded whitespace and info-string runs, so a false alarm is released after at most
@@ -30,7 +32,7 @@ by `{`), the parser holds the call until its JSON closes: a call is only useful 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chatbridge.features.tools.envelope import (
     BlockSyntaxError,
@@ -100,6 +102,7 @@ class _OpenCall:
     scanner: JsonScanner
     json_end: int | None = None
     search_from: int = 0
+    done: list[tuple[int, int]] = field(default_factory=list)  # earlier JSON values of the same block
 
 
 class ToolCallParser:
@@ -268,6 +271,14 @@ class ToolCallParser:
             if final:
                 self._truncate()
             return final
+        if call.kind in (CallKind.MARKER, CallKind.TAG):
+            more = self._next_value(call.json_end, final)
+            if more is None:
+                return False
+            if more >= 0:  # another call in the same block: keep scanning up to the closing tag
+                call.done.append((call.json_at, call.json_end))
+                call.json_at, call.scanner, call.json_end = more, JsonScanner(more), None
+                return True
         end = self._postlude(call, call.json_end, final)
         if end is None:
             return False
@@ -300,6 +311,23 @@ class ToolCallParser:
         self._out.append(MalformedOutput(self._buf[:end], message))
         self._buf, self._call = self._buf[end:], None
         return True
+
+    def _next_value(self, start: int, final: bool) -> int | None:
+        """Where another JSON value starts after the one ending at `start`, -1 if none does, None
+        while undecided. Models often put several calls in one tag, one object per line (or
+        comma-separated); reading only the first would lose the others silently."""
+        buf = self._buf
+        pos = _skip_gap(buf, start)
+        if pos < len(buf) and buf[pos] == ",":
+            pos = _skip_gap(buf, pos + 1)
+        if pos == len(buf):
+            return -1 if final else None
+        return pos if buf[pos] in "{[" else -1
+
+    def _decode_values(self, spans: list[tuple[int, int]]) -> list[ParsedCall]:
+        (first, end), *extra = spans
+        calls = decode_block(self._buf[first:end])
+        return calls + [parsed for a, b in extra for parsed in _decode_extra(self._buf[a:b])]
 
     def _postlude(self, call: _OpenCall, start: int, final: bool) -> int | None:
         """End of the call's closing syntax after its JSON; None while undecided."""
@@ -335,7 +363,7 @@ class ToolCallParser:
         raw = self._buf[:end]
         self._call = None
         try:
-            calls = decode_block(self._buf[call.json_at : json_end])
+            calls = self._decode_values([*call.done, (call.json_at, json_end)])
         except BlockSyntaxError as exc:
             if call.kind is CallKind.INLINE:
                 self._emit_text(end)  # prose with braces, not a call attempt
@@ -350,3 +378,20 @@ class ToolCallParser:
         else:
             self._out.append(CallsOutput(tuple(calls), raw))
         self._buf = self._buf[end:]
+
+
+def _decode_extra(text: str) -> list[ParsedCall]:
+    """Calls of a block's second or later JSON value; one that is no call is ignored, as it was
+    when only the first value was read."""
+    try:
+        return decode_block(text)
+    except NotAnEnvelope:
+        return []
+
+
+def _skip_gap(buf: str, pos: int) -> int:
+    """`pos` moved past at most `POSTLUDE_GAP_LIMIT` whitespace characters."""
+    limit = min(len(buf), pos + POSTLUDE_GAP_LIMIT)
+    while pos < limit and buf[pos] in WHITESPACE:
+        pos += 1
+    return pos

@@ -62,7 +62,8 @@ class ParsedReply:
 
     @property
     def unsent(self) -> str:
-        """What `raw` holds beyond the text before the calls: call blocks and what followed them."""
+        """What `raw` holds beyond the text before the calls: call blocks and what followed them
+        (not an empty block among that text: it is no call, and the text after it was content)."""
         return _joined(self._unsent)
 
     @property
@@ -108,6 +109,8 @@ class ReplyBuilder:
                 reply._raw = [reply.text]
                 reply._left_out = reply.text_chars - len(reply._raw[0])
             reply._raw.append(output.raw)
+            if isinstance(output, CallsOutput) and not output.calls and self._before_calls:
+                continue  # `{"tool_calls": []}` says "no call": the text around it is content, in order
             reply._unsent.append(output.raw)
             if isinstance(output, CallsOutput):
                 reply.calls.extend(output.calls)
