@@ -150,6 +150,18 @@ def test_the_model_list_shows_a_key_only_its_models(gateway: Callable[..., Gatew
         oai(gw, "sk-exact-0123456789abcdef").chat.completions.create(model=MODEL + "-nothink", messages=MESSAGES)  # type: ignore[arg-type]
 
 
+def test_model_globs_match_ids_in_any_case_as_the_router_does(gateway: Callable[..., GatewayServer]) -> None:
+    """The router serves `mbzuai-ifm/k2-think-v2` as `MBZUAI-IFM/K2-Think-v2`: a glob written in either case
+    must allow (and list) the model under either spelling, not only the one that happens to match its case."""
+    gw = gateway(keys_yaml(extra="  - key: sk-lower-0123456789abcdef\n    name: lower\n    models: ['mbzuai-ifm/*-v2']\n"))
+    lower = "sk-lower-0123456789abcdef"
+    assert [m.id for m in oai(gw, lower).models.list()] == [MODEL]
+    assert oai(gw, lower).chat.completions.create(model=MODEL, messages=MESSAGES).choices  # type: ignore[arg-type]
+    assert ant(gw, lower).messages.create(model=MODEL.upper(), max_tokens=50, messages=MESSAGES).content  # type: ignore[arg-type]
+    with pytest.raises(openai.PermissionDeniedError):  # still only what the glob names
+        oai(gw, lower).chat.completions.create(model=MODEL + "-nothink", messages=MESSAGES)  # type: ignore[arg-type]
+
+
 def test_an_expired_key_is_401_in_each_dialect(gateway: Callable[..., GatewayServer]) -> None:
     gw = gateway(keys_yaml())
     with pytest.raises(openai.AuthenticationError) as refused:
@@ -366,6 +378,45 @@ def test_admin_add_list_revoke_and_the_other_replica_sees_the_revocation_within_
         time.sleep(0.05)
     assert oai(one, "sk-given-by-admin-0123456").models.list().data  # the other API key still works
     assert key not in one.logs.text and key not in two.logs.text
+
+
+def test_admin_refuses_a_key_no_sdk_can_send_and_names_that_cannot_be_told_apart_or_revoked(
+        gateway: Callable[..., GatewayServer]) -> None:
+    """An operator is told at once, not by a client's UnicodeEncodeError or a DELETE that misses."""
+    gw = gateway(keys_yaml())
+    with admin(gw) as http:
+        for bad in ({"name": "ci", "key": "sk-équipe-0123456789abcdef"}, {"name": "team-a\u200b"},
+                    {"name": "ci\u2028x"}, {"name": "."}, {"name": ".."}):
+            response = http.post("/admin/keys", json=bad)
+            assert response.status_code == 400, (bad, response.text)
+            assert "équipe" not in response.text
+        assert [k["name"] for k in http.get("/admin/keys").json()["data"]["keys"]] == ["VALID_API_KEY", "team-a", "team-b", "old"]
+        key = http.post("/admin/keys", json={"name": "équipe β", "key": "sk-equipe-0123456789abcdef"}).json()["data"]["key"]
+    assert oai(gw, key).chat.completions.create(model=MODEL, messages=MESSAGES).choices  # type: ignore[arg-type]
+    with admin(gw) as http:
+        assert http.delete("/admin/keys/équipe β").status_code == 200
+
+
+def test_a_rotated_key_starts_with_a_fresh_budget_and_a_key_added_again_keeps_its_own(
+        gateway: Callable[..., GatewayServer]) -> None:
+    """Revoke a leaked key and add its name again: the new key is not told it "has used its tokens";
+    re-adding the very same key (the way to change its limits) does not reset what it used."""
+    gw = gateway(keys_yaml())
+    with admin(gw) as http:
+        leaked = http.post("/admin/keys", json={"name": "ci", "tokens_per_day": 10}).json()["data"]["key"]
+        oai(gw, leaked).chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
+        with pytest.raises(openai.RateLimitError):
+            oai(gw, leaked).chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
+        assert http.delete("/admin/keys/ci").status_code == 200
+        fresh = http.post("/admin/keys", json={"name": "ci", "tokens_per_day": 10}).json()["data"]["key"]
+        assert oai(gw, fresh).chat.completions.create(model=MODEL, messages=MESSAGES).choices  # type: ignore[arg-type]
+        assert http.delete("/admin/keys/ci").status_code == 200
+        again = http.post("/admin/keys", json={"name": "ci", "key": fresh, "tokens_per_day": 10, "models": ["MBZUAI*"]})
+        assert again.status_code == 201
+        with pytest.raises(anthropic.RateLimitError):  # what it used today still counts
+            ant(gw, fresh).messages.create(model=MODEL, max_tokens=50, messages=MESSAGES)  # type: ignore[arg-type]
+        rows = http.get("/admin/usage", params={"key": "ci"}).json()["data"]["totals"]
+    assert rows["requests"] == 2  # usage stays by name: both keys' requests
 
 
 def test_usage_per_key_model_and_provider_after_known_traffic(replicas: tuple[GatewayServer, GatewayServer]) -> None:

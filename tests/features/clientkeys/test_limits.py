@@ -8,7 +8,12 @@ import pytest
 
 from chatbridge.core.metrics import LIMITS_HIT
 from chatbridge.features.clientkeys import ClientKey, KeyLimits, Limiter, LimitExceeded, ModelNotAllowed
-from chatbridge.features.clientkeys.limits import requests_retry_after, seconds_to_midnight, sliding_estimate
+from chatbridge.features.clientkeys.limits import (
+    counter_id,
+    requests_retry_after,
+    seconds_to_midnight,
+    sliding_estimate,
+)
 from chatbridge.state import MemoryStore
 
 
@@ -71,7 +76,7 @@ def test_concurrent_requests_admit_exactly_n_and_refusals_do_not_count() -> None
             assert len(admitted) == 7 and len(refused) == 13
             assert all(r.limit == "requests" and r.retry_after >= 1 for r in refused)
             assert hits("requests") - before == 13
-            assert await store.get("limits:requests:team-a:1000") == 7  # the refused took their count back
+            assert await store.get(f"limits:requests:{counter_id(k)}:1000") == 7  # the refused took their count back
             clock.now += 30  # half the minute on, the same window: still full
             with pytest.raises(LimitExceeded):
                 await limiter.admit(k, "m")
@@ -110,14 +115,14 @@ def test_concurrent_streams_hold_a_slot_until_closed() -> None:
             with pytest.raises(LimitExceeded) as refused:
                 await limiter.admit(k, "m")
             assert refused.value.limit == "streams" and refused.value.retry_after == 1
-            assert await store.get(f"limits:requests:team-a:{int(limiter.clock() // 60)}") in (2, None)
+            assert await store.get(f"limits:requests:{counter_id(k)}:{int(limiter.clock() // 60)}") in (2, None)
             await asyncio.sleep(0.5)  # longer than the TTL: renewed while the requests run
             with pytest.raises(LimitExceeded):
                 await limiter.admit(k, "m")
             await a.close(0)
             c = await limiter.admit(k, "m")
             await asyncio.gather(b.close(0), c.close(0))
-            assert await store.slot_holders("limits:streams:team-a") == 0
+            assert await store.slot_holders(f"limits:streams:{counter_id(k)}") == 0
 
     asyncio.run(scenario())
 
@@ -147,5 +152,26 @@ def test_models_outside_the_globs_are_refused_without_a_store_call() -> None:
         free = await limiter.admit(key(models=("kimi*",)), "kimi-k2")
         assert free.limiter is None  # no counted limit: nothing to close
         assert await store.keys("") == []
+
+    asyncio.run(scenario())
+
+
+def test_a_new_key_under_a_revoked_keys_name_starts_from_zero_and_the_same_key_keeps_its_counts() -> None:
+    """Rotating a key (revoke, add the name again with a new key) must not hand the new key the old one's
+    spent budget and in-flight slots; adding the same key again (to change its limits) keeps them."""
+    async def scenario() -> None:
+        async with MemoryStore() as store:
+            limiter = Limiter(store)
+            limits = {"tokens_per_day": 100, "requests_per_minute": 1, "max_concurrent_streams": 1}
+            old = ClientKey("team-a", "1" * 64, KeyLimits(**limits), "api")  # type: ignore[arg-type]
+            held = await limiter.admit(old, "m")  # streaming still, when its key is revoked
+            new = ClientKey("team-a", "2" * 64, KeyLimits(**limits), "api")  # type: ignore[arg-type]
+            admitted = await limiter.admit(new, "m")
+            await asyncio.gather(admitted.close(100), held.close(100))
+            again = ClientKey("team-a", "2" * 64, KeyLimits(tokens_per_day=200), "api")
+            with pytest.raises(LimitExceeded) as refused:  # the same key with new limits: 200 - 100 left
+                await (await limiter.admit(again, "m")).close(100)
+                await limiter.admit(again, "m")
+            assert refused.value.limit == "tokens"
 
     asyncio.run(scenario())

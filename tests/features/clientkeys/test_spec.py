@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
+import orjson
 import pytest
 
 from chatbridge.core.secrets import redact
@@ -95,3 +96,29 @@ def test_every_mistake_is_named_by_its_entry_never_by_its_key(body: str, expecte
 
 def test_an_empty_key_list_is_valid() -> None:
     assert parse_keys(b"keys: []") == []
+
+
+@pytest.mark.parametrize("name", ["team\u200ba", "team\u00a0a", "a\u2028b", "a\x85b", "a\u202eb", ".", ".."])
+def test_a_name_that_looks_like_another_breaks_a_log_line_or_is_no_path_segment_is_refused(name: str) -> None:
+    """Invisible, line-breaking or bidi characters make a name look like another (or split a log line);
+    `.` and `..` are removed from /admin/keys/{name} by HTTP clients, so such a key could not be revoked."""
+    raw = orjson.dumps({"keys": [{"key": SECRET, "name": name}]})
+    assert "keys[0]" in _error(raw) and "name" in _error(raw)
+
+
+def test_names_with_spaces_dots_and_other_scripts_are_kept() -> None:
+    names = ["team a", "ci.nightly", "équipe-β", "a..b", "100%", "...", "#1?"]
+    raw = orjson.dumps({"keys": [{"key": f"{SECRET}-{i}", "name": n} for i, n in enumerate(names)]})
+    assert [k.name for k in parse_keys(raw)] == names
+
+
+def test_a_key_an_http_client_cannot_send_is_refused() -> None:
+    """The key travels in a header: httpx (so the OpenAI and Anthropic SDKs) only sends ASCII there."""
+    message = _error(orjson.dumps({"keys": [{"key": "sk-équipe-0123456789abcdef", "name": "a"}]}))
+    assert "keys[0] (name 'a'): key:" in message and "ASCII" in message
+
+
+def test_globs_allow_a_model_in_any_case_and_nothing_more() -> None:
+    (key,) = parse_keys(f"keys: [{{key: {SECRET}, name: a, models: ['MBZUAI-IFM/*', 'kimi-k2']}}]".encode())
+    assert key.allows("mbzuai-ifm/k2-think-v2") and key.allows("MBZUAI-IFM/K2-Think-v2") and key.allows("KIMI-K2")
+    assert not key.allows("kimi-k2.5") and not key.allows("mbzuai-ifm")

@@ -75,8 +75,10 @@ def seconds_to_midnight(now: float) -> int:
     return max(1, math.ceil(DAY - now % DAY))
 
 
-def _part(value: str) -> str:
-    return quote(value, safe="")
+def counter_id(key: ClientKey) -> str:
+    """Whose counts these are: the key's name for reading, and its digest's start, so a new key added
+    under a revoked key's name starts from zero while the same key added again keeps its counts."""
+    return f"{quote(key.name, safe='')}~{key.digest[:16]}"
 
 
 @dataclass(slots=True)
@@ -112,7 +114,7 @@ class Limiter:
 
     def day_key(self, key: ClientKey, now: float | None = None) -> str:
         day = int((self.clock() if now is None else now) // DAY)
-        return f"{_PREFIX}tokens:{_part(key.name)}:{day}"
+        return f"{_PREFIX}tokens:{counter_id(key)}:{day}"
 
     async def admit(self, key: ClientKey, model: str) -> Admission:
         """Raise `ModelNotAllowed` or `LimitExceeded` (counted in LIMITS_HIT), else the admission."""
@@ -149,7 +151,7 @@ class Limiter:
     async def _count_request(self, key: ClientKey, limit: int, now: float) -> str:
         """Count this request in its window (the key to undo it), or refuse it with the count undone."""
         index = int(now // WINDOW)
-        base = f"{_PREFIX}requests:{_part(key.name)}:"
+        base = f"{_PREFIX}requests:{counter_id(key)}:"
         current_key = f"{base}{index}"
         current, previous = await asyncio.gather(
             self.store.incr(current_key, 1, ttl=2 * WINDOW + 5), self.store.get(f"{base}{index - 1}"))
@@ -165,7 +167,7 @@ class Limiter:
 
     async def _claim(self, admission: Admission, cap: int) -> None:
         key = admission.key
-        slot = f"{_PREFIX}streams:{_part(key.name)}"
+        slot = f"{_PREFIX}streams:{counter_id(key)}"
         holder = uuid.uuid4().hex
         if not await self.store.claim_slot(slot, holder, cap, self.slot_ttl):
             LIMITS_HIT.labels(limit="streams").inc()

@@ -32,6 +32,7 @@ from chatbridge.core.secrets import MIN_SECRET_LENGTH, mask, register_secrets
 
 KeySource = Literal["file", "api", "env"]
 _NAME = re.compile(r"^[^\x00-\x1f\x7f/]{1,64}$")  # no "/": the name is a path segment of /admin/keys/{name}
+_KEY = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII: what an HTTP header carries
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _GLOB_CHARS = set(string.printable) - set(string.whitespace) | {" "}
 
@@ -113,15 +114,19 @@ class KeyEntry(KeyLimits):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if value != value.strip() or not _NAME.match(value):
-            raise ValueError("name must be 1 to 64 printable characters other than /, without leading or trailing spaces")
+        """Printable, so no name looks like another or splits a log line; a path segment of
+        /admin/keys/{name} that HTTP clients keep (they drop `.` and `..`)."""
+        if value != value.strip() or not _NAME.match(value) or not value.isprintable() or value in (".", ".."):
+            raise ValueError("name must be 1 to 64 printable characters other than /, without leading or trailing "
+                             "spaces, and not . or ..")
         return value
 
     @field_validator("key")
     @classmethod
     def _key(cls, value: str | None) -> str | None:
-        if value is not None and (any(c.isspace() for c in value) or not value.isprintable()):
-            raise ValueError("key must not contain spaces or control characters")
+        """Visible ASCII only: the key is sent in a header, where httpx (and so the SDKs) sends nothing else."""
+        if value is not None and not _KEY.match(value):
+            raise ValueError("key must be printable ASCII without spaces (it is sent in an HTTP header)")
         return value
 
     @field_validator("key_sha256")
@@ -164,10 +169,12 @@ class ClientKey:
     counted: bool = field(init=False)  # `limits.limited`, read once per request: kept here
     models: tuple[str, ...] | None = field(init=False)
     free: bool = field(init=False)  # nothing counted, every model allowed: a request needs no admission
+    _folded: tuple[str, ...] = field(init=False, repr=False)  # the globs lower-cased, for `allows`
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "counted", self.limits.limited)
         object.__setattr__(self, "models", self.limits.models)
+        object.__setattr__(self, "_folded", tuple(g.lower() for g in self.limits.models or ()))
         object.__setattr__(self, "free", not self.counted and self.models is None)
 
     def expired(self, now: dt.datetime | None = None) -> bool:
@@ -175,8 +182,11 @@ class ClientKey:
         return expires is not None and expires <= (now or dt.datetime.now(dt.UTC))
 
     def allows(self, model: str) -> bool:
-        globs = self.models
-        return globs is None or any(fnmatchcase(model, glob) for glob in globs)
+        """Case-insensitive, as the router resolves model ids: a glob allows the model in any spelling."""
+        if self.models is None:
+            return True
+        folded = model.lower()
+        return any(fnmatchcase(folded, glob) for glob in self._folded)
 
 
 def check_glob(glob: Any) -> None:
