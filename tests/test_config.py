@@ -55,3 +55,50 @@ def test_an_unknown_thinking_format_is_refused() -> None:
     with pytest.raises(ValidationError) as caught:
         _settings(thinking_format="inline")
     assert "thinking_format" in str(caught.value)
+
+
+def test_a_dotenv_with_a_byte_order_mark_keeps_its_first_variable(tmp_path: Path) -> None:
+    """Windows editors save `.env` with a BOM; its first line must not become a variable named '\\ufeffPORT'."""
+    env_file = tmp_path / ".env"
+    env_file.write_bytes("PORT=9002\nLOG_LEVEL=debug\n".encode("utf-8-sig"))
+    settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    assert (settings.port, settings.log_level) == (9002, "DEBUG")
+
+
+EMPTY_MEANS_DEFAULT = {"PORT": 8001, "HOST": "0.0.0.0", "DATA_DIR": Path("./data"), "METRICS_PUBLIC": False,
+                       "LOG_LEVEL": "INFO", "THINKING_FORMAT": "reasoning_content", "REDIS_KEY_PREFIX": "chatbridge:",
+                       "REQUEST_TIMEOUT": 60.0, "KIMI_BASE_URL": "https://www.kimi.com", "KIMI_ENABLED": True}
+
+
+@pytest.mark.parametrize("where", ["environment", ".env"])
+def test_an_empty_variable_means_its_default(where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`PORT=` (compose's `${PORT}` unset, an empty ConfigMap value) is the default, as it is for optional settings."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("".join(f"{name}=\n" for name in EMPTY_MEANS_DEFAULT) if where == ".env" else "")
+    if where == "environment":
+        for name in EMPTY_MEANS_DEFAULT:
+            monkeypatch.setenv(name, "")
+    settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    assert {name: getattr(settings, name.lower()) for name in EMPTY_MEANS_DEFAULT} == EMPTY_MEANS_DEFAULT
+
+
+def test_an_empty_valid_api_key_lets_its_alias_be_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VALID_API_KEY", "")
+    monkeypatch.setenv("API_KEY", "alias-key-0123456789")
+    assert _settings().client_keys == ["alias-key-0123456789"]
+
+
+def test_log_format_is_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_FORMAT", "JSON")
+    assert _settings().log_format == "json"
+
+
+def test_a_negative_kiro_catalog_interval_is_refused() -> None:
+    """`KIRO_MODELS_REFRESH=-5` would re-read the catalog in a busy loop; 0 (read once) is allowed."""
+    from pydantic import ValidationError
+
+    from chatbridge.config import Settings
+
+    assert Settings(_env_file=None, kiro_models_refresh=0).section("kiro").kiro_models_refresh == 0  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, kiro_models_refresh=-5)  # type: ignore[call-arg]

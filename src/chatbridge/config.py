@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings
@@ -127,9 +127,10 @@ class Settings(BaseSettings):
                 elif isinstance(value, str) and "://" in value:
                     yield from _url_passwords(value)
 
-    @field_validator("thinking_format", mode="before")
+    @field_validator("thinking_format", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
+        """Choices are read in any case (`LOG_FORMAT=JSON`), as LOG_LEVEL is."""
         return value.strip().lower() if isinstance(value, str) else value
 
     _blank = field_validator("proxy_url", "toolify_custom_prompt", "anthropic_model_map", "anthropic_default_model",
@@ -191,14 +192,20 @@ class Settings(BaseSettings):
         """Checked at start: a proxy the HTTP client cannot use would otherwise fail every upstream call."""
         if value is None:
             return None
-        try:
-            parts = urlsplit(value.strip())
-            parts.port  # noqa: B018 (raises on a port that is not a number)
-        except ValueError:
-            parts = None
-        if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        parts = _split_url(value.strip())
+        if not _is_http_url(parts):
             scheme = f" ({parts.scheme}:// is not supported)" if parts is not None and parts.scheme and parts.hostname else ""
             raise ValueError(f"must be an http:// or https:// proxy URL with a host, e.g. http://user:pass@proxy:3128{scheme}")
+        return value.strip()
+
+    @field_validator("otel_exporter_otlp_endpoint")
+    @classmethod
+    def _otlp_endpoint(cls, value: str | None) -> str | None:
+        """Checked at start: traces sent to something that is not a URL are lost, with no sign at start."""
+        if value is None:
+            return None
+        if not _is_http_url(_split_url(value.strip())):
+            raise ValueError("must be an http:// or https:// OTLP/HTTP collector URL, e.g. http://collector:4318")
         return value.strip()
 
     def section(self, provider: str) -> Any:
@@ -257,6 +264,21 @@ def parse_model_map(value: str) -> list[tuple[str, str]]:
             raise ValueError(f"ANTHROPIC_MODEL_MAP entry {entry.strip()!r} is not name=model")
         pairs.append((name.strip(), target.strip()))
     return pairs
+
+
+def _split_url(value: str) -> SplitResult | None:
+    """`value`'s parts; None when it does not parse (a port that is not a number included)."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        return None
+    return parts
+
+
+def _is_http_url(parts: SplitResult | None) -> bool:
+    """An http:// or https:// URL with a host."""
+    return parts is not None and parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
 
 
 def _url_passwords(url: str) -> Iterator[str]:

@@ -191,6 +191,9 @@ def test_check_config_warns_about_mistyped_names(cli: typer.Typer, tmp_path: Pat
     ({"LOG_LEVEL": "bogus"}, "LOG_LEVEL"),
     ({"PROXY_URL": "socks5://u:proxy-pass-0123456789@127.0.0.1:1080"}, "PROXY_URL"),
     ({"MAX_HEADER_BYTES": "tiny"}, "MAX_HEADER_BYTES"),
+    ({"PSEUDO_STREAM_INTERVAL_MS": "inf"}, "PSEUDO_STREAM_INTERVAL_MS"),  # would stall every paced stream
+    ({"KIRO_MODELS_REFRESH": "nan"}, "KIRO_MODELS_REFRESH"),  # passes no bound
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),  # traces would be lost
 ])
 def test_check_config_refuses_invalid_settings_in_one_line_with_exit_2(
     cli: typer.Typer, tmp_path: Path, env: dict[str, str], name: str,
@@ -228,3 +231,55 @@ def test_check_config_leaves_the_opentelemetry_variables_alone(cli: typer.Typer,
     assert "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" not in output and "OTEL_EXPORTER_OTLP_HEADERS" not in output
     assert "PROMETHEUS_MULTIPROC_DIR" not in output
     assert re.search(r"warning OTEL_SERVICE_NAME: in .*\.env is not read: the OpenTelemetry SDK", output), output
+
+
+@pytest.mark.parametrize(("env", "dotenv", "read", "ignored"), [
+    ({"VALID_API_KEY": "first-key-0123456789", "API_KEY": "second-key-0123456789"}, "", "VALID_API_KEY", "API_KEY"),
+    ({"API_KEY": "env-key-0123456789"}, "API_MASTER_KEY=file-key-0123456789\n", "API_KEY", "API_MASTER_KEY"),
+])
+def test_check_config_warns_when_a_key_alias_is_set_to_another_value(
+    cli: typer.Typer, tmp_path: Path, env: dict[str, str], dotenv: str, read: str, ignored: str,
+) -> None:
+    """Only one of VALID_API_KEY / API_MASTER_KEY / API_KEY is read; the other key would be refused, silently."""
+    (tmp_path / ".env").write_text(dotenv)
+    code, output = run(cli, "check-config", DATA_DIR=str(tmp_path / "d"), **env)
+    assert code == 0, output
+    assert re.search(rf"warning {read}: is read; {ignored} also set, to a different value, is ignored", output), output
+    assert not any(value in output for value in [*env.values(), "file-key-0123456789"])
+
+
+def test_check_config_says_nothing_when_the_aliases_agree(cli: typer.Typer, tmp_path: Path) -> None:
+    code, output = run(cli, "check-config", DATA_DIR=str(tmp_path / "d"), VALID_API_KEY="same-key-0123456789",
+                       API_KEY="same-key-0123456789")
+    assert code == 0 and "0 warning(s)" in output, output
+
+
+def test_check_config_reads_a_dotenv_with_a_byte_order_mark(cli: typer.Typer, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(f"DATA_DIR={tmp_path / 'd'}\nLOG_LEVEL=debug\n".encode("utf-8-sig"))
+    code, output = run(cli, "check-config")
+    assert code == 0 and "0 warning(s)" in output and "not a chatbridge variable" not in output, output
+
+
+def test_check_config_refuses_an_env_file_that_does_not_exist(cli: typer.Typer, tmp_path: Path) -> None:
+    """An explicit --env-file that is missing (a typo) is not "using the environment only"."""
+    code, output = run(cli, "check-config", "--env-file", str(tmp_path / "prod.env"), DATA_DIR=str(tmp_path / "d"))
+    assert code == 2 and f"--env-file {tmp_path / 'prod.env'}: no such file" in output, output
+    assert "using the environment only" not in output
+
+
+def test_check_config_refuses_a_dotenv_not_in_utf8_in_one_line_with_exit_2(cli: typer.Typer, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes("TOOLIFY_CUSTOM_PROMPT=café\n".encode("latin-1"))
+    code, output = run(cli, "check-config", DATA_DIR=str(tmp_path / "d"))
+    assert code == 2, output
+    assert [line for line in output.splitlines() if line.strip()] == [
+        "✗ error    .env is not UTF-8 text (byte 0xe9 at offset 25); save it as UTF-8"], output
+
+
+def test_check_config_warns_once_about_each_line_that_is_not_name_value(cli: typer.Typer, tmp_path: Path) -> None:
+    """`PORT: 9000` (YAML habits) is read as nothing; say which line, once, never its value."""
+    (tmp_path / ".env").write_text("PORT: 9000\nLOG_LEVEL=debug\nVALID_API_KEY sk-secret-0123456789\n")
+    code, output = run(cli, "check-config", DATA_DIR=str(tmp_path / "d"))
+    assert code == 0, output
+    assert re.search(r"warning .env: line 1 \(PORT \.\.\.\) is not NAME=value and is ignored", output), output
+    assert re.search(r"warning .env: line 3 \(VALID_API_KEY \.\.\.\) is not NAME=value", output), output
+    assert "0 error(s), 2 warning(s)" in output and "python-dotenv" not in output and "sk-secret" not in output

@@ -15,6 +15,20 @@ app.command("check-config")(check_config)
 app.add_typer(accounts_app, name="accounts")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                      help="Print the version and exit."),
+) -> None:
+    """chatbridge: one OpenAI-compatible API for web-chat AI services."""
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

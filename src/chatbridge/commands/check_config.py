@@ -7,21 +7,25 @@ here prints a token, key or password in full.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Optional
 
 import typer
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 from rich.console import Console
 
-from chatbridge.commands.settings_errors import describe
+from chatbridge.commands.settings_errors import describe, not_utf8
 from chatbridge.config import Settings, env_names
 from chatbridge.core.findings import Finding
 from chatbridge.core.secrets import mask, redact
 from chatbridge.features.clientkeys import KeysFileError, read_keys_file
 from chatbridge.providers import registry
+from chatbridge.providers.settings import ENV_FILE_ENCODING
 
 EXAMPLE_HEAD = """\
 # chatbridge configuration (.env). Every line is optional; shown values are the defaults.
@@ -148,7 +152,7 @@ def example_env() -> str:
 
 def check_config(
     example: bool = typer.Option(False, "--example", help="Print a complete, commented example .env and exit."),
-    env_file: Path = typer.Option(Path(".env"), "--env-file", help="The .env file to read."),
+    env_file: Optional[Path] = typer.Option(None, "--env-file", help="The .env file to read (default: .env in the current folder, if any)."),
 ) -> None:
     """Check the environment, .env and every file they name; exit 1 on errors, 2 on invalid settings."""
     if example:
@@ -156,10 +160,19 @@ def check_config(
         return
     from pydantic import ValidationError
 
+    if env_file is not None and not env_file.is_file():
+        typer.echo(f"chatbridge: --env-file {env_file}: no such file", err=True)  # not "using the environment only"
+        raise typer.Exit(2)
+    env_file = env_file or Path(".env")
     console = Console(soft_wrap=True)
-    names = unknown_names(os.environ, env_file if env_file.is_file() else None)
+    present = env_file if env_file.is_file() else None
+    quiet_dotenv()
     try:
+        names = unparsed_lines(present) + unknown_names(os.environ, present) + alias_conflicts(os.environ, present)
         settings = Settings(_env_file=env_file if env_file.exists() else None)
+    except UnicodeDecodeError as exc:
+        console.print(f"[red]✗ error[/red]    {not_utf8(env_file, exc)}", highlight=False)
+        raise typer.Exit(2) from None
     except ValidationError as exc:
         _print(console, names)
         console.print(describe(exc, with_input=True, prefix="[red]✗ error[/red]    "), highlight=False)
@@ -207,9 +220,7 @@ def unknown_names(environ: Mapping[str, str], env_file: Path | None) -> list[Fin
     known = accepted_names()
     findings: list[Finding] = []
     if env_file is not None:
-        from dotenv import dotenv_values
-
-        for name in dotenv_values(env_file):
+        for name in _dotenv(env_file):
             if name.upper().startswith(_SDK_PREFIXES) and name.upper() not in known:
                 findings.append(Finding("warning", name, f"in {env_file} is not read: the OpenTelemetry SDK reads its "
                                         "OTEL_* variables from the environment only", "export it in the environment instead"))
@@ -225,6 +236,61 @@ def unknown_names(environ: Mapping[str, str], env_file: Path | None) -> list[Fin
             if nearest:
                 findings.append(Finding("warning", name, f"in the environment is not a chatbridge variable and is ignored; "
                                         f"did you mean {nearest[0]}?", f"rename it to {nearest[0]}"))
+    return findings
+
+
+def unparsed_lines(env_file: Path | None) -> list[Finding]:
+    """Lines of `.env` that are not `NAME=value` (`PORT: 9000`): read as nothing, so say which, once each.
+
+    python-dotenv's own warning for them is silenced (`quiet_dotenv`): it says it once per settings
+    section, without the file, and never in check-config's counts. The value is not shown (it may be a key).
+    """
+    if env_file is None:
+        return []
+    from dotenv.parser import parse_stream
+
+    with env_file.open(encoding=ENV_FILE_ENCODING) as stream:
+        bad = [binding.original for binding in parse_stream(stream) if binding.error]
+    findings = []
+    for original in bad:
+        name = re.match(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)", original.string)
+        shown = f" ({name.group(1)} ...)" if name else ""
+        findings.append(Finding("warning", str(env_file), f"line {original.line}{shown} is not NAME=value and is ignored",
+                                "write it as NAME=value (quotes around a value with spaces or #)"))
+    return findings
+
+
+def quiet_dotenv() -> None:
+    """python-dotenv's warning for a line it cannot parse is replaced by `unparsed_lines`."""
+    logging.getLogger("dotenv.main").setLevel(logging.ERROR)
+
+
+def _dotenv(env_file: Path) -> dict[str, str | None]:
+    """The names and values in `env_file`, read as the settings read it (a byte-order mark is not a name)."""
+    from dotenv import dotenv_values
+
+    return dict(dotenv_values(env_file, encoding=ENV_FILE_ENCODING))
+
+
+def alias_conflicts(environ: Mapping[str, str], env_file: Path | None) -> list[Finding]:
+    """A variable and its alias set to different values (VALID_API_KEY and API_KEY): one is silently not read.
+
+    The environment is read before `.env`, and in each the first of the names in order; values are never shown.
+    """
+    sources = [{k.upper(): v for k, v in environ.items()}]
+    if env_file is not None:
+        sources.append({k.upper(): v for k, v in _dotenv(env_file).items() if v is not None})
+    findings: list[Finding] = []
+    models: list[type[BaseSettings]] = [Settings, *(plugin.settings_class for plugin in registry.plugins())]
+    for field in (f for model in models for f in model.model_fields.values()):
+        if not isinstance(field.validation_alias, AliasChoices):
+            continue
+        choices = [str(c).upper() for c in field.validation_alias.choices]
+        found = [(name, source[name]) for source in sources for name in choices if source.get(name)]
+        if len({value for _, value in found}) > 1:
+            read, others = found[0][0], sorted({name for name, _ in found} - {found[0][0]})
+            findings.append(Finding("warning", read, f"is read; {', '.join(others)} also set, to a different value, is ignored",
+                                    f"unset {' and '.join(others)}, or give {read} the key you meant"))
     return findings
 
 

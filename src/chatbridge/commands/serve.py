@@ -34,6 +34,7 @@ def serve(
     from chatbridge.runtime import ConfigurationError, build_runtime, describe_keys
 
     overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+    _warn_about_the_env_file()
     settings = _settings_or_exit(overrides)
     configure_logging(settings.log_level, settings.log_format)
     limits, limits_note = listener_limits(settings, raise_open_file_limit())
@@ -49,11 +50,17 @@ def serve(
         sock.close()
         typer.echo(f"chatbridge: configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
+    except OSError as exc:  # DATA_DIR a file or not writable, a named file unreadable: the path says which
+        sock.close()
+        where = f": {exc.filename}" if exc.filename else ""
+        typer.echo(f"chatbridge: cannot start: {exc.strerror or exc}{where} (check DATA_DIR and the files "
+                   f"the settings name; `chatbridge check-config` says more)", err=True)
+        raise typer.Exit(2) from None
     shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     bound_port = sock.getsockname()[1]  # PORT=0 picks a free one
     lines = [
-        f"chatbridge {__version__} listening on http://{settings.host}:{bound_port} "
-        f"(OpenAI base URL: http://{shown_host}:{bound_port}/v1, docs: /docs)",
+        f"chatbridge {__version__} listening on http://{_url_host(settings.host)}:{bound_port} "
+        f"(OpenAI base URL: http://{_url_host(shown_host)}:{bound_port}/v1, docs: /docs)",
         *runtime.report,
         *([limits_note] if limits_note else []),
         *([f"CORS: browsers may call the API from {', '.join(settings.cors_origin_list)}"] if settings.cors_origin_list else []),
@@ -81,6 +88,27 @@ def serve(
         server.run(sockets=[sock])
         if not server.started:
             raise typer.Exit(3)  # the app failed to start; its error is in the log above
+
+
+def _warn_about_the_env_file() -> None:
+    """What is silently not read: a `.env` line that is not NAME=value, and a key alias beside a different
+    VALID_API_KEY (its clients would get 401 with no hint why)."""
+    from chatbridge.commands.check_config import alias_conflicts, quiet_dotenv, unparsed_lines
+
+    quiet_dotenv()
+    dotenv = Path(".env") if Path(".env").is_file() else None
+    try:
+        lines = [f"{f.subject}: {f.message}" for f in unparsed_lines(dotenv)]
+        lines += [f"{f.subject} {f.message}" for f in alias_conflicts(os.environ, dotenv)]
+    except (UnicodeDecodeError, OSError):
+        return  # reading the settings fails on it too, and says so
+    for line in lines:
+        typer.echo(f"chatbridge: warning: {line}", err=True)
+
+
+def _url_host(host: str) -> str:
+    """An IPv6 address in brackets (`http://[::1]:8001`), as a URL needs it to be copied into a client."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _exit_cleanly_after_shutdown() -> None:
@@ -141,13 +169,16 @@ def _settings_or_exit(overrides: Mapping[str, object]) -> Settings:
     """Settings, or one line per invalid variable (no traceback), exit code 2."""
     from pydantic import ValidationError
 
-    from chatbridge.commands.settings_errors import describe
+    from chatbridge.commands.settings_errors import describe, not_utf8
     from chatbridge.config import load_settings
 
     try:
         return load_settings(**overrides)
     except ValidationError as exc:
         typer.echo(describe(exc, prefix="chatbridge: invalid configuration: "), err=True)
+        raise typer.Exit(2) from None
+    except UnicodeDecodeError as exc:  # the only file the settings read is .env
+        typer.echo(f"chatbridge: invalid configuration: {not_utf8(Path('.env'), exc)}", err=True)
         raise typer.Exit(2) from None
 
 

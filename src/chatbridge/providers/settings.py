@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# `utf-8-sig`: a `.env` saved with a byte-order mark (Windows editors) keeps its first variable.
+# `env_ignore_empty`: `PORT=` (an unset `${PORT}` in compose, an empty ConfigMap value) means the
+# default, as it already did for every optional setting, rather than an invalid number.
+# `allow_inf_nan=False`: `inf` is not "never" (PSEUDO_STREAM_INTERVAL_MS=inf would stall every stream) and
+# `nan` passes no bound, so both are one-line errors.
+ENV_FILE_ENCODING = "utf-8-sig"
 SETTINGS_CONFIG = SettingsConfigDict(
-    env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True, case_sensitive=False,
-    populate_by_name=True,
+    env_file=".env", env_file_encoding=ENV_FILE_ENCODING, env_ignore_empty=True, allow_inf_nan=False,
+    extra="ignore", frozen=True, case_sensitive=False, populate_by_name=True,
 )
 
 

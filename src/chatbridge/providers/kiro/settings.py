@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from chatbridge.providers.kiro.endpoints import KiroEndpoints
 from chatbridge.providers.settings import ProviderSettings, blank_is_none
@@ -36,7 +36,7 @@ class KiroSettings(ProviderSettings):
     kiro_management_base: str | None = None
     kiro_auth_base: str | None = None
     kiro_oidc_base: str | None = None
-    kiro_models_refresh: float = 1800.0  # seconds between reads of the model catalog once it was read; 0: once
+    kiro_models_refresh: float = Field(1800.0, ge=0)  # seconds between reads of the model catalog once it was read; 0: once
 
     _blank = field_validator(
         "kiro_token_file", "kiro_token_files", "kiro_profile_arn", "kiro_api_base", "kiro_management_base",
