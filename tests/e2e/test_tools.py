@@ -278,6 +278,14 @@ def test_openai_compat_can_emulate_tools(compat_emu: Any, start_gateway: Callabl
     assert json.loads(reply.choices[0].message.tool_calls[0].function.arguments) == ARGS  # type: ignore[index]
 
 
+def _complete(client: Any, stream: bool, kwargs: dict[str, Any]) -> Any:
+    """The final completion, through the SDK's stream helper (which accumulates the deltas) or not streamed."""
+    if stream:
+        with client.chat.completions.stream(**kwargs) as events:
+            return events.get_final_completion()
+    return client.chat.completions.create(**kwargs)
+
+
 def _marker_call(body: dict[str, Any], name: str, arguments: dict[str, Any]) -> str:
     token = _token(body)
     return f"<tool_call_{token}>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call_{token}>"
@@ -383,11 +391,7 @@ def test_parallel_tool_calls_false_returns_one_call(k2emu: K2ThinkEmulator, k2_g
     kwargs: dict[str, Any] = {
         "model": MODEL, "messages": [{"role": "user", "content": "Paris and Nice?"}], "tools": TOOLS, "parallel_tool_calls": False,
     }
-    if stream:
-        with client.chat.completions.stream(**kwargs) as events:
-            reply = events.get_final_completion()
-    else:
-        reply = client.chat.completions.create(**kwargs)
+    reply = _complete(client, stream, kwargs)
     calls = reply.choices[0].message.tool_calls or []
     assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [("get_weather", {"city": "Paris"})]
     assert reply.choices[0].finish_reason == "tool_calls"
@@ -410,11 +414,7 @@ def test_named_tool_choice_gets_a_corrective_round(k2emu: K2ThinkEmulator, k2_ga
         "model": MODEL, "messages": [{"role": "user", "content": "Time?"}], "tools": tools,
         "tool_choice": {"type": "function", "function": {"name": "get_time"}},
     }
-    if stream:
-        with client.chat.completions.stream(**kwargs) as events:
-            reply = events.get_final_completion()
-    else:
-        reply = client.chat.completions.create(**kwargs)
+    reply = _complete(client, stream, kwargs)
     assert [c.function.name for c in reply.choices[0].message.tool_calls or []] == ["get_time"]
     assert reply.choices[0].finish_reason == "tool_calls"
     assert "noon" not in (reply.choices[0].message.content or "")  # the discarded answer never reaches the client
@@ -482,11 +482,7 @@ def test_several_objects_in_one_call_block_are_all_calls(k2emu: K2ThinkEmulator,
     k2emu.responder = respond
     client = k2_gateway().openai()
     kwargs: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "Paris and Nice?"}], "tools": TOOLS}
-    if stream:
-        with client.chat.completions.stream(**kwargs) as events:
-            reply = events.get_final_completion()
-    else:
-        reply = client.chat.completions.create(**kwargs)
+    reply = _complete(client, stream, kwargs)
     calls = reply.choices[0].message.tool_calls or []
     assert [json.loads(c.function.arguments) for c in calls] == [{"city": "Paris"}, {"city": "Nice"}]  # type: ignore[union-attr]
     assert reply.choices[0].finish_reason == "tool_calls" and len(k2emu.requests_to("/api/chat/completions")) == 1

@@ -329,10 +329,11 @@ def is_challenge(body: str, headers: Mapping[str, str]) -> bool:
         return True
     if named.get("content-type", "").partition(";")[0].strip().lower() == "text/html":
         return True
-    return _is_html(body)
+    return is_html_page(body)
 
 
-def _is_html(text: str) -> bool:
+def is_html_page(text: str) -> bool:
+    """An answer body that is a web page (a firewall's, a login's), never an API's."""
     return text.lstrip()[:9].lower().startswith(("<!doctype", "<html"))
 
 
@@ -356,7 +357,7 @@ def _summarise_body(body: str) -> str:
     try:
         data = orjson.loads(text)
     except orjson.JSONDecodeError:
-        if _is_html(text):
+        if is_html_page(text):
             return "an HTML page (blocked by a firewall or not an API endpoint)"
         return text[:300] or "empty body"
     if isinstance(data, dict):

@@ -18,7 +18,7 @@ import orjson
 from chatbridge.core.errors import UpstreamError
 from chatbridge.core.secrets import Secret, redact
 from chatbridge.pool.signin import SignedToken, SignInRejected
-from chatbridge.providers.http import HttpClient, HttpSettings, create_session, map_aiohttp_errors
+from chatbridge.providers.http import HttpClient, HttpSettings, create_session, is_html_page, map_aiohttp_errors
 from chatbridge.providers.k2think.payload import BROWSER_USER_AGENT, K2ThinkEndpoints
 
 PROVIDER = "k2think"
@@ -94,10 +94,9 @@ def _detail(text: str) -> str:
     try:
         data = orjson.loads(text)
     except orjson.JSONDecodeError:
-        stripped = text.strip()
-        if stripped.lower().startswith(("<!doctype", "<html")):
+        if is_html_page(text):
             return "an HTML page (blocked by a firewall?)"
-        return stripped[:200] or "empty body"
+        return text.strip()[:200] or "empty body"
     if isinstance(data, dict) and data.get("detail"):
         detail = data["detail"]
         return (detail if isinstance(detail, str) else orjson.dumps(detail).decode())[:200]
