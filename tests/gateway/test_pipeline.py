@@ -269,3 +269,34 @@ def test_prompt_tokens_are_known_before_the_first_event() -> None:
 
     # The tokenizer's count (core.tokens), which count_tokens gives too; it was the character estimate.
     assert run(main()) == count_prompt_tokens(request(messages=[Message(role="user", content="x" * 400)])) > 4
+
+
+@pytest.mark.parametrize("ending", ["max_tokens", "stop"])
+def test_an_answer_ended_by_the_gateway_closes_the_upstream_and_counts_as_a_success(ending: str) -> None:
+    """At the output limit or a stop sequence the rest of the answer is not waited for: the upstream
+    is closed at once (a 60 s tail here), and its credential is not blamed."""
+    tail: list[Step] = [60.0, TextDelta(" never read"), Finish("stop")]
+    provider = MockProvider(lambda req, cred: [TextDelta("one two three four five six STOP"), *tail], requires_credential=True)
+    pool = CredentialPool("mock", credentials(1))
+    asked = request(max_tokens=3) if ending == "max_tokens" else request(stop=["STOP"])
+    started = time.monotonic()
+    events = run(_open_and_collect(pipeline(provider, pool), asked))
+    assert time.monotonic() - started < 30  # the 60 s pause was never reached
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    finish = [e for e in events if isinstance(e, Finish)]
+    usage = [e for e in events if isinstance(e, Usage)]
+    if ending == "max_tokens":
+        assert text == "one two thre" and finish == [Finish("length")]
+        assert len(usage) == 1 and usage[0].completion_tokens == 3  # what was delivered
+    else:
+        assert text == "one two three four five six " and finish == [Finish("stop", "STOP")]
+    assert provider.calls[0].closed
+    entry = pool.find("c0")
+    assert entry is not None and entry.requests_served == 1 and entry.failures == 0 and entry.in_flight == 0
+
+
+def test_a_provider_that_honours_max_tokens_is_not_cut_by_the_gateway() -> None:
+    provider = MockProvider(lambda req, cred: [TextDelta("one two three four five six"), Finish("stop")])
+    provider.native_max_tokens = True
+    events = run(_open_and_collect(pipeline(provider), request(max_tokens=3)))
+    assert [e for e in events if not isinstance(e, Usage)] == [TextDelta("one two three four five six"), Finish("stop")]

@@ -40,6 +40,32 @@ def tokens_from_counts(narrow: int, wide: int) -> int:
     return math.ceil(narrow / 4 + wide) if narrow or wide else 0
 
 
+class OutputTally:
+    """A running `estimate_tokens` of an answer's text, kept as counts so memory stays flat."""
+
+    __slots__ = ("narrow", "wide")
+
+    def __init__(self) -> None:
+        self.narrow = self.wide = 0
+
+    def add(self, text: str) -> None:
+        if text.isascii():
+            self.narrow += len(text)
+        else:
+            wide = wide_chars(text)
+            self.wide += wide
+            self.narrow += len(text) - wide
+
+    @property
+    def tokens(self) -> int:
+        return tokens_from_counts(self.narrow, self.wide)
+
+    def tokens_with(self, text: str) -> int:
+        """The count if `text` were added."""
+        wide = wide_chars(text)
+        return tokens_from_counts(self.narrow + len(text) - wide, self.wide + wide)
+
+
 class UsageTotal:
     """Usage summed over the upstream rounds of one answer (tool and format emulation)."""
 

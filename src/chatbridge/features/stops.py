@@ -24,6 +24,11 @@ class StopSequences:
         self._held = ""
         self._stopped = False
 
+    @property
+    def finished(self) -> bool:
+        """The answer has ended at a stop sequence: what the upstream still says is not wanted."""
+        return self._stopped
+
     def feed(self, event: Event) -> list[Event]:
         if self._stopped:
             return [event] if isinstance(event, Usage) else []

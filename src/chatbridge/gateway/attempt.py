@@ -31,7 +31,7 @@ from chatbridge.core.types import (
     ToolCallDelta,
     Usage,
 )
-from chatbridge.core.usage import estimate_prompt_tokens, tokens_from_counts, wide_chars
+from chatbridge.core.usage import OutputTally, estimate_prompt_tokens, tokens_from_counts, wide_chars
 from chatbridge.pool.pool import Lease
 
 log = logging.getLogger("chatbridge.pipeline")
@@ -83,8 +83,8 @@ class Attempt:
     """
 
     __slots__ = (
-        "_classify", "_ended", "_events", "_lease", "_narrow", "_pending", "_provider", "_reasoning", "_request",
-        "_span", "_timing", "_transforms", "_usage_seen", "_wide", "failure",
+        "_classify", "_ended", "_events", "_finishing", "_lease", "_narrow", "_pending", "_provider", "_reasoning",
+        "_request", "_span", "_timing", "_transforms", "_usage_seen", "_wide", "failure",
     )
 
     def __init__(
@@ -107,6 +107,7 @@ class Attempt:
         self._classify = classify
         self._timing = timing
         self._transforms = tuple(transforms)
+        self._finishing = finishing(self._transforms) if transforms else ()
         self._pending: deque[Event] = deque()
         # What the answer has said so far, counted for the estimate (memory stays flat however long).
         self._narrow = self._wide = self._reasoning = 0
@@ -140,9 +141,22 @@ class Attempt:
                 self._timing.note(event, self._provider)
                 continue
             self._pending.extend(apply(self._transforms, [event]))
+            if self._finishing and finished(self._finishing):
+                await self._end_early()
         event = self._pending.popleft()
         self._count(event)
         return event
+
+    async def _end_early(self) -> None:
+        """A transform ended the answer (a stop sequence, the output limit): the upstream is closed
+        instead of read to its end for nothing, and the attempt counts as a success."""
+        self._ended = True
+        self._pending.extend(end(self._transforms))
+        if self._lease is not None:
+            self._lease.succeed()
+        if self._span is not None:
+            self._end_span("ok")
+        await self._events.aclose()
 
     async def _next_upstream(self) -> Event | None:
         """The provider's next event, or None once it has ended (the tail is then pending)."""
@@ -245,6 +259,24 @@ def apply(transforms: Sequence[EventTransform], events: list[Event], start: int 
     return events
 
 
+def output_text(event: Event) -> str:
+    """The text of an event that counts as output for a usage estimate ("" for any other)."""
+    if isinstance(event, (TextDelta, ReasoningDelta)):
+        return event.text
+    if isinstance(event, ToolCallDelta):
+        return (event.name or "") + event.arguments
+    return ""
+
+
+def finishing(transforms: Sequence[EventTransform]) -> tuple[Any, ...]:
+    """The transforms that can end an answer before the upstream does (they have `finished`)."""
+    return tuple(t for t in transforms if hasattr(t, "finished"))
+
+
+def finished(transforms: Sequence[Any]) -> bool:
+    return any(t.finished for t in transforms)
+
+
 def end(transforms: Sequence[EventTransform]) -> list[Event]:
     """What every transform held back, each tail passed through the transforms after it."""
     out: list[Event] = []
@@ -254,13 +286,23 @@ def end(transforms: Sequence[EventTransform]) -> list[Event]:
 
 
 class Transformed:
-    """An event stream seen through transforms (the reasoning policy over tool-emulation rounds)."""
+    """An event stream seen through transforms (the reasoning policy over tool-emulation rounds).
 
-    __slots__ = ("_ended", "_events", "_pending", "_transforms")
+    A transform that ends the answer early (`finished`) closes the rounds; what they would have
+    reported of usage is then estimated from `request` and the output passed on.
+    """
 
-    def __init__(self, events: AsyncGenerator[Event, None], transforms: Sequence[EventTransform]) -> None:
+    __slots__ = ("_ended", "_events", "_finishing", "_pending", "_reasoning", "_request", "_tally", "_transforms")
+
+    def __init__(self, events: AsyncGenerator[Event, None], transforms: Sequence[EventTransform],
+                 request: ChatRequest | None = None) -> None:
         self._events = events
         self._transforms = tuple(transforms)
+        self._finishing = finishing(self._transforms)
+        self._request = request
+        # Counted only where the answer may end early, for the usage the closed rounds cannot give.
+        self._tally = OutputTally() if self._finishing else None
+        self._reasoning = OutputTally()
         self._pending: deque[Event] = deque()
         self._ended = False
 
@@ -278,7 +320,30 @@ class Transformed:
                 self._pending.extend(end(self._transforms))
                 continue
             self._pending.extend(apply(self._transforms, [event]))
-        return self._pending.popleft()
+            if self._finishing and finished(self._finishing):
+                await self._end_early()
+        event = self._pending.popleft()
+        if self._tally is not None:
+            self._count(event)
+        return event
+
+    def _count(self, event: Event) -> None:
+        assert self._tally is not None
+        if text := output_text(event):
+            self._tally.add(text)
+            if isinstance(event, ReasoningDelta):
+                self._reasoning.add(text)
+
+    async def _end_early(self) -> None:
+        self._ended = True
+        self._pending.extend(end(self._transforms))
+        await self._events.aclose()  # the rounds' attempts are closed, and with them their usage
+        for event in self._pending:
+            self._count(event)
+        assert self._tally is not None
+        prompt = estimate_prompt_tokens(self._request) if self._request is not None else 0
+        self._pending.append(Usage(prompt, self._tally.tokens, estimated=True, reasoning_tokens=self._reasoning.tokens or None))
+        self._tally = None  # counted: what is pending is not counted again
 
     async def aclose(self) -> None:
         self._ended = True

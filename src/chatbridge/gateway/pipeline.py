@@ -27,6 +27,7 @@ from chatbridge.core.secrets import mask
 from chatbridge.core.tokens import count_prompt_tokens
 from chatbridge.core.types import ChatRequest, ConversationRef, Event, EventTransform, Route
 from chatbridge.features.content import UpstreamAbilities, fit_content, needs_fitting
+from chatbridge.features.output_limit import OutputLimit
 from chatbridge.features.pseudo_stream import PacedStream
 from chatbridge.features.stops import StopSequences
 from chatbridge.features.structured import FormatEmulator
@@ -194,7 +195,7 @@ class Pipeline:
         else:
             assert emulator is not None
             rounds = self._rounds(emulator, provider, timing)
-        events: Transformed | EventStream = Transformed(rounds, client_side()) if client_side is not None else rounds
+        events: Transformed | EventStream = Transformed(rounds, client_side(), upstream) if client_side is not None else rounds
         try:
             first = await anext(events)
         except StopAsyncIteration:
@@ -217,13 +218,16 @@ class Pipeline:
         """The transforms that shape the answer for this client (None: it is passed on as it is)."""
         mode = self._reasoning_mode(request, route)
         stops = request.stop
-        if mode == "reasoning_content" and not stops:
+        limit = request.max_tokens if not self.providers[route.provider].native_max_tokens else None
+        if mode == "reasoning_content" and not stops and not limit:
             return None
 
         def transforms() -> list[EventTransform]:
             made: list[EventTransform] = [] if mode == "reasoning_content" else [ReasoningPolicy(mode)]
             if stops:
                 made.append(StopSequences(stops))
+            if limit:  # last: it counts what the client receives
+                made.append(OutputLimit(limit))
             return made
 
         return transforms

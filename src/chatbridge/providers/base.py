@@ -35,6 +35,7 @@ class Provider(abc.ABC):
     name: str = "provider"
     native_tools: bool = False
     native_response_format: bool = False  # honours `response_format` itself; else it is emulated
+    native_max_tokens: bool = False  # honours `max_tokens` itself; else the gateway ends the answer there
     requires_credential: bool = True
     # What the upstream can take of an Anthropic request; the rest is fitted (features/content.py).
     reads_documents: bool = False  # PDF/text documents as such (else their text is extracted)

@@ -45,6 +45,7 @@ class OpenAICompatConfig:
 class OpenAICompatProvider(HttpProvider):
     requires_credential = False
     native_response_format = True  # forwarded: OpenAI-compatible servers take `response_format`
+    native_max_tokens = True  # forwarded, as are `stop` and the sampling parameters
 
     def __init__(self, config: OpenAICompatConfig, session: aiohttp.ClientSession | None = None) -> None:
         self.config = config
