@@ -60,6 +60,13 @@ CHAT_PATH = "/api/chat/completions"
 GUEST_CHAT_PATH = "/api/guest/chat/completions"
 SIGNIN_PATH = "/api/v1/auths/signin"
 MODELS_PATH = "/api/models"
+GUEST_PAGE_PATH = "/guest"
+GUEST_TOKEN_PATH = "/api/guest/token"
+GUEST_NEW_CHAT_PATH = "/api/v1/chats/guest/new"
+#: what the guest chat endpoint demands (notes §1.3, open question 9): nothing; any bearer token; a JWT
+#: from GUEST_TOKEN_PATH (which wants the cookie GET /guest sets); or the cookie handshake (GET /guest,
+#: then GUEST_NEW_CHAT_PATH for a ``conversation_id``, both cookies and ``guest_conversation_count``)
+GUEST_AUTH_MODES = ("none", "bearer", "token", "handshake")
 
 DEFAULT_REASONING = "The user greets me. I should greet back."
 DEFAULT_ANSWER = "Hello! How can I help you today?"
@@ -358,6 +365,12 @@ class K2ThinkEmulator(EmulatorBase):
         #: delta_reasoning: the thinking tags leak into ``content`` too; "close" (a stray ``</think>``)
         #: or "block" (``<think>reasoning</think>`` again, as the official API's clients expect)
         self.leak_think: str | None = None
+        #: guest access: one of GUEST_AUTH_MODES; refusals are 401 (token, bearer) or 403 (handshake)
+        self.guest_auth = "none"
+        self.guest_page_visits = 0
+        self._guest_cookies: set[str] = set()
+        self._guest_tokens: set[str] = set()
+        self._guest_conversations: set[str] = set()
         #: sign-in
         self.accounts: dict[str, str] = {}
         self.signin_token_in = "both"  # "json" | "cookie" | "both"
@@ -377,6 +390,9 @@ class K2ThinkEmulator(EmulatorBase):
         app = web.Application()
         app.router.add_post(CHAT_PATH, self.guard(self._handle_chat))
         app.router.add_post(GUEST_CHAT_PATH, self.guard(self._handle_guest_chat))
+        app.router.add_get(GUEST_PAGE_PATH, self.guard(self._handle_guest_page))
+        app.router.add_post(GUEST_TOKEN_PATH, self.guard(self._handle_guest_token))
+        app.router.add_post(GUEST_NEW_CHAT_PATH, self.guard(self._handle_guest_new_chat))
         app.router.add_post(SIGNIN_PATH, self.guard(self._handle_signin))
         app.router.add_get(MODELS_PATH, self.guard(self._handle_models))
         return app
@@ -508,7 +524,69 @@ class K2ThinkEmulator(EmulatorBase):
         failure = self.take_failure()
         if failure is not None:
             return self.failure_response(failure)
+        refused = self._guest_refusal(request, recorded)
+        if refused is not None:
+            return refused
         return await self._complete(request, recorded, guest=True)
+
+    # -- guest access ----------------------------------------------------------
+
+    def _guest_refusal(self, request: web.Request, recorded: RecordedRequest) -> web.StreamResponse | None:
+        mode = self.guest_auth
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        bearer = value.strip() if scheme.lower() == "bearer" else None
+        if mode == "bearer" and not bearer:
+            return self.error_response(401, {"detail": "Not authenticated"})
+        if mode == "token" and bearer not in self._guest_tokens:
+            return self.error_response(401, UNAUTHORIZED)
+        if mode == "handshake":
+            body = recorded.json if isinstance(recorded.json, dict) else {}
+            with self._lock:
+                known = request.cookies.get("guest_session") in self._guest_cookies
+                conversation = body.get("conversation_id")
+                fresh = isinstance(conversation, str) and conversation in self._guest_conversations
+                if fresh:
+                    self._guest_conversations.discard(conversation)  # one chat per guest conversation
+            if not (known and fresh and request.cookies.get("guest_conversation_count")):
+                return self.error_response(403, {"detail": "Guest session required"})
+        return None
+
+    async def _handle_guest_page(self, request: web.Request) -> web.StreamResponse:
+        await self.record(request)
+        cookie = uuid.uuid4().hex
+        with self._lock:
+            self.guest_page_visits += 1
+            self._guest_cookies.add(cookie)
+        response = web.Response(text="<!doctype html><title>K2 Think</title>", content_type="text/html")
+        response.set_cookie("guest_session", cookie, httponly=True)
+        return response
+
+    async def _handle_guest_token(self, request: web.Request) -> web.StreamResponse:
+        await self.record(request)
+        if self.guest_auth != "token":
+            return self.error_response(404, {"detail": NOT_FOUND_DETAIL})
+        with self._lock:
+            if request.cookies.get("guest_session") not in self._guest_cookies:
+                return self.error_response(401, {"detail": "Not authenticated"})
+            token = "guest." + uuid.uuid4().hex
+            self._guest_tokens.add(token)
+        return web.json_response({"token": token, "token_type": "Bearer"})
+
+    async def _handle_guest_new_chat(self, request: web.Request) -> web.StreamResponse:
+        recorded = await self.record(request)
+        if self.guest_auth != "handshake":
+            return self.error_response(404, {"detail": NOT_FOUND_DETAIL})
+        chat = recorded.json.get("chat") if isinstance(recorded.json, dict) else None
+        if not isinstance(chat, dict) or not isinstance(chat.get("messages"), list):
+            return self.error_response(422, {"detail": [{"type": "missing", "loc": ["body", "chat"]}]})
+        with self._lock:
+            if request.cookies.get("guest_session") not in self._guest_cookies:
+                return self.error_response(403, {"detail": "Guest session required"})
+            conversation = str(uuid.uuid4())
+            self._guest_conversations.add(conversation)
+        response = web.json_response({"id": conversation, "title": chat.get("title", ""), "chat": chat})
+        response.set_cookie("guest_chat", conversation[:8])
+        return response
 
     async def _handle_models(self, request: web.Request) -> web.StreamResponse:
         recorded = await self.record(request)

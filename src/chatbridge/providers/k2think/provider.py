@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import aiohttp
 
@@ -14,8 +17,11 @@ from chatbridge.core.types import ChatRequest, Event, EventTransform, ModelInfo
 from chatbridge.features.thinking import ReasoningSplitter
 from chatbridge.providers.base import classify_http_error
 from chatbridge.providers.http import HttpProvider, HttpSettings, UpstreamCall, stream_answer
+from chatbridge.providers.k2think.guest import GuestHandshake, GuestPass
 from chatbridge.providers.k2think.payload import K2ThinkEndpoints, build_body, guest_headers, token_headers
 from chatbridge.providers.k2think.stream import K2ThinkStreamReader
+
+log = logging.getLogger("chatbridge.k2think")
 
 PUBLIC_MODELS = ("MBZUAI-IFM/K2-Think-v2", "MBZUAI-IFM/K2-Think-v2-nothink")
 ALIASES = ("MBZUAI-IFM/K2-Think", "MBZUAI-IFM/K2-Think-nothink")
@@ -41,6 +47,9 @@ class K2ThinkProvider(HttpProvider):
         self.config = config
         self.requires_credential = not config.guest
         super().__init__(config.http, session)
+        self._handshake = GuestHandshake(config.endpoints, config.http, config.upstream_model)
+        self._guest_pass: GuestPass | None = None  # learnt once a plain guest request was refused
+        self._guest_lock = asyncio.Lock()
 
     @property
     def mode(self) -> str:
@@ -55,18 +64,70 @@ class K2ThinkProvider(HttpProvider):
         return [ReasoningSplitter("reasoning")]
 
     def stream(self, request: ChatRequest, credential: Credential | None) -> AsyncGenerator[Event, None]:
-        endpoints = self.config.endpoints
         if credential is None:
-            url, headers = endpoints.guest_url, guest_headers(endpoints)
-        else:
-            url, headers = endpoints.chat_url, token_headers(endpoints, credential.secret.reveal())
+            return self._guest(request)
+        endpoints = self.config.endpoints
+        headers = token_headers(endpoints, credential.secret.reveal())
+        return self._call(endpoints.chat_url, headers, build_body(request, guest=False), credential.id)
+
+    def _call(self, url: str, headers: dict[str, str], body: dict[str, Any], credential_id: str | None = None,
+              ) -> AsyncGenerator[Event, None]:
         call = UpstreamCall(
-            "POST", url, headers, build_body(request, guest=credential is None),
-            provider=self.name, credential_id=credential.id if credential else None,
+            "POST", url, headers, body, provider=self.name, credential_id=credential_id,
             idle_timeout=self.config.http.idle_timeout, limits=self.config.http.limits,
         )
         # One event per `data:` line, as K2Think's parsers read it (notes §2.2): blank lines may be missing.
         return stream_answer(self.session, call, LineSSEDecoder, K2ThinkStreamReader(self.name))
+
+    async def _guest(self, request: ChatRequest) -> AsyncGenerator[Event, None]:
+        """A guest chat: plain, until the endpoint refuses one; then with the pass a handshake gave (`guest.py`)."""
+        endpoints = self.config.endpoints
+        guest_pass = self._guest_pass
+        if guest_pass is None or guest_pass.stale:
+            events = self._call(endpoints.guest_url, guest_headers(endpoints), build_body(request, guest=True))
+            try:
+                first = await anext(events)
+            except StopAsyncIteration:
+                return
+            except UpstreamStatusError as error:
+                if error.status not in (401, 403):  # (a challenge page is not a status error: never here)
+                    raise
+                guest_pass = await self._new_guest_pass(guest_pass)
+            else:
+                if guest_pass is not None and self._guest_pass is guest_pass:
+                    self._guest_pass = None  # plain requests are answered again: the old pass is not needed
+                try:
+                    yield first
+                    async for event in events:
+                        yield event
+                finally:
+                    await events.aclose()
+                return
+        body = build_body(request, guest=True)
+        if guest_pass.conversations and (conversation := await self._handshake.conversation(guest_pass)):
+            body["conversation_id"] = conversation
+        events = self._call(endpoints.guest_url, guest_pass.headers(endpoints), body)
+        try:
+            async for event in events:
+                yield event
+        except UpstreamStatusError as error:
+            if error.status in (401, 403) and self._guest_pass is guest_pass:
+                self._guest_pass = None  # refused too: the next request starts over
+            raise
+        finally:
+            await events.aclose()
+
+    async def _new_guest_pass(self, refused: GuestPass | None) -> GuestPass:
+        """One handshake at a time: requests refused together share the pass the first one makes."""
+        async with self._guest_lock:
+            current = self._guest_pass
+            if current is not None and current is not refused and not current.stale:
+                return current
+            guest_pass = await self._handshake.new_pass()
+            log.warning("k2think's guest endpoint refused a plain request; a guest handshake found %s",
+                        guest_pass.learnt)
+            self._guest_pass = guest_pass
+            return guest_pass
 
     def classify(self, error: Exception) -> Failure:
         if isinstance(error, UpstreamStatusError):
