@@ -50,6 +50,7 @@ log = logging.getLogger("chatbridge.keys")
 
 _STORE_PREFIX = "clientkeys:key:"
 _VERSION = "clientkeys:version"
+_DIGEST_PREFIX = "clientkeys:digest:"  # digest → the name holding it: one key value, one name, across replicas
 GENERATED_PREFIX = "sk-cb-"
 
 
@@ -216,12 +217,34 @@ class ClientKeys:
             raise KeyConflict("That key is already in use; choose another (or leave `key` out to have one generated)")
         limits = KeyLimits(**parsed.model_dump(include=set(KeyLimits.model_fields)))
         key = ClientKey(parsed.name, key_digest, limits, "api", hint=mask(value), created_at=time.time())
+        if not await self._claim_digest(key):  # another request (or replica) took this key value meanwhile
+            raise KeyConflict("That key is already in use; choose another (or leave `key` out to have one generated)")
         if not await self.store.compare_and_set(_STORE_PREFIX + quote(key.name, safe=""), None, _to_record(key)):
+            await self._free_digest(key_digest, key.name)
             raise KeyConflict(f"A client key named {parsed.name!r} exists already")
         register_secret(value)
         await self.store.incr(_VERSION)
         await self.reload_store(force=True)
         return key, value
+
+    async def _claim_digest(self, key: ClientKey) -> bool:
+        """Reserve the key's value for its name, atomically: two simultaneous adds of one value cannot both
+        succeed. A reservation whose name holds no key with that value (a crash between the two writes,
+        or a key revoked by an older version) is taken over."""
+        slot = _DIGEST_PREFIX + key.digest
+        if await self.store.compare_and_set(slot, None, key.name):
+            return True
+        holder = await self.store.get(slot)
+        if holder is None:
+            return await self.store.compare_and_set(slot, None, key.name)
+        record = await self.store.get(_STORE_PREFIX + quote(str(holder), safe=""))
+        if isinstance(record, dict) and record.get("key_sha256") == key.digest:
+            return False
+        return await self.store.compare_and_set(slot, holder, key.name)
+
+    async def _free_digest(self, digest: str, name: str) -> None:
+        if await self.store.get(_DIGEST_PREFIX + digest) == name:
+            await self.store.delete(_DIGEST_PREFIX + digest)
 
     async def revoke(self, name: str) -> ClientKey:
         await self.reload_store(force=True)
@@ -233,6 +256,7 @@ class ClientKeys:
         if key.source == "file":
             raise KeyConflict(f"{name!r} comes from CLIENT_KEYS_FILE: remove it from the file to revoke it "
                               "(the file is re-read within a second)")
+        await self._free_digest(key.digest, name)  # first: an add of the same value may then take it at once
         await self.store.delete(_STORE_PREFIX + quote(name, safe=""))
         await self.store.incr(_VERSION)
         await self.reload_store(force=True)
