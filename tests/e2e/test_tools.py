@@ -513,6 +513,28 @@ def test_a_repair_round_shows_the_error_and_can_take_the_call_back(k2emu: K2Thin
     assert "there is no tool named 'get_forecast' (available tools: get_weather)" in repair
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_call_to_a_tool_never_offered_is_not_returned_even_after_the_repair(
+    k2emu: K2ThinkEmulator, k2_gateway: Callable[..., GatewayServer], stream: bool
+) -> None:
+    """A model that insists on a tool the client does not have: the client gets its prose and no call it
+    cannot run (the OpenAI Agents SDK raises on one), rather than a call to a missing function."""
+    k2emu.responder = lambda body: Reply(answer="Checking the forecast.\n" + _marker_call(body, "get_forecast", {"city": "Paris"}))
+    client = k2_gateway().openai()
+    asked: Any = {"model": MODEL, "messages": [{"role": "user", "content": "Forecast?"}], "tools": TOOLS}
+    if stream:
+        chunks = list(client.chat.completions.create(**asked, stream=True))
+        calls = [c for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+        content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    else:
+        reply = client.chat.completions.create(**asked)
+        calls = reply.choices[0].message.tool_calls or []
+        content, finish = reply.choices[0].message.content or "", [reply.choices[0].finish_reason]
+    assert calls == [] and finish == ["stop"] and content.strip() == "Checking the forecast."
+    assert len(k2emu.requests_to("/api/chat/completions")) == 2  # it was shown the error once
+
+
 def test_toolify_disabled_still_delivers_tool_history(k2emu: K2ThinkEmulator, k2_gateway: Callable[..., GatewayServer]) -> None:
     messages = [
         {"role": "user", "content": "Weather?"},

@@ -49,6 +49,8 @@ def test_json_is_found_where_models_put_it(text: str, json_text: str) -> None:
         (JSON_SCHEMA, "{}", "'n' is a required property"),
         (JSON_OBJECT, "[1, 2]", "it must be a JSON object"),
         (JSON_OBJECT, "[" * 500 + "]" * 500, "it is not valid JSON"),  # too deep to parse safely
+        (JSON_OBJECT, '{"n": NaN}', "it is not valid JSON"),  # Python's, not JSON: clients' parsers refuse it
+        (JSON_OBJECT, '{"n": -Infinity}', "it is not valid JSON"),
     ],
 )
 def test_wrong_answers_are_explained(fmt: ResponseFormat, text: str, problem: str) -> None:

@@ -381,3 +381,36 @@ def test_the_final_history_round_trips() -> None:
     sent = emulator.upstream_request().messages
     assert parse_reply(sent[2].text, emulator.marker).calls[0].name == "get_weather"
     assert emulator.marker.result_open("get_weather", calls[0].id) in sent[3].text
+
+
+def test_calls_to_unoffered_tools_still_made_after_the_repair_are_dropped() -> None:
+    """No client can run a tool it did not offer (the OpenAI Agents SDK raises on one): after the repair
+    rounds such calls are left out; valid calls beside them, and the prose before them, are kept."""
+    made_up = M.render_call("get_forecast", {"city": "Paris"})
+    alone = "Let me look.\n" + made_up
+    upstream = FakeUpstream(answer(alone), answer(alone))
+    result = run_emulator(make_request(), upstream)
+    assert "no tool named 'get_forecast'" in upstream.requests[1].messages[-1].text  # it was shown the error first
+    assert result.calls == [] and result.text == "Let me look." and result.finish == "stop"
+    assert not any(isinstance(e, ToolCallDelta) for e in result.events)
+
+    both = "Both.\n" + made_up + "\n" + WEATHER
+    result = run_emulator(make_request(), FakeUpstream(answer(both), answer(both)))
+    assert result.parsed_calls == [("get_weather", {"city": "Paris"})] and result.finish == "tool_calls"
+
+
+def test_a_required_call_made_only_to_unoffered_tools_is_declined_naming_them() -> None:
+    made_up = "Sure.\n" + M.render_call("get_forecast", {"city": "Paris"})
+    with pytest.raises(ToolCallDeclined) as declined:
+        run_emulator(make_request(tool_choice=ToolChoice(mode="required")), FakeUpstream(answer(made_up), answer(made_up)))
+    assert "did not offer ('get_forecast')" in declined.value.message
+
+
+def test_nan_or_infinity_in_a_call_is_repaired_never_passed_on() -> None:
+    """`NaN` is Python's, not JSON: JavaScript clients and Anthropic's `input` refuse it (it became `{}`)."""
+    bad = "x\n" + M.open_tag + '\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": NaN}}\n' + M.close_tag
+    upstream = FakeUpstream(answer(bad), answer("x\n" + WEATHER))
+    result = run_emulator(make_request(), upstream)
+    assert "NaN is not a JSON number" in upstream.requests[1].messages[-1].text
+    assert result.parsed_calls == [("get_weather", {"city": "Paris"})]
+    assert "NaN" not in json.dumps(result.calls)

@@ -64,7 +64,12 @@ class JsonTooDeep(ValueError):
 
 
 def loads(text: str, *, max_depth: int = MAX_ARGUMENT_DEPTH) -> Any:
-    """`json.loads` (raw control characters allowed in strings) with a bound on nesting."""
+    """`json.loads` (raw control characters allowed in strings) with a bound on nesting, and without
+    Python's `NaN`/`Infinity`: they are not JSON, and a client's own parser (or Anthropic's `input`) refuses them."""
     if text_depth_exceeds(text, max_depth):
         raise JsonTooDeep(f"the JSON nests deeper than {max_depth} levels")
-    return json.loads(text, strict=False)
+    return json.loads(text, strict=False, parse_constant=_not_json)
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")

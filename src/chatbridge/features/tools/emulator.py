@@ -31,6 +31,7 @@ end the stream.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from dataclasses import dataclass, field, replace
@@ -63,6 +64,7 @@ from chatbridge.features.tools.reply import ParsedReply, ReplyBuilder
 from chatbridge.features.tools.settings import ToolSettings
 from chatbridge.features.tools.validate import CallValidator
 
+log = logging.getLogger("chatbridge.tools")
 _FRAGMENTS = 4  # argument fragments per call (at most)
 _MIN_FRAGMENT = 16
 
@@ -210,9 +212,10 @@ class ToolEmulator:
             finish = self._answer_round.finish or "stop"
         else:
             chosen = _best(self._attempts)
+            dropped = self._drop_unoffered(chosen)
             if not chosen.calls and self.choice.mode in ("required", "function"):
-                raise self._declined(chosen)
-            events = self._answer(self._answer_round, chosen)
+                raise self._declined(chosen, dropped)
+            events = self._answer(self._answer_round, chosen, dropped)
             finish = self._finish_reason(self._answer_round, chosen)
         total = self._usage.event()
         if total is not None:
@@ -267,9 +270,24 @@ class ToolEmulator:
 
     # -- the answer ---------------------------------------------------------------------------
 
-    def _answer(self, answer: _Round, chosen: _Round) -> list[Event]:
+    def _drop_unoffered(self, chosen: _Round) -> list[str]:
+        """Calls still made to tools the request did not offer, after the repair rounds: dropped (no
+        client can run them, and some SDKs raise on them); their names, for the log and the error."""
+        if chosen.is_valid:
+            return []
+        offered = {tool.name for tool in self._request.tools}
+        dropped = [call.name for call in chosen.calls if call.name not in offered]
+        if dropped:
+            chosen.calls = [call for call in chosen.calls if call.name in offered]
+            log.warning("%s model still called tools the request did not offer after its repair rounds; "
+                        "dropped: %s", self._provider, ", ".join(sorted(set(dropped)))[:300])
+        return dropped
+
+    def _answer(self, answer: _Round, chosen: _Round, dropped: list[str] | None = None) -> list[Event]:
         reply = answer.reply
-        if chosen.calls:  # whitespace right before a call is layout, not content
+        if dropped and not chosen.calls:  # only calls nobody can run: the prose before them is the answer
+            text = "" if answer.live else (chosen.reply.text or reply.text).rstrip()  # (a live one has streamed)
+        elif chosen.calls:  # whitespace right before a call is layout, not content
             text = "" if answer.live else reply.text.rstrip()
         elif chosen is not answer:  # a repair round took the call back: its text is the answer
             text = chosen.reply.raw
@@ -284,12 +302,15 @@ class ToolEmulator:
             events.extend(self._call_events(index, call))
         return events
 
-    def _declined(self, chosen: _Round) -> ToolCallDeclined:
+    def _declined(self, chosen: _Round, dropped: list[str] | None = None) -> ToolCallDeclined:
         """A call was required and none came, even after the corrective round: say so, never pretend."""
         wanted = f"tool_choice named {self.choice.name!r}" if self.choice.mode == "function" else 'tool_choice "required"'
         reply = (chosen.reply.raw or self._answer_round.reply.raw).strip()
         malformed = chosen.reply.malformed or self._answer_round.reply.malformed
-        if chosen.reply.truncated or self._answer_round.reply.truncated:
+        if dropped:
+            names = ", ".join(repr(name[:64]) for name in sorted(set(dropped))[:5])
+            why = f"it called only tools the request did not offer ({names}), also after being shown the error"
+        elif chosen.reply.truncated or self._answer_round.reply.truncated:
             why = "its answer was cut off before a tool call"
         elif malformed:  # it did try: saying it "answered in text" would send the user the wrong way
             why = f"it wrote a tool call that could not be read: {malformed[-1].error}"
