@@ -31,7 +31,7 @@ from chatbridge.core.types import (
     ToolCallDelta,
     Usage,
 )
-from chatbridge.core.usage import OutputTally, estimate_prompt_tokens, tokens_from_counts, wide_chars
+from chatbridge.core.usage import OutputTally, estimate_prompt_tokens
 from chatbridge.pool.pool import Lease
 
 log = logging.getLogger("chatbridge.pipeline")
@@ -83,8 +83,8 @@ class Attempt:
     """
 
     __slots__ = (
-        "_classify", "_ended", "_events", "_finishing", "_lease", "_narrow", "_pending", "_provider", "_reasoning",
-        "_request", "_span", "_timing", "_transforms", "_usage_seen", "_wide", "failure",
+        "_classify", "_ended", "_events", "_finishing", "_lease", "_output", "_pending", "_provider", "_reasoning",
+        "_request", "_span", "_timing", "_transforms", "_usage_seen", "failure",
     )
 
     def __init__(
@@ -110,7 +110,8 @@ class Attempt:
         self._finishing = finishing(self._transforms) if transforms else ()
         self._pending: deque[Event] = deque()
         # What the answer has said so far, counted for the estimate (memory stays flat however long).
-        self._narrow = self._wide = self._reasoning = 0
+        self._output = OutputTally()
+        self._reasoning = 0
         self._usage_seen = False
         self._ended = False
         self.failure: Failure | None = None
@@ -212,18 +213,13 @@ class Attempt:
                 self._timing.note(event, self._provider)
                 return False
             return True
-        if text.isascii():
-            self._narrow += len(text)
-        else:
-            wide = wide_chars(text)
-            self._wide += wide
-            self._narrow += len(text) - wide
+        self._output.add(text)
         return True
 
     def _estimate(self) -> Usage:
         return Usage(
             prompt_tokens=estimate_prompt_tokens(self._request),
-            completion_tokens=tokens_from_counts(self._narrow, self._wide),
+            completion_tokens=self._output.tokens,
             estimated=True,
             reasoning_tokens=math.ceil(self._reasoning / 4) if self._reasoning else None,
         )

@@ -36,7 +36,7 @@ from chatbridge.core.types import (
     ToolCallDelta,
     Usage,
 )
-from chatbridge.core.usage import tokens_from_counts, wide_chars
+from chatbridge.core.usage import OutputTally
 from chatbridge.providers.kiro.errors import stream_error
 from chatbridge.providers.kiro.eventstream import EventStreamMessage, TruncatedFrame
 from chatbridge.providers.kiro.tools import ToolNames
@@ -70,8 +70,8 @@ class KiroAnswerReader:
     """The `AnswerReader` for `generateAssistantResponse` (see the module docstring)."""
 
     __slots__ = (
-        "_call", "_calls", "_closing", "_context_percent", "_cut", "_narrow", "_prompt_estimate", "_signed",
-        "_tokens", "_wide", "_window", "answered", "credential_id", "done", "names", "provider",
+        "_call", "_calls", "_closing", "_context_percent", "_cut", "_output", "_prompt_estimate", "_signed",
+        "_tokens", "_window", "answered", "credential_id", "done", "names", "provider",
     )
 
     def __init__(self, provider: str, names: ToolNames, *, prompt_estimate: int, window: int,
@@ -90,7 +90,7 @@ class KiroAnswerReader:
         self._signed = False  # the open reasoning block has its signature: the next one is a new block
         self._context_percent: float | None = None
         self._tokens = _Tokens()
-        self._narrow = self._wide = 0
+        self._output = OutputTally()  # what the answer has said, for an estimate when Kiro gives no count
 
     # -- frames ----------------------------------------------------------------------------------
 
@@ -258,12 +258,7 @@ class KiroAnswerReader:
                                    "cache_creation_input_tokens") or tokens.cache_write)
 
     def _count(self, text: str) -> None:
-        if text.isascii():
-            self._narrow += len(text)
-        else:
-            wide = wide_chars(text)
-            self._wide += wide
-            self._narrow += len(text) - wide
+        self._output.add(text)
 
     # -- the end ---------------------------------------------------------------------------------
 
@@ -298,7 +293,7 @@ class KiroAnswerReader:
 
     def _usage(self) -> Usage:
         tokens = self._tokens
-        completion = tokens.output if tokens.output is not None else tokens_from_counts(self._narrow, self._wide)
+        completion = tokens.output if tokens.output is not None else self._output.tokens
         cached = (tokens.cache_read or 0) + (tokens.cache_write or 0)
         if tokens.input is not None:
             prompt = tokens.input + cached
