@@ -5,7 +5,8 @@ bearer token, a guest JWT from `POST /api/guest/token` after `GET /guest`, or a 
 (`GET /guest`, then `POST /api/v1/chats/guest/new` for a `conversation_id` to send with the chat,
 and a `guest_conversation_count` cookie). Guest requests go out plain until one is refused; then
 one handshake tries every step, and what answered becomes the `GuestPass` every later guest
-request carries (renewed after `PASS_LIFETIME`, or dropped when it is refused in turn). A step
+request carries (renewed after `PASS_LIFETIME`, or dropped when it is refused in turn; when one
+is refused before any chat was answered with it, the endpoint refuses guests, and no handshake is tried for `HANDSHAKE_PAUSE`). A step
 that fails is skipped: the pass holds what worked, and a bearer of its own when no step gave one.
 """
 
@@ -30,6 +31,7 @@ from chatbridge.providers.k2think.payload import K2ThinkEndpoints, guest_headers
 log = logging.getLogger("chatbridge.k2think")
 
 PASS_LIFETIME = 55 * 60.0  # seconds: the guest JWT's cache in the one proxy that fetches one
+HANDSHAKE_PAUSE = 300.0  # seconds without a handshake after a pass was refused before serving a chat
 _MAX_BODY = 1 << 20  # bytes read of any handshake answer
 
 
@@ -38,11 +40,13 @@ class GuestPass:
     cookies: dict[str, str] = field(default_factory=dict)
     token: str | None = None  # a guest JWT from /api/guest/token
     conversations: bool = False  # /api/v1/chats/guest/new answered: each chat gets a conversation of its own
+    served: bool = False  # a chat was answered with it (refused before that: the handshake found nothing that helps)
     made_at: float = field(default_factory=time.monotonic)
 
     @property
     def stale(self) -> bool:
         return time.monotonic() - self.made_at > PASS_LIFETIME
+
 
     def headers(self, endpoints: K2ThinkEndpoints) -> dict[str, str]:
         headers = guest_headers(endpoints)

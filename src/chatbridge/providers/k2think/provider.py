@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,7 +18,7 @@ from chatbridge.core.types import ChatRequest, Event, EventTransform, ModelInfo
 from chatbridge.features.thinking import ReasoningSplitter
 from chatbridge.providers.base import classify_http_error
 from chatbridge.providers.http import HttpProvider, HttpSettings, UpstreamCall, stream_answer
-from chatbridge.providers.k2think.guest import GuestHandshake, GuestPass
+from chatbridge.providers.k2think.guest import HANDSHAKE_PAUSE, GuestHandshake, GuestPass
 from chatbridge.providers.k2think.payload import K2ThinkEndpoints, build_body, guest_headers, token_headers
 from chatbridge.providers.k2think.stream import K2ThinkStreamReader
 
@@ -50,6 +51,7 @@ class K2ThinkProvider(HttpProvider):
         self._handshake = GuestHandshake(config.endpoints, config.http, config.upstream_model)
         self._guest_pass: GuestPass | None = None  # learnt once a plain guest request was refused
         self._guest_lock = asyncio.Lock()
+        self._no_handshake_until = 0.0  # a new pass was refused too: refusals are final for a while
 
     @property
     def mode(self) -> str:
@@ -90,8 +92,8 @@ class K2ThinkProvider(HttpProvider):
             except StopAsyncIteration:
                 return
             except UpstreamStatusError as error:
-                if error.status not in (401, 403):  # (a challenge page is not a status error: never here)
-                    raise
+                if error.status not in (401, 403) or time.monotonic() < self._no_handshake_until:
+                    raise  # (a challenge page is not a status error: never here)
                 guest_pass = await self._new_guest_pass(guest_pass)
             else:
                 if guest_pass is not None and self._guest_pass is guest_pass:
@@ -109,10 +111,13 @@ class K2ThinkProvider(HttpProvider):
         events = self._call(endpoints.guest_url, guest_pass.headers(endpoints), body)
         try:
             async for event in events:
+                guest_pass.served = True
                 yield event
         except UpstreamStatusError as error:
             if error.status in (401, 403) and self._guest_pass is guest_pass:
                 self._guest_pass = None  # refused too: the next request starts over
+                if not guest_pass.served:  # what the handshake found never helped: no handshake per request
+                    self._no_handshake_until = time.monotonic() + HANDSHAKE_PAUSE
             raise
         finally:
             await events.aclose()

@@ -171,7 +171,7 @@ class KiroAnswerReader:
         self.answered = True
         content = payload.get("content")
         if isinstance(content, str) and content:
-            self._count(content)
+            self._output.add(content)
             yield TextDelta(content)
 
     def _reasoning(self, payload: dict[str, Any]) -> Iterator[Event]:
@@ -190,7 +190,7 @@ class KiroAnswerReader:
             yield BlockEnd()
             self._signed = False
         if text:
-            self._count(text)
+            self._output.add(text)
         yield ReasoningDelta(text, signature)
         if signature is not None:
             self._signed = True
@@ -214,7 +214,7 @@ class KiroAnswerReader:
             fragment = orjson.dumps(fragment).decode() if fragment else ""
         if isinstance(fragment, str) and fragment:
             call.fragments.append(fragment)
-            self._count(fragment)
+            self._output.add(fragment)
             yield ToolCallDelta(call.index, arguments=fragment)
         if payload.get("stop") is True:
             yield from self._close_call()
@@ -222,7 +222,7 @@ class KiroAnswerReader:
     def _open_call(self, upstream_id: str, name: str) -> _OpenCall:
         self._call = _OpenCall(self._calls, upstream_id)
         self._calls += 1
-        self._count(name)
+        self._output.add(name)
         return self._call
 
     def _close_call(self) -> Iterator[Event]:
@@ -256,9 +256,6 @@ class KiroAnswerReader:
         tokens.cache_read = _int(source, "cacheReadInputTokens", "cacheReadTokens", "cache_read_input_tokens") or tokens.cache_read
         tokens.cache_write = (_int(source, "cacheWriteInputTokens", "cacheWriteTokens", "cacheCreationInputTokens",
                                    "cache_creation_input_tokens") or tokens.cache_write)
-
-    def _count(self, text: str) -> None:
-        self._output.add(text)
 
     # -- the end ---------------------------------------------------------------------------------
 
