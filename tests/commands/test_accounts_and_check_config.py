@@ -167,9 +167,10 @@ def test_check_config_reports_kimi_tokens_and_mode(cli: typer.Typer, tmp_path: P
     assert_no_full_token(output, [refresh, access])
     code, output = run(cli, "check-config", DATA_DIR=str(tmp_path / "d"))
     assert "Kimi: guest mode" in output
-    code, output = run(cli, "check-config", KIMI_TOKENS_FILE=str(tmp_path / "none.txt"), KIMI_BASE_URL="www.kimi.com",
-                       DATA_DIR=str(tmp_path / "d"))
-    assert code == 1 and "none.txt does not exist" in output and "KIMI_BASE_URL" in output
+    code, output = run(cli, "check-config", KIMI_TOKENS_FILE=str(tmp_path / "none.txt"), DATA_DIR=str(tmp_path / "d"))
+    assert code == 1 and "none.txt does not exist" in output
+    code, output = run(cli, "check-config", KIMI_BASE_URL="www.kimi.com", DATA_DIR=str(tmp_path / "d"))
+    assert code == 2 and "KIMI_BASE_URL: must be an http:// or https:// URL" in output  # an invalid setting, as serve says
 
 
 def test_check_config_warns_about_mistyped_names(cli: typer.Typer, tmp_path: Path) -> None:
@@ -194,6 +195,8 @@ def test_check_config_warns_about_mistyped_names(cli: typer.Typer, tmp_path: Pat
     ({"PSEUDO_STREAM_INTERVAL_MS": "inf"}, "PSEUDO_STREAM_INTERVAL_MS"),  # would stall every paced stream
     ({"KIRO_MODELS_REFRESH": "nan"}, "KIRO_MODELS_REFRESH"),  # passes no bound
     ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),  # traces would be lost
+    ({"K2THINK_BASE_URL": "www.k2think.ai"}, "K2THINK_BASE_URL"),  # every request to K2Think would fail
+    ({"KIRO_REGION": "Frankfurt"}, "KIRO_REGION"),  # it becomes part of every Kiro host
 ])
 def test_check_config_refuses_invalid_settings_in_one_line_with_exit_2(
     cli: typer.Typer, tmp_path: Path, env: dict[str, str], name: str,

@@ -42,6 +42,11 @@ def test_version() -> None:
     ({"PROXY_URL": "socks5://proxyuser:proxy-pass-0123456789@127.0.0.1:1080"}, ["PROXY_URL"]),
     ({"PROXY_URL": "proxy.example:3128"}, ["PROXY_URL"]),
     ({"HEADER_TIMEOUT": "0", "MAX_CONNECTIONS": "many"}, ["HEADER_TIMEOUT", "MAX_CONNECTIONS"]),
+    # An upstream's address that every request to it would fail on (they started, then failed each request).
+    ({"OPENAI_COMPAT_BASE_URL": "compat.example/v1"}, ["OPENAI_COMPAT_BASE_URL"]),
+    ({"K2THINK_API_KEY": "sk-k2-0123456789", "K2THINK_API_BASE_URL": "notaurl"}, ["K2THINK_API_BASE_URL"]),
+    ({"KIMI_BASE_URL": "ftp://www.kimi.com"}, ["KIMI_BASE_URL"]),
+    ({"KIRO_REGION": "us-east-1!", "KIRO_API_BASE": "https://"}, ["KIRO_REGION", "KIRO_API_BASE"]),
 ])
 def test_an_invalid_setting_is_one_line_per_variable_and_exit_2(env: dict[str, str], names: list[str], tmp_path: Path) -> None:
     result = _serve({**env, "DATA_DIR": str(tmp_path)}, tmp_path)

@@ -6,6 +6,8 @@ contract); `chatbridge.config.Settings` reads every registered section from the 
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # `utf-8-sig`: a `.env` saved with a byte-order mark (Windows editors) keeps its first variable.
@@ -29,3 +31,20 @@ class ProviderSettings(BaseSettings):
 def blank_is_none(value: object) -> object:
     """An empty variable (`TOKENS_FILE=`) means unset, not a path or URL named ''."""
     return None if isinstance(value, str) and not value.strip() else value
+
+
+def http_url(value: object) -> object:
+    """An upstream's base URL, checked at start: http:// or https:// with a host. Anything else would
+    fail every request to that upstream later, so it is a one-line error now (exit 2), as every
+    invalid setting is."""
+    if not isinstance(value, str):
+        return value
+    value = value.strip()
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host, e.g. https://example.com")
+    return value

@@ -52,9 +52,6 @@ def k2think_findings(section: K2ThinkSettings, data_dir: Path) -> list[Finding]:
     if auto and section.token_update_interval < 300:
         findings.append(Finding("warning", "TOKEN_UPDATE_INTERVAL", f"{section.token_update_interval:g} s signs every account in very often",
                                 "use at least 3600 (the default is 86400)"))
-    if not section.k2think_base_url.startswith(("http://", "https://")):
-        findings.append(Finding("error", "K2THINK_BASE_URL", f"{section.k2think_base_url!r} is not a URL",
-                                "start it with http:// or https://"))
     mode = ("guest mode (no account; set K2THINK_TOKEN, TOKENS_FILE, or ACCOUNTS_FILE with ENABLE_TOKEN_AUTO_UPDATE=true "
             "for token mode)") if section.is_guest(data_dir) else "token mode"
     findings.append(Finding("ok", "K2Think", mode))

@@ -9,15 +9,13 @@ provider, and the first provider to claim an id keeps it); without it the web en
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from pydantic import SecretStr, field_validator
 
-from chatbridge.core.findings import Finding
 from chatbridge.core.secrets import Secret, redact
 from chatbridge.core.types import Route
 from chatbridge.providers.openai_compat.provider import OpenAICompatConfig, OpenAICompatProvider
-from chatbridge.providers.settings import ProviderSettings, blank_is_none
+from chatbridge.providers.settings import ProviderSettings, blank_is_none, http_url
 from chatbridge.providers.wiring import ProviderPlugin, ProviderWiring, WiringContext
 
 NAME = "k2think-api"
@@ -43,6 +41,7 @@ class K2ThinkApiSettings(ProviderSettings):
     k2think_api_models: str = DEFAULT_MODEL
 
     _blank = field_validator("k2think_api_key", mode="before")(blank_is_none)
+    _url = field_validator("k2think_api_base_url")(http_url)
 
     @property
     def key(self) -> str | None:
@@ -91,12 +90,6 @@ class K2ThinkApiPlugin(ProviderPlugin):
                    "they are served here, not by the web chat)",
             no_pool_reason="uses one API key (K2THINK_API_KEY), not a credential pool",
         )
-
-    def checks(self, section: K2ThinkApiSettings, data_dir: Path) -> Sequence[Finding]:
-        url = section.k2think_api_base_url
-        if not url.startswith(("http://", "https://")):
-            return [Finding("error", "K2THINK_API_BASE_URL", f"{url!r} is not a URL", "start it with http:// or https://")]
-        return []
 
 
 PLUGIN = K2ThinkApiPlugin()

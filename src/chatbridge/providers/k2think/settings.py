@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
-from chatbridge.providers.settings import ProviderSettings, blank_is_none
+from chatbridge.providers.settings import ProviderSettings, blank_is_none, http_url
 
 DEFAULT_K2THINK_MODEL = "MBZUAI-IFM/K2-Think-v2"
 
@@ -28,6 +28,7 @@ class K2ThinkSettings(ProviderSettings):
     signin_retry_backoff: float = Field(1.0, ge=0)  # seconds before the 2nd sign-in attempt, doubled after
 
     _blank = field_validator("k2think_api_url", "tokens_file", "accounts_file", mode="before")(blank_is_none)
+    _url = field_validator("k2think_base_url", "k2think_api_url")(http_url)
 
     @property
     def token(self) -> str | None:

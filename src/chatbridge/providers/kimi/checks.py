@@ -28,9 +28,6 @@ KIMI_MAX_STREAMS_PER_ACCOUNT=1
 
 def kimi_findings(section: KimiSettings) -> list[Finding]:
     findings: list[Finding] = []
-    for name, url in (("KIMI_BASE_URL", section.kimi_base_url), ("KIMI_AUTH_URL", section.kimi_auth_url)):
-        if not url.startswith(("http://", "https://")):
-            findings.append(Finding("error", name, f"{url!r} is not a URL", "start it with http:// or https://"))
     if section.refresh_tokens:
         findings += _token_findings("KIMI_REFRESH_TOKEN", section.refresh_tokens)
     path = section.kimi_tokens_file

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
-from chatbridge.providers.settings import ProviderSettings, blank_is_none
+from chatbridge.providers.settings import ProviderSettings, blank_is_none, http_url
 
 
 class KimiSettings(ProviderSettings):
@@ -18,6 +18,7 @@ class KimiSettings(ProviderSettings):
     kimi_max_streams_per_account: int = Field(1, ge=1)  # Kimi streams one reply per account at a time
 
     _blank = field_validator("kimi_tokens_file", mode="before")(blank_is_none)
+    _url = field_validator("kimi_base_url", "kimi_auth_url")(http_url)
 
     @property
     def refresh_tokens(self) -> list[str]:

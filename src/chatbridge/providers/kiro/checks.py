@@ -55,10 +55,6 @@ def kiro_findings(section: KiroSettings, data_dir: Path) -> list[Finding]:
     if section.kiro_profile_arn is not None and not section.kiro_profile_arn.startswith("arn:"):
         findings.append(Finding("error", "KIRO_PROFILE_ARN", f"{section.kiro_profile_arn!r} is not an ARN",
                                 "use the arn:aws:codewhisperer:...:profile/... of the account"))
-    for variable in ("kiro_api_base", "kiro_management_base", "kiro_auth_base", "kiro_oidc_base"):
-        value = getattr(section, variable)
-        if value is not None and not value.startswith(("http://", "https://")):
-            findings.append(Finding("error", variable.upper(), f"{value!r} is not a URL", "start it with https://"))
     count = len(files) + (1 if section.access_token or section.refresh_token else 0) + len(section.api_keys)
     findings.append(Finding("ok", "Kiro", f"{count} credential(s) configured" + ("" if section.has_explicit_credentials
                                                                                     else " (zero configuration: the IDE's login)")))

@@ -8,12 +8,15 @@ model catalog at `management.{region}.kiro.dev`, social refresh at
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
 from chatbridge.providers.kiro.endpoints import KiroEndpoints
-from chatbridge.providers.settings import ProviderSettings, blank_is_none
+from chatbridge.providers.settings import ProviderSettings, blank_is_none, http_url
+
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 
 # Where the Kiro IDE writes its login (the same relative path on every OS).
 DEFAULT_TOKEN_FILE = Path(".aws") / "sso" / "cache" / "kiro-auth-token.json"
@@ -42,11 +45,16 @@ class KiroSettings(ProviderSettings):
         "kiro_token_file", "kiro_token_files", "kiro_profile_arn", "kiro_api_base", "kiro_management_base",
         "kiro_auth_base", "kiro_oidc_base", mode="before",
     )(blank_is_none)
+    _url = field_validator("kiro_api_base", "kiro_management_base", "kiro_auth_base", "kiro_oidc_base")(http_url)
 
     @field_validator("kiro_region", mode="before")
     @classmethod
     def _region(cls, value: object) -> object:
-        return value.strip() or "us-east-1" if isinstance(value, str) else value
+        """A region name (it becomes part of every endpoint's host), e.g. eu-central-1."""
+        region = value.strip() or "us-east-1" if isinstance(value, str) else value
+        if isinstance(region, str) and not _REGION.fullmatch(region):
+            raise ValueError("must be an AWS region name, e.g. us-east-1 or eu-central-1")
+        return region
 
     # -- credentials ----------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
-from chatbridge.providers.settings import ProviderSettings, blank_is_none
+from chatbridge.providers.settings import ProviderSettings, blank_is_none, http_url
 
 
 class OpenAICompatSettings(ProviderSettings):
@@ -21,6 +21,7 @@ class OpenAICompatSettings(ProviderSettings):
     openai_compat_split_reasoning: bool = False
 
     _blank = field_validator("openai_compat_base_url", "openai_compat_models", mode="before")(blank_is_none)
+    _url = field_validator("openai_compat_base_url")(http_url)
 
     @property
     def openai_compat_model_ids(self) -> list[str]:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-
-from chatbridge.core.findings import Finding
 from chatbridge.core.secrets import Secret, redact
 from chatbridge.core.types import Route
 from chatbridge.providers.openai_compat.provider import OpenAICompatConfig, OpenAICompatProvider
@@ -62,12 +58,6 @@ class OpenAICompatPlugin(ProviderPlugin):
             provider, mode="api_key", report=f"{redact(section.openai_compat_base_url)} (models: {models})",
             routes=routes, no_pool_reason="uses one API key (OPENAI_COMPAT_API_KEY), not a credential pool",
         )
-
-    def checks(self, section: OpenAICompatSettings, data_dir: Path) -> Sequence[Finding]:
-        url = section.openai_compat_base_url
-        if url is not None and not url.startswith(("http://", "https://")):
-            return [Finding("error", "OPENAI_COMPAT_BASE_URL", f"{url!r} is not a URL", "start it with http:// or https://")]
-        return []
 
 
 PLUGIN = OpenAICompatPlugin()
