@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings
@@ -22,7 +22,7 @@ from chatbridge.core.secrets import register_secrets
 from chatbridge.features.sessions import SessionSettings
 from chatbridge.providers import registry
 from chatbridge.providers.http import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENT_BYTES, BodyLimits, HttpSettings
-from chatbridge.providers.settings import SETTINGS_CONFIG, ProviderSettings, blank_is_none
+from chatbridge.providers.settings import SETTINGS_CONFIG, ProviderSettings, blank_is_none, is_http_url, split_url
 from chatbridge.providers.wiring import PoolDefaults
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -145,11 +145,7 @@ class Settings(BaseSettings):
             return None
         value = value.strip()
         register_secrets(_url_passwords(value))  # before any message could show the URL
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 (raises on a port that is not a number)
-        except ValueError:
-            parts = None
+        parts = split_url(value)
         if parts is None or parts.scheme.lower() not in ("redis", "rediss") or not parts.hostname:
             raise ValueError("must be a redis:// or rediss:// URL with a host, e.g. redis://:password@redis:6379/0")
         database = parts.path.strip("/")
@@ -192,8 +188,8 @@ class Settings(BaseSettings):
         """Checked at start: a proxy the HTTP client cannot use would otherwise fail every upstream call."""
         if value is None:
             return None
-        parts = _split_url(value.strip())
-        if not _is_http_url(parts):
+        parts = split_url(value.strip())
+        if not is_http_url(parts):
             scheme = f" ({parts.scheme}:// is not supported)" if parts is not None and parts.scheme and parts.hostname else ""
             raise ValueError(f"must be an http:// or https:// proxy URL with a host, e.g. http://user:pass@proxy:3128{scheme}")
         return value.strip()
@@ -204,7 +200,7 @@ class Settings(BaseSettings):
         """Checked at start: traces sent to something that is not a URL are lost, with no sign at start."""
         if value is None:
             return None
-        if not _is_http_url(_split_url(value.strip())):
+        if not is_http_url(split_url(value.strip())):
             raise ValueError("must be an http:// or https:// OTLP/HTTP collector URL, e.g. http://collector:4318")
         return value.strip()
 
@@ -264,21 +260,6 @@ def parse_model_map(value: str) -> list[tuple[str, str]]:
             raise ValueError(f"ANTHROPIC_MODEL_MAP entry {entry.strip()!r} is not name=model")
         pairs.append((name.strip(), target.strip()))
     return pairs
-
-
-def _split_url(value: str) -> SplitResult | None:
-    """`value`'s parts; None when it does not parse (a port that is not a number included)."""
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 (raises on a port that is not a number)
-    except ValueError:
-        return None
-    return parts
-
-
-def _is_http_url(parts: SplitResult | None) -> bool:
-    """An http:// or https:// URL with a host."""
-    return parts is not None and parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
 
 
 def _url_passwords(url: str) -> Iterator[str]:

@@ -6,7 +6,7 @@ contract); `chatbridge.config.Settings` reads every registered section from the 
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -40,11 +40,21 @@ def http_url(value: object) -> object:
     if not isinstance(value, str):
         return value
     value = value.strip()
+    if not is_http_url(split_url(value)):
+        raise ValueError("must be an http:// or https:// URL with a host, e.g. https://example.com")
+    return value
+
+
+def split_url(value: str) -> SplitResult | None:
+    """`value`'s parts; None when it does not parse (a port that is not a number included)."""
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 (raises on a port that is not a number)
     except ValueError:
-        parts = None
-    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http:// or https:// URL with a host, e.g. https://example.com")
-    return value
+        return None
+    return parts
+
+
+def is_http_url(parts: SplitResult | None) -> bool:
+    """An http:// or https:// URL with a host."""
+    return parts is not None and parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
