@@ -50,8 +50,7 @@ class GuestPass:
 
     def headers(self, endpoints: K2ThinkEndpoints) -> dict[str, str]:
         headers = guest_headers(endpoints)
-        cookies = {**self.cookies, "guest_conversation_count": "1"}
-        headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in cookies.items())
+        headers["Cookie"] = cookie_header({**self.cookies, "guest_conversation_count": "1"})
         if self.token is not None:
             headers["Authorization"] = f"Bearer {self.token}"
         elif not self.conversations:  # the proxy that sends a random bearer: the endpoint wanted one, any one
@@ -102,7 +101,7 @@ class GuestHandshake:
         """One step: its JSON answer (or "" for any other 2xx body), None when it failed; cookies it set are kept."""
         headers = guest_headers(self.endpoints)
         if guest.cookies:
-            headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in guest.cookies.items())
+            headers["Cookie"] = cookie_header(guest.cookies)
         if guest.token is not None:
             headers["Authorization"] = f"Bearer {guest.token}"
         try:
@@ -132,6 +131,10 @@ class GuestHandshake:
         deadline = FIRST_CONTENT_DEADLINE.get()
         budget = self.http.request_timeout
         return max(0.1, min(budget, remaining(deadline))) if deadline is not None else budget
+
+
+def cookie_header(cookies: dict[str, str]) -> str:
+    return "; ".join(f"{name}={value}" for name, value in cookies.items())
 
 
 def _chat_object(model: str) -> dict[str, Any]:
