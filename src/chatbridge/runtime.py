@@ -67,6 +67,7 @@ class Runtime:
     def __post_init__(self) -> None:
         if self.keyring is None:
             self.keyring = ClientKeys(self.store or MemoryStore(), env_keys=self.client_keys, reserved=self.admin_keys)
+        self.keyring.on_gone(self.drain.end_keys)  # a revoked key's open answers end at once
         self.providers = {name: w.provider for name, w in self.wirings.items()}
         self.pools = {name: w.pool for name, w in self.wirings.items() if w.pool is not None}
         self.lifecycles = {name: w.lifecycle for name, w in self.wirings.items() if w.lifecycle is not None}

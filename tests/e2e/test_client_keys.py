@@ -4,6 +4,8 @@ routes, revocation seen by a second gateway on the same store, and usage after k
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -237,6 +239,127 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(gateway: Callable[..., G
             time.sleep(0.1)
 
 
+class Outcome(threading.Thread):
+    """One request made in the background: what it raised, and when it ended."""
+
+    def __init__(self, call: Callable[[threading.Event], Any]) -> None:
+        super().__init__(daemon=True)
+        self.call = call
+        self.started = threading.Event()  # set by the call when its first chunk arrived
+        self.error: BaseException | None = None
+        self.ended_at = 0.0
+
+    def run(self) -> None:
+        try:
+            self.call(self.started)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.ended_at = time.monotonic()
+            self.started.set()
+
+
+def openai_stream(gw: GatewayServer, key: str) -> Callable[[threading.Event], Any]:
+    def call(started: threading.Event) -> None:
+        with oai(gw, key).chat.completions.create(model=MODEL, messages=MESSAGES, stream=True) as stream:  # type: ignore[arg-type]
+            for _ in stream:
+                started.set()
+    return call
+
+
+def anthropic_stream(gw: GatewayServer, key: str) -> Callable[[threading.Event], Any]:
+    def call(started: threading.Event) -> None:
+        with ant(gw, key).messages.create(model=MODEL, max_tokens=4000, messages=MESSAGES, stream=True) as stream:  # type: ignore[arg-type]
+            for _ in stream:
+                started.set()
+    return call
+
+
+def openai_whole(gw: GatewayServer, key: str) -> Callable[[threading.Event], Any]:
+    def call(started: threading.Event) -> None:
+        started.set()
+        oai(gw, key).chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
+    return call
+
+
+def test_revoking_a_key_ends_its_open_answers_at_once_in_each_dialect_and_spares_the_others(
+        gateway: Callable[..., GatewayServer], k2emu: K2ThinkEmulator) -> None:
+    """A leaked key must stop costing upstream time when it is revoked, not when its answers end."""
+    gw = gateway(keys_yaml())
+    with admin(gw) as http:
+        leaked = http.post("/admin/keys", json={"name": "leaked"}).json()["data"]["key"]
+    k2emu.slow_stream(60, 0.1)  # reasoning for 6 s, then the answer for 6 s
+    ending = [Outcome(openai_stream(gw, leaked)), Outcome(anthropic_stream(gw, leaked)), Outcome(openai_whole(gw, leaked))]
+    spared = Outcome(openai_stream(gw, KEY_A))
+    for outcome in (*ending, spared):
+        outcome.start()
+    for outcome in (*ending, spared):
+        assert outcome.started.wait(10)
+    time.sleep(0.5)  # the whole answer's request is at the upstream by now
+    disconnects = k2emu.client_disconnects
+    with admin(gw) as http:
+        assert http.delete("/admin/keys/leaked").status_code == 200
+    revoked_at = time.monotonic()
+    for outcome in ending:
+        outcome.join(5)
+        assert not outcome.is_alive(), "an answer of a revoked key went on"
+        assert outcome.ended_at - revoked_at < 1.5
+    streamed_openai, streamed_anthropic, whole = (o.error for o in ending)
+    assert isinstance(streamed_openai, openai.APIError) and "revoked" in str(streamed_openai)
+    assert isinstance(streamed_anthropic, anthropic.APIStatusError) and "revoked" in str(streamed_anthropic)
+    assert isinstance(streamed_anthropic.body, dict)
+    assert streamed_anthropic.body["error"]["type"] == "authentication_error"
+    assert isinstance(whole, openai.AuthenticationError) and "revoked" in whole.message
+    deadline = time.monotonic() + 5
+    while k2emu.client_disconnects - disconnects < 3:  # each upstream request was given up
+        assert time.monotonic() < deadline, "the upstream requests of a revoked key went on"
+        time.sleep(0.05)
+    assert spared.is_alive() and spared.error is None  # another key's answer goes on
+    k2emu.slow_stream(1, 0.0)
+    spared.join(30)
+    assert spared.error is None
+    assert "ending 3 open answer(s)" in gw.logs.text and leaked not in gw.logs.text
+
+
+def test_a_key_revoked_while_its_request_body_was_arriving_is_refused(gateway: Callable[..., GatewayServer]) -> None:
+    """The key was accepted at the headers; the answer must not start once it has been revoked."""
+    gw = gateway(keys_yaml())
+    with admin(gw) as http:
+        leaked = http.post("/admin/keys", json={"name": "leaked"}).json()["data"]["key"]
+    body = json.dumps({"model": MODEL, "messages": MESSAGES}).encode()
+    host, port = gw.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {leaked}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[:10])
+        time.sleep(0.3)
+        with admin(gw) as http:
+            assert http.delete("/admin/keys/leaked").status_code == 200
+        sock.sendall(body[10:])
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            answer += piece
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401"), answer
+    assert json.loads(rest)["error"]["code"] == "invalid_api_key" and b"revoked" in rest
+
+
+def test_a_key_removed_from_the_file_ends_its_open_answer(
+        gateway: Callable[..., GatewayServer], k2emu: K2ThinkEmulator, keys_file: Path) -> None:
+    gw = gateway(keys_yaml())
+    k2emu.slow_stream(60, 0.1)
+    stream = Outcome(openai_stream(gw, KEY_A))
+    stream.start()
+    assert stream.started.wait(10)
+    write_keys(keys_file, f"keys:\n  - key: {KEY_B}\n    name: team-b\n")
+    removed_at = time.monotonic()
+    stream.join(5)
+    assert not stream.is_alive() and stream.ended_at - removed_at < 2.0  # the file is polled twice a second
+    assert isinstance(stream.error, openai.APIError) and "revoked" in str(stream.error)
+
+
 # -- the file ---------------------------------------------------------------------------------------------------
 
 
@@ -468,3 +591,21 @@ def test_usage_rows_are_named_by_the_served_model_so_client_names_cannot_grow_th
         rows = http.get("/admin/usage", params={"key": "team-a"}).json()["data"]["usage"]
     assert [(r["provider"], r["model"], r["requests"], r["errors"]) for r in rows] == [
         ("k2think", MODEL, 3, 0), ("none", "unknown", 150, 150)]  # the rows are the store's keys
+
+
+def test_a_key_revoked_on_one_replica_ends_its_open_answer_on_the_other(
+        replicas: tuple[GatewayServer, GatewayServer], k2emu: K2ThinkEmulator) -> None:
+    one, two = replicas
+    with admin(one) as http:
+        key = http.post("/admin/keys", json={"name": "leaked"}).json()["data"]["key"]
+    wait_accepted(two, key)
+    k2emu.slow_stream(60, 0.1)
+    stream = Outcome(openai_stream(two, key))
+    stream.start()
+    assert stream.started.wait(10)
+    with admin(one) as http:
+        assert http.delete("/admin/keys/leaked").status_code == 200
+    revoked_at = time.monotonic()
+    stream.join(5)
+    assert not stream.is_alive() and stream.ended_at - revoked_at < 1.5  # the store's version is polled twice a second
+    assert isinstance(stream.error, openai.APIError) and "revoked" in str(stream.error)

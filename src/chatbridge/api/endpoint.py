@@ -23,7 +23,7 @@ from chatbridge.api.body_encoding import decode_body
 from chatbridge.api.errors import ApiError, to_api_error
 from chatbridge.api.observe import CLIENT_GONE, Exchange, LaneMetrics
 from chatbridge.api.streaming import DisconnectWatch, EventStreamResponse
-from chatbridge.core.drain import SHUTTING_DOWN, Drain
+from chatbridge.core.drain import KEY_REVOKED, SHUTTING_DOWN, Drain, Ending
 from chatbridge.core.errors import ClientDisconnected, RequestTooLarge
 from chatbridge.core.inline_work import NeedsWorker, inline_work
 from chatbridge.core.types import ChatRequest, Event, Finish
@@ -203,19 +203,28 @@ class ChatEndpoint:
             except Exception as exc:  # over a limit, or a model the key may not use
                 exchange.status = await self._send_error(send, scope, to_api_error(exc), [*headers, overhead_header(scope)])
                 return
+        revocable = key if key is not None and key.source != "env" and task is not None else None  # env keys live as long as the process
         try:
+            if revocable is not None:
+                assert self.keys is not None and task is not None
+                self.drain.watch_key(task, revocable.digest)
+                if not self.keys.holds(revocable):  # revoked while its request was read: ending it is watched from here
+                    exchange.status = await self._send_error(send, scope, ended_error("revoked"), [*headers, overhead_header(scope)])
+                    return
             async with DisconnectWatch(receive, task=task):  # retries, a slow first byte, a long answer
                 await self._answer(chat, scope, send, headers, exchange, metrics)
         except ClientDisconnected:
             return
         except asyncio.CancelledError:
-            if task is None or not self.drain.ended(task):
+            ending = self.drain.ended(task)
+            if task is None or ending is None:
                 raise
             task.uncancel()
             if exchange.status == CLIENT_GONE:  # nothing was sent yet: the error is the answer
-                error = ApiError(503, SHUTTING_DOWN, "service_unavailable_error", "shutting_down")
-                exchange.status = await self._send_error(send, scope, error, [*headers, overhead_header(scope)])
+                exchange.status = await self._send_error(send, scope, ended_error(ending), [*headers, overhead_header(scope)])
         finally:
+            if revocable is not None and task is not None:
+                self.drain.unwatch_key(task, revocable.digest)
             if key is not None:
                 tokens = self._record(key, exchange)
                 if admission is not None and admission.limiter is not None:
@@ -303,12 +312,13 @@ class ChatEndpoint:
             exchange.error = True
             yield b"".join(out) + self.dialect.stream_error(to_api_error(exc), request_id)
             return
-        except asyncio.CancelledError:  # ended by the shutdown's grace: in-band too
+        except asyncio.CancelledError:  # ended by the shutdown's grace or a revoked key: in-band too
             task = asyncio.current_task()
-            if not self.drain.ended(task):
+            ending = self.drain.ended(task)
+            if ending is None:
                 raise
             task.uncancel()  # type: ignore[union-attr]
-            yield self.dialect.stream_error(ApiError(503, SHUTTING_DOWN, "service_unavailable_error", "shutting_down"), request_id)
+            yield self.dialect.stream_error(ended_error(ending), request_id)
             return
         finally:
             try:
@@ -323,6 +333,13 @@ class ChatEndpoint:
         body = self.dialect.error_body(error, _request_id(scope))
         await send_json(send, error.status, body, [*headers, *error_headers(error)])
         return error.status
+
+
+def ended_error(ending: Ending) -> ApiError:
+    """What a client is told of an answer the gateway ended (`core.drain`)."""
+    if ending == "revoked":
+        return ApiError(401, KEY_REVOKED, "invalid_request_error", "invalid_api_key")
+    return ApiError(503, SHUTTING_DOWN, "service_unavailable_error", "shutting_down")
 
 
 async def _no_events() -> AsyncGenerator[Event, None]:

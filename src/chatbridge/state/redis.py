@@ -609,4 +609,4 @@ class RedisSubscription(LocalSubscription):
     async def _drop(pubsub: PubSub) -> None:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8 on

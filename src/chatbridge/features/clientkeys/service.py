@@ -24,7 +24,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,7 @@ class ClientKeys:
         self._by_name: dict[str, ClientKey] = {}
         self.last_reload_error: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._on_gone: list[Callable[[set[str]], None]] = []
         if file is not None:
             self._stamp = _stamp(file)
             self._file_keys = self._checked(read_keys_file(file))
@@ -118,6 +119,14 @@ class ClientKeys:
         wanted = hashlib.sha256(presented).hexdigest()
         key = self._by_digest.get(wanted)
         return key if key is not None and hmac.compare_digest(key.digest, wanted) else None
+
+    def holds(self, key: ClientKey) -> bool:
+        """The key is still accepted (not revoked, nor removed from the file, since it was found)."""
+        return key.digest in self._by_digest
+
+    def on_gone(self, callback: Callable[[set[str]], None]) -> None:
+        """`callback(digests)` is called with the keys that stop being accepted, whenever some do."""
+        self._on_gone.append(callback)
 
     def named(self, name: str) -> ClientKey | None:
         return self._by_name.get(name)
@@ -158,7 +167,10 @@ class ClientKeys:
                 continue
             by_digest[key.digest] = key
             by_name[key.name] = key
+        gone = self._by_digest.keys() - by_digest.keys()
         self._by_digest, self._by_name = by_digest, by_name
+        for callback in self._on_gone if gone else ():
+            callback(gone)
 
     def reload_file(self) -> bool:
         """Re-read CLIENT_KEYS_FILE if it changed; a broken edit keeps the last good set (and is logged)."""
