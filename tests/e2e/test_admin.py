@@ -9,6 +9,7 @@ import httpx
 import pytest
 from starlette.routing import Route
 
+from chatbridge.api.admin_page import ASSET_PREFIX, PAGE_PATHS
 from chatbridge.runtime import ConfigurationError, build_runtime
 from tests.harness import API_KEY, GatewayServer, make_settings
 from tests.pool.helpers import admin, assert_no_full_token, chat, stats
@@ -20,10 +21,13 @@ ORIGINAL_STATS_KEYS = {
 }
 
 
+PAGE_ROUTES = (*PAGE_PATHS, ASSET_PREFIX + "{name}")  # the web page: static, no data, open (tests/e2e/test_admin_page.py)
+
+
 def _admin_routes(gw: GatewayServer) -> list[tuple[str, str]]:
     routes = []
     for route in gw.app.framework.routes:
-        if isinstance(route, Route) and route.path.startswith("/admin"):
+        if isinstance(route, Route) and route.path.startswith("/admin") and route.path not in PAGE_ROUTES:
             path = route.path.format(index="0", provider="k2think", credential="abc", action="reset", name="team-a")
             routes.extend((method, path) for method in sorted(route.methods or ()) if method != "HEAD")
     return routes

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from chatbridge import __version__
-from chatbridge.api import admin, admin_keys, admin_tokens, errors
+from chatbridge.api import admin, admin_keys, admin_page, admin_tokens, errors
 from chatbridge.api.anthropic import AnthropicDialect
 from chatbridge.api.anthropic.count import CountTokensEndpoint
 from chatbridge.api.anthropic.models import error_response as anthropic_error_response
@@ -88,6 +88,7 @@ def create_framework_app(runtime: Runtime) -> FastAPI:
     admin.install(app)
     admin_tokens.install(app)
     admin_keys.install(app)
+    admin_page.install(app)
     _head_wherever_get(app)
 
     _install_error_handlers(app)

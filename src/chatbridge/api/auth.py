@@ -6,6 +6,7 @@ import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+from chatbridge.api.admin_page import is_page
 from chatbridge.api.errors import ApiError, error_body_for_path
 from chatbridge.core.types import ModelInfo
 from chatbridge.features.clientkeys import ClientKey, ClientKeys
@@ -18,11 +19,11 @@ _ADMIN_HINT = ("/admin/ routes need the admin key (ADMIN_API_KEY, or the key gen
 
 
 def key_kind(path: str) -> KeyKind | None:
-    """Client keys open the API, admin keys (only) `/admin`; other paths are open (None)."""
+    """Client keys open the API, admin keys (only) `/admin` (but its web page); other paths are open (None)."""
     if path.startswith("/v1/") or path == "/chat/completions":
         return "client"
     if path.startswith("/admin/") or path == "/admin":
-        return "admin"
+        return None if is_page(path) else "admin"  # the page holds no data; what it reads takes the key
     return None
 
 
