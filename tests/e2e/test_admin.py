@@ -164,3 +164,18 @@ def test_every_pooled_provider_has_its_credentials_routes(gw: GatewayServer) -> 
         assert unknown.status_code == 404 and unknown.json() == {"status": "error", "message": "Unknown provider 'nobody'"}
         no_pool = http.get("/admin/providers/openai/credentials")
         assert no_pool.status_code == 409 and "OPENAI_COMPAT_BASE_URL" in no_pool.json()["message"]
+
+
+def test_health_is_degraded_while_no_credential_of_a_pool_is_usable(gw: GatewayServer) -> None:
+    """A monitor reading /health learns that k2think cannot answer, not "ok" beside 0 active credentials."""
+    ids = [e.credential.id for e in gw.runtime.pools["k2think"].entries]
+    assert httpx.get(gw.base_url + "/health").json()["status"] == "ok"
+    with admin(gw) as http:
+        for credential in ids:
+            assert http.post(f"/admin/pools/k2think/{credential}/disable").status_code == 200
+        health = httpx.get(gw.base_url + "/health")
+        assert health.status_code == 200  # still up: load balancers read the code, monitors the status
+        assert health.json()["status"] == "degraded"
+        assert health.json()["providers"]["k2think"]["credentials"]["active"] == 0
+        assert http.post(f"/admin/pools/k2think/{ids[1]}/enable").status_code == 200
+    assert httpx.get(gw.base_url + "/health").json()["status"] == "ok"

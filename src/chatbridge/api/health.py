@@ -11,8 +11,9 @@ from chatbridge import __version__
 
 async def health(request: Request) -> Response:
     """Always answers at once (nothing here waits on an upstream or on Redis); "degraded" when a
-    provider cannot serve now (no models yet, its upstream resting after an outage) or when the
-    shared state store (Redis) is unreachable and this replica serves from its local state."""
+    provider cannot serve now (no models yet, its upstream resting after an outage, no credential
+    of its pool usable: all disabled, cooling or expired) or when the shared state store (Redis)
+    is unreachable and this replica serves from its local state."""
     runtime = request.app.state.runtime
     providers: dict[str, object] = {}
     degraded = False
@@ -21,13 +22,15 @@ async def health(request: Request) -> Response:
         refresher = wiring.lifecycle.refresher if wiring.lifecycle is not None else None
         models = [m.id for m in wiring.provider.models()]
         outage = pool.outage.view(pool.now()) if pool is not None else None
-        degraded = degraded or not models or (outage is not None and outage["state"] == "open")
+        counts = pool.counts() if pool is not None else None
+        degraded = (degraded or not models or (outage is not None and outage["state"] == "open")
+                    or (counts is not None and counts["active"] == 0))
         providers[name] = {
             "enabled": True,
             "mode": wiring.mode,
             "models": models,
             "discovery": wiring.provider.discovery(),
-            "credentials": pool.counts() if pool is not None else None,
+            "credentials": counts,
             "upstream_outage": outage,
             "auto_update": refresher is not None,
             "refreshing": refresher is not None and refresher.is_updating,
