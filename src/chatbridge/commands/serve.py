@@ -60,7 +60,7 @@ def serve(
     bound_port = sock.getsockname()[1]  # PORT=0 picks a free one
     lines = [
         f"chatbridge {__version__} listening on http://{_url_host(settings.host)}:{bound_port} "
-        f"(OpenAI base URL: http://{_url_host(shown_host)}:{bound_port}/v1, docs: /docs)",
+        f"(OpenAI base URL: http://{_url_host(shown_host)}:{bound_port}/v1, docs: /docs, admin page: /admin)",
         *runtime.report,
         *([limits_note] if limits_note else []),
         *([f"CORS: browsers may call the API from {', '.join(settings.cors_origin_list)}"] if settings.cors_origin_list else []),
