@@ -70,6 +70,8 @@ def test_the_page_is_served_without_a_key_holds_no_data_and_cannot_be_framed(gat
         assert httpx.get(gateway.base_url + path).status_code == 401, path  # the data still takes the admin key
     refused = httpx.get(gateway.base_url + "/admin/keys", headers={"Authorization": f"Bearer {gateway.api_key}"})
     assert refused.status_code == 401  # a client key does not open it either
+    unknown = httpx.get(gateway.base_url + "/admin/ui/other.js", headers={"Authorization": f"Bearer {admin_key(gateway)}"})
+    assert unknown.status_code == 404 and unknown.json() == {"status": "error", "message": "Unknown admin route: GET /admin/ui/other.js"}
 
 
 def test_a_wrong_key_is_refused_and_a_client_key_opens_nothing(page: Any, gateway: GatewayServer) -> None:

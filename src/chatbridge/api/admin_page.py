@@ -11,6 +11,7 @@ from __future__ import annotations
 from importlib import resources
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -45,8 +46,8 @@ def install(app: FastAPI) -> None:
 
     async def admin_asset(request: Request) -> Response:
         name = request.path_params["name"]
-        if name not in assets:
-            return Response(b'{"status":"error","message":"Not found"}', status_code=404, media_type="application/json")
+        if name not in assets:  # answered as every unknown admin route is (`app._install_error_handlers`)
+            raise HTTPException(404)
         return Response(assets[name], media_type=_TYPES[name], headers=_HEADERS)
 
     for path in PAGE_PATHS:
